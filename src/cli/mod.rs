@@ -1,0 +1,214 @@
+//! Command-line interface: one small function per subcommand. The only place that
+//! prints for humans; business logic lives in the library.
+
+mod import;
+mod progress;
+mod seed;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{
+    ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, parser::ValueSource,
+};
+use herald::config::{Layer, SETTINGS, Settings, Source};
+use herald::store::Store;
+
+/// Herald: marketing-campaign automation — segments, templates, SMTP delivery, tracking.
+#[derive(Parser, Debug)]
+#[command(name = "herald", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    settings: SettingArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Every setting as a flag with its `HERALD_*` environment variable.
+#[derive(Args, Debug)]
+struct SettingArgs {
+    /// Config file (TOML); default ./herald.toml when it exists
+    #[arg(long, env = "HERALD_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Database: sqlite://FILE (default sqlite://herald.db) or postgres://…
+    #[arg(
+        long,
+        env = "HERALD_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+    /// SMTP relay URL; unset = write .eml files to the outbox
+    #[arg(long, env = "HERALD_SMTP_URL", global = true, hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// SMTP-wide rate ceiling, e.g. 50/s
+    #[arg(long, env = "HERALD_SMTP_RATE", global = true)]
+    smtp_rate: Option<String>,
+    /// Messages in flight to the relay at once (default 8)
+    #[arg(long, env = "HERALD_SMTP_CONCURRENCY", global = true)]
+    smtp_concurrency: Option<String>,
+    /// Directory for .eml files when no SMTP URL is set (default outbox)
+    #[arg(long, env = "HERALD_OUTBOX_DIR", global = true)]
+    outbox_dir: Option<String>,
+    /// Public base URL of the tracking endpoint
+    #[arg(long, env = "HERALD_PUBLIC_URL", global = true)]
+    public_url: Option<String>,
+    /// HMAC keys, comma-separated: the first signs, all verify
+    #[arg(long, env = "HERALD_SECRET", global = true, hide_env_values = true)]
+    secret: Option<String>,
+    /// Tracking service listen address (default 127.0.0.1:8080)
+    #[arg(long, env = "HERALD_HTTP_ADDR", global = true)]
+    http_addr: Option<String>,
+    /// At most N campaign emails per customer per window, e.g. 3/7d
+    #[arg(long, env = "HERALD_FREQUENCY_CAP", global = true)]
+    frequency_cap: Option<String>,
+    /// Postal address for message footers
+    #[arg(long, env = "HERALD_POSTAL_ADDRESS", global = true)]
+    postal_address: Option<String>,
+    /// Bearer secret for the bounce/complaint webhook
+    #[arg(
+        long,
+        env = "HERALD_WEBHOOK_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    webhook_secret: Option<String>,
+    /// DKIM selector
+    #[arg(long, env = "HERALD_DKIM_SELECTOR", global = true)]
+    dkim_selector: Option<String>,
+    /// DKIM signing domain
+    #[arg(long, env = "HERALD_DKIM_DOMAIN", global = true)]
+    dkim_domain: Option<String>,
+    /// Path to the DKIM private key (PEM)
+    #[arg(long, env = "HERALD_DKIM_KEY", global = true)]
+    dkim_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the effective settings and where each came from (secrets masked)
+    Config,
+    /// Create or update the database schema
+    Migrate,
+    /// Import customers (CSV or JSON Lines) or interactions (JSON Lines)
+    #[command(subcommand)]
+    Import(import::ImportCommand),
+    /// Generate deterministic synthetic customers and interactions
+    Seed(seed::SeedArgs),
+    /// Try Herald on the SQLite default: seed demo customers and show what is stored
+    Demo(seed::DemoArgs),
+}
+
+/// Exit code when some input rows were rejected but the rest was applied.
+pub const EXIT_ROWS_REJECTED: u8 = 3;
+
+pub fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, &matches)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("herald=info,warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let settings = load_settings(&cli.settings, matches)?;
+    match cli.command {
+        Command::Config => {
+            print_config(&settings);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let store = open_store(&settings).await?;
+            println!("schema is up to date ({})", store.backend().name());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import(cmd) => import::run(cmd, &settings).await,
+        Command::Seed(args) => seed::run(args, &settings).await,
+        Command::Demo(args) => seed::demo(args, &settings).await,
+    }
+}
+
+/// Flags and environment variables as a layer, each tagged with its source.
+fn load_settings(args: &SettingArgs, matches: &ArgMatches) -> anyhow::Result<Settings> {
+    let mut layer = Layer::new();
+    for spec in SETTINGS {
+        let value = match spec.name {
+            "database_url" => &args.database_url,
+            "smtp_url" => &args.smtp_url,
+            "smtp_rate" => &args.smtp_rate,
+            "smtp_concurrency" => &args.smtp_concurrency,
+            "outbox_dir" => &args.outbox_dir,
+            "public_url" => &args.public_url,
+            "secret" => &args.secret,
+            "http_addr" => &args.http_addr,
+            "frequency_cap" => &args.frequency_cap,
+            "postal_address" => &args.postal_address,
+            "webhook_secret" => &args.webhook_secret,
+            "dkim_selector" => &args.dkim_selector,
+            "dkim_domain" => &args.dkim_domain,
+            "dkim_key" => &args.dkim_key,
+            other => anyhow::bail!("setting {other} has no flag (bug)"),
+        };
+        if let Some(v) = value {
+            let source = match value_source(matches, spec.name) {
+                Some(ValueSource::EnvVariable) => Source::Env,
+                _ => Source::Flag,
+            };
+            layer.insert(spec.name, (v.clone(), source));
+        }
+    }
+    Ok(Settings::load(layer, args.config.as_deref())?)
+}
+
+/// Where clap found a global argument, looking into the subcommand too.
+fn value_source(matches: &ArgMatches, id: &str) -> Option<ValueSource> {
+    matches.value_source(id).or_else(|| {
+        matches
+            .subcommand()
+            .and_then(|(_, sub)| value_source(sub, id))
+    })
+}
+
+fn print_config(settings: &Settings) {
+    let rows = settings.describe();
+    let width = rows.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
+    for (name, value, source) in rows {
+        println!("{name:<width$}  {value}  ({source})");
+    }
+}
+
+/// Opens the database and applies migrations.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::open(&settings.database_url)
+        .await
+        .with_context(|| "the database could not be prepared".to_string())
+}

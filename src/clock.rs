@@ -1,0 +1,41 @@
+//! Time as Herald stores it: milliseconds since the Unix epoch, UTC.
+//!
+//! Both backends keep timestamps as `BIGINT` milliseconds so that one SQL text
+//! (comparisons, window arithmetic) serves SQLite and PostgreSQL alike.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// Milliseconds since 1970-01-01T00:00:00Z.
+pub type Millis = i64;
+
+/// The current time in milliseconds.
+pub fn now_millis() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+/// Parses an RFC 3339 timestamp (`2026-11-23T09:00:00Z`, `…+01:00`) into milliseconds.
+pub fn parse_rfc3339(text: &str) -> Option<Millis> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Formats milliseconds as RFC 3339 in UTC (`2026-11-23T09:00:00.000Z`).
+pub fn format_rfc3339(millis: Millis) -> String {
+    DateTime::<Utc>::from_timestamp_millis(millis)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_else(|| millis.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_rfc3339() {
+        let ms = parse_rfc3339("2026-11-23T09:00:00+01:00").unwrap();
+        assert_eq!(format_rfc3339(ms), "2026-11-23T08:00:00.000Z");
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
+    }
+}

@@ -1,0 +1,510 @@
+//! Settings: command-line flag > `HERALD_*` environment variable > `herald.toml` > default.
+//!
+//! The CLI collects flags and environment variables into a [`Layer`]; this module
+//! merges it with the file, types every value once and remembers where each came
+//! from so `herald config` can say so. Secrets are never printed in clear.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::quantity::{FrequencyCap, Rate};
+
+/// One setting Herald understands.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingSpec {
+    /// snake_case name: the toml key; the flag is its kebab-case form and the
+    /// environment variable `HERALD_` + its upper-case form.
+    pub name: &'static str,
+    pub secret: bool,
+    pub help: &'static str,
+    pub default: Option<&'static str>,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://herald.db";
+
+/// Every setting, in the order `herald config` prints them.
+pub const SETTINGS: &[SettingSpec] = &[
+    spec(
+        "database_url",
+        false,
+        "database: sqlite://FILE (default herald.db, created on first use) or postgres://…",
+        Some(DEFAULT_DATABASE_URL),
+    ),
+    spec(
+        "smtp_url",
+        true,
+        "SMTP relay: smtp://[user:pass@]host[:port][?tls=required|opportunistic|none] or smtps://…; unset = write .eml files to outbox_dir",
+        None,
+    ),
+    spec(
+        "smtp_rate",
+        false,
+        "SMTP-wide send rate ceiling, e.g. 50/s (per worker process)",
+        None,
+    ),
+    spec(
+        "smtp_concurrency",
+        false,
+        "messages in flight to the SMTP relay at once",
+        Some("8"),
+    ),
+    spec(
+        "outbox_dir",
+        false,
+        "where .eml files go when no smtp_url is set",
+        Some("outbox"),
+    ),
+    spec(
+        "public_url",
+        false,
+        "public base URL of the tracking endpoint, used in links",
+        Some("http://localhost:8080"),
+    ),
+    spec(
+        "secret",
+        true,
+        "comma-separated HMAC keys for tracking tokens; the first signs, all verify",
+        None,
+    ),
+    spec(
+        "http_addr",
+        false,
+        "listen address of the tracking HTTP service",
+        Some("127.0.0.1:8080"),
+    ),
+    spec(
+        "frequency_cap",
+        false,
+        "at most N campaign emails per customer per window, e.g. 3/7d",
+        None,
+    ),
+    spec(
+        "postal_address",
+        false,
+        "sender's postal address for message footers (CAN-SPAM)",
+        None,
+    ),
+    spec(
+        "webhook_secret",
+        true,
+        "bearer secret required on the bounce/complaint webhook",
+        None,
+    ),
+    spec(
+        "dkim_selector",
+        false,
+        "DKIM selector; with dkim_domain and dkim_key enables signing",
+        None,
+    ),
+    spec("dkim_domain", false, "DKIM signing domain (d=)", None),
+    spec(
+        "dkim_key",
+        false,
+        "path to the DKIM private key (PEM, RSA or Ed25519)",
+        None,
+    ),
+];
+
+const fn spec(
+    name: &'static str,
+    secret: bool,
+    help: &'static str,
+    default: Option<&'static str>,
+) -> SettingSpec {
+    SettingSpec {
+        name,
+        secret,
+        help,
+        default,
+    }
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    File(PathBuf),
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag => f.write_str("flag"),
+            Source::Env => f.write_str("environment"),
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// Raw values by setting name, each with its source.
+pub type Layer = BTreeMap<&'static str, (String, Source)>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("{path}: unknown setting {key:?}; known settings: {known}")]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        known: String,
+    },
+    #[error("setting {name} (from {from}): {message}")]
+    Invalid {
+        name: &'static str,
+        from: Source,
+        message: String,
+    },
+}
+
+/// The effective, typed settings.
+#[derive(Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub smtp_url: Option<String>,
+    pub smtp_rate: Option<Rate>,
+    pub smtp_concurrency: usize,
+    pub outbox_dir: PathBuf,
+    pub public_url: String,
+    pub secrets: Vec<String>,
+    pub http_addr: SocketAddr,
+    pub frequency_cap: Option<FrequencyCap>,
+    pub postal_address: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub dkim_selector: Option<String>,
+    pub dkim_domain: Option<String>,
+    pub dkim_key: Option<PathBuf>,
+    raw: Layer,
+}
+
+impl fmt::Debug for Settings {
+    // Hand-written so that a stray `{:?}` can never log a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Settings");
+        for (name, value, _) in self.describe() {
+            d.field(name, &value);
+        }
+        d.finish()
+    }
+}
+
+impl Settings {
+    /// Merges flags/environment (`overrides`) over the config file over defaults.
+    ///
+    /// `config_path` is the `--config` value; without it `./herald.toml` is read
+    /// when it exists.
+    pub fn load(overrides: Layer, config_path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let file_layer = match config_path {
+            Some(path) => read_file(path)?,
+            None => {
+                let default = Path::new("herald.toml");
+                if default.exists() {
+                    read_file(default)?
+                } else {
+                    Layer::new()
+                }
+            }
+        };
+        Settings::merge(overrides, file_layer)
+    }
+
+    /// Defaults only, with the database URL given: for tests and embedding.
+    pub fn for_database(database_url: &str) -> Settings {
+        let mut overrides = Layer::new();
+        overrides.insert("database_url", (database_url.to_string(), Source::Flag));
+        // Defaults always parse; a failure here is a bug in SETTINGS.
+        Settings::merge(overrides, Layer::new())
+            .unwrap_or_else(|e| panic!("built-in defaults are invalid: {e}"))
+    }
+
+    fn merge(overrides: Layer, file_layer: Layer) -> Result<Settings, ConfigError> {
+        let mut raw = Layer::new();
+        for spec in SETTINGS {
+            let value = overrides
+                .get(spec.name)
+                .or_else(|| file_layer.get(spec.name))
+                .cloned()
+                .or_else(|| spec.default.map(|d| (d.to_string(), Source::Default)));
+            if let Some(v) = value {
+                raw.insert(spec.name, v);
+            }
+        }
+        Settings::from_raw(raw)
+    }
+
+    fn from_raw(raw: Layer) -> Result<Settings, ConfigError> {
+        let get = |name: &'static str| -> Option<(&str, &Source)> {
+            raw.get(name)
+                .map(|(v, s)| (v.as_str(), s))
+                .filter(|(v, _)| !v.trim().is_empty())
+        };
+        let invalid = |name: &'static str, source: &Source, message: String| ConfigError::Invalid {
+            name,
+            from: source.clone(),
+            message,
+        };
+        let text = |name| get(name).map(|(v, _)| v.trim().to_string());
+
+        let database_url = text("database_url").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        if let Some((v, s)) = get("database_url") {
+            if !(v.starts_with("sqlite:")
+                || v.starts_with("postgres://")
+                || v.starts_with("postgresql://"))
+            {
+                return Err(invalid(
+                    "database_url",
+                    s,
+                    "expected sqlite://FILE or postgres://…".into(),
+                ));
+            }
+        }
+        let smtp_url = text("smtp_url");
+        if let Some((v, s)) = get("smtp_url") {
+            if !(v.starts_with("smtp://") || v.starts_with("smtps://")) {
+                return Err(invalid(
+                    "smtp_url",
+                    s,
+                    "expected smtp://… or smtps://…".into(),
+                ));
+            }
+        }
+        let smtp_rate = match get("smtp_rate") {
+            Some((v, s)) => Some(
+                v.parse::<Rate>()
+                    .map_err(|e| invalid("smtp_rate", s, e.to_string()))?,
+            ),
+            None => None,
+        };
+        let smtp_concurrency = match get("smtp_concurrency") {
+            Some((v, s)) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=1024).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "smtp_concurrency",
+                        s,
+                        format!("{v:?} is not a whole number from 1 to 1024"),
+                    ));
+                }
+            },
+            None => 8,
+        };
+        let frequency_cap = match get("frequency_cap") {
+            Some((v, s)) => Some(
+                v.parse::<FrequencyCap>()
+                    .map_err(|e| invalid("frequency_cap", s, e.to_string()))?,
+            ),
+            None => None,
+        };
+        let http_addr = match get("http_addr") {
+            Some((v, s)) => v.trim().parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "http_addr",
+                    s,
+                    format!("{v:?} is not an address such as 127.0.0.1:8080"),
+                )
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let public_url = text("public_url").unwrap_or_else(|| "http://localhost:8080".into());
+        if let Some((v, s)) = get("public_url") {
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                return Err(invalid(
+                    "public_url",
+                    s,
+                    "expected an http:// or https:// URL".into(),
+                ));
+            }
+        }
+        let secrets = text("secret")
+            .map(|v| {
+                v.split(',')
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Settings {
+            database_url,
+            smtp_url,
+            smtp_rate,
+            smtp_concurrency,
+            outbox_dir: PathBuf::from(text("outbox_dir").unwrap_or_else(|| "outbox".into())),
+            public_url: public_url.trim_end_matches('/').to_string(),
+            secrets,
+            http_addr,
+            frequency_cap,
+            postal_address: text("postal_address"),
+            webhook_secret: text("webhook_secret"),
+            dkim_selector: text("dkim_selector"),
+            dkim_domain: text("dkim_domain"),
+            dkim_key: text("dkim_key").map(PathBuf::from),
+            raw,
+        })
+    }
+
+    /// Every setting as (name, printable value, source), secrets masked.
+    pub fn describe(&self) -> Vec<(&'static str, String, Source)> {
+        SETTINGS
+            .iter()
+            .map(|spec| match self.raw.get(spec.name) {
+                Some((value, source)) => {
+                    let shown = if spec.secret || spec.name == "database_url" {
+                        mask(spec.name, value)
+                    } else {
+                        value.clone()
+                    };
+                    (spec.name, shown, source.clone())
+                }
+                None => (spec.name, "(unset)".to_string(), Source::Default),
+            })
+            .collect()
+    }
+}
+
+/// Hides secrets: whole values for keys, only the password inside URLs.
+fn mask(name: &str, value: &str) -> String {
+    if let Some((scheme, rest)) = value.split_once("://") {
+        if let Some((userinfo, host)) = rest.rsplit_once('@') {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                return format!("{scheme}://{user}:****@{host}");
+            }
+        }
+        return value.to_string();
+    }
+    if name == "secret" {
+        let n = value.split(',').filter(|k| !k.trim().is_empty()).count();
+        return format!("**** ({n} key{})", if n == 1 { "" } else { "s" });
+    }
+    "****".to_string()
+}
+
+fn read_file(path: &Path) -> Result<Layer, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Toml {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().to_string(),
+        })?;
+    let mut layer = Layer::new();
+    for (key, value) in table {
+        let spec =
+            SETTINGS
+                .iter()
+                .find(|s| s.name == key)
+                .ok_or_else(|| ConfigError::UnknownKey {
+                    path: path.to_path_buf(),
+                    key: key.clone(),
+                    known: SETTINGS
+                        .iter()
+                        .map(|s| s.name)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Array(items) if spec.name == "secret" => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| ConfigError::Toml {
+                    path: path.to_path_buf(),
+                    message: "secret: expected a string or a list of strings".into(),
+                })?
+                .join(","),
+            other => {
+                return Err(ConfigError::Toml {
+                    path: path.to_path_buf(),
+                    message: format!("{key}: expected a string, found {}", other.type_str()),
+                });
+            }
+        };
+        layer.insert(spec.name, (text, Source::File(path.to_path_buf())));
+    }
+    Ok(layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(name: &'static str, v: &str) -> Layer {
+        let mut l = Layer::new();
+        l.insert(name, (v.to_string(), Source::Flag));
+        l
+    }
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(
+            &path,
+            "smtp_rate = \"10/s\"\nsmtp_concurrency = 4\nsecret = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(flag("smtp_rate", "50/s"), Some(&path)).unwrap();
+        assert_eq!(s.smtp_rate.unwrap().count, 50);
+        assert_eq!(s.smtp_concurrency, 4);
+        assert_eq!(s.secrets, vec!["a", "b"]);
+        assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
+        let d = s.describe();
+        let find = |n: &str| d.iter().find(|(k, _, _)| *k == n).unwrap().clone();
+        assert_eq!(find("smtp_rate").2, Source::Flag);
+        assert_eq!(find("smtp_concurrency").2, Source::File(path.clone()));
+        assert_eq!(find("secret").1, "**** (2 keys)");
+        assert_eq!(find("outbox_dir").2, Source::Default);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "smtp_rat = \"10/s\"\n").unwrap();
+        let e = Settings::load(Layer::new(), Some(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown setting \"smtp_rat\""), "{e}");
+        let e = Settings::load(
+            flag("frequency_cap", "3 per week"),
+            Some(Path::new("/nonexistent/x.toml")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cannot read config file"), "{e}");
+        let e = Settings::load(flag("smtp_concurrency", "0"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("smtp_concurrency"), "{e}");
+    }
+
+    #[test]
+    fn masks_secrets() {
+        assert_eq!(
+            mask("smtp_url", "smtp://bob:hunter2@mx:587"),
+            "smtp://bob:****@mx:587"
+        );
+        assert_eq!(
+            mask("database_url", "postgres://u:p@h/db"),
+            "postgres://u:****@h/db"
+        );
+        assert_eq!(mask("webhook_secret", "hunter2"), "****");
+        let s = Settings::load(flag("smtp_url", "smtp://bob:hunter2@mx:587"), None).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,216 @@
+//! Customers and interactions as plain domain values, validated once at the edge.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::{Map, Value};
+
+use crate::clock::Millis;
+
+/// A normalised email address: trimmed, domain in lower case, local part as given.
+///
+/// An `Email` that exists has passed [`Email::parse`]; nothing else builds one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Email(String);
+
+/// Why a value could not become a customer field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    #[error("invalid email {0:?}")]
+    Email(String),
+    #[error("invalid status {0:?}: expected subscribed, unsubscribed, bounced or complained")]
+    Status(String),
+    #[error("unknown time zone {0:?}: expected an IANA name such as Europe/Berlin")]
+    Timezone(String),
+}
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Email, FieldError> {
+        let bad = || FieldError::Email(raw.to_string());
+        let text = raw.trim();
+        let (local, domain) = text.rsplit_once('@').ok_or_else(bad)?;
+        let local_ok = !local.is_empty()
+            && local.len() <= 64
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..")
+            && local
+                .chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && !"<>()[]\\,;:@\"".contains(c));
+        let domain_ok = domain.len() <= 253
+            && domain.contains('.')
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            });
+        if !local_ok || !domain_ok {
+            return Err(bad());
+        }
+        Ok(Email(format!("{local}@{}", domain.to_lowercase())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part after `@`.
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether Herald may email a customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CustomerStatus {
+    Subscribed,
+    Unsubscribed,
+    Bounced,
+    Complained,
+}
+
+impl CustomerStatus {
+    pub const ALL: [CustomerStatus; 4] = [
+        CustomerStatus::Subscribed,
+        CustomerStatus::Unsubscribed,
+        CustomerStatus::Bounced,
+        CustomerStatus::Complained,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CustomerStatus::Subscribed => "subscribed",
+            CustomerStatus::Unsubscribed => "unsubscribed",
+            CustomerStatus::Bounced => "bounced",
+            CustomerStatus::Complained => "complained",
+        }
+    }
+}
+
+impl FromStr for CustomerStatus {
+    type Err = FieldError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        CustomerStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| FieldError::Status(text.to_string()))
+    }
+}
+
+/// An IANA time zone name that chrono-tz knows.
+pub fn parse_timezone(text: &str) -> Result<String, FieldError> {
+    let name = text.trim();
+    chrono_tz::Tz::from_str(name)
+        .map(|tz| tz.name().to_string())
+        .map_err(|_| FieldError::Timezone(text.to_string()))
+}
+
+/// A customer as it arrives from an import or the seeder.
+///
+/// `None` means "not given": an upsert keeps what is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerRecord {
+    pub email: Email,
+    pub external_id: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub status: Option<CustomerStatus>,
+    pub timezone: Option<String>,
+    pub created_at: Option<Millis>,
+    pub attributes: Map<String, Value>,
+}
+
+impl CustomerRecord {
+    pub fn new(email: Email) -> Self {
+        CustomerRecord {
+            email,
+            external_id: None,
+            first_name: None,
+            last_name: None,
+            status: None,
+            timezone: None,
+            created_at: None,
+            attributes: Map::new(),
+        }
+    }
+}
+
+/// Who an imported interaction belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CustomerKey {
+    Email(Email),
+    ExternalId(String),
+}
+
+impl fmt::Display for CustomerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CustomerKey::Email(e) => write!(f, "email {e}"),
+            CustomerKey::ExternalId(id) => write!(f, "external_id {id:?}"),
+        }
+    }
+}
+
+/// An interaction as it arrives from an import.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InteractionRecord {
+    pub customer: CustomerKey,
+    pub kind: String,
+    pub occurred_at: Millis,
+    /// The source system's id for this event; re-importing it changes nothing.
+    pub external_id: Option<String>,
+    pub data: Map<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_email() {
+        let e = Email::parse("  Jane.Doe@Example.COM ").unwrap();
+        assert_eq!(e.as_str(), "Jane.Doe@example.com");
+        assert_eq!(e.domain(), "example.com");
+        assert_eq!(
+            Email::parse("ünïcode@bücher.de").unwrap().as_str(),
+            "ünïcode@bücher.de"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_email() {
+        for bad in [
+            "",
+            "plain",
+            "@x.com",
+            "a@",
+            "a@b",
+            "a b@x.com",
+            "a@x..com",
+            "a@-x.com",
+            ".a@x.com",
+            "a@x.com,b@y.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn statuses_and_zones() {
+        assert_eq!(
+            "Unsubscribed".parse::<CustomerStatus>().unwrap(),
+            CustomerStatus::Unsubscribed
+        );
+        assert!("gone".parse::<CustomerStatus>().is_err());
+        assert_eq!(parse_timezone("Europe/Berlin").unwrap(), "Europe/Berlin");
+        assert!(parse_timezone("Mars/Olympus").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! Herald: marketing-campaign automation.
+//!
+//! Data flows one way: campaign files → segment → plan (deliveries) → render →
+//! send → interactions. See `docs/architecture.md` for the module map.
+
+pub mod clock;
+pub mod config;
+pub mod customer;
+pub mod import;
+pub mod quantity;
+pub mod seed;
+pub mod store;

@@ -1,0 +1,165 @@
+//! Customers: look-ups by key and batched upserts.
+
+use serde_json::{Map, Value};
+use sqlx::AssertSqlSafe;
+use sqlx::types::Json;
+
+use super::{Context, Store, StoreError, values_list, with_pool};
+use crate::clock::Millis;
+
+/// A customer as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCustomer {
+    pub id: i64,
+    pub email: String,
+    pub external_id: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub status: String,
+    pub timezone: Option<String>,
+    pub attributes: Map<String, Value>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+type CustomerRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    Json<Map<String, Value>>,
+    i64,
+    i64,
+);
+
+const COLUMNS: &str = "id, email, external_id, first_name, last_name, status, timezone, \
+                       attributes, created_at, updated_at";
+
+fn from_row(r: CustomerRow) -> StoredCustomer {
+    StoredCustomer {
+        id: r.0,
+        email: r.1,
+        external_id: r.2,
+        first_name: r.3,
+        last_name: r.4,
+        status: r.5,
+        timezone: r.6,
+        attributes: r.7.0,
+        created_at: r.8,
+        updated_at: r.9,
+    }
+}
+
+/// The full new state of one customer row, written by [`Store::write_customers`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerWrite {
+    pub email: String,
+    pub external_id: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub status: String,
+    pub timezone: Option<String>,
+    pub attributes: Map<String, Value>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// Rows per upsert statement: 9 parameters each stays far below SQLite's
+/// 32,766 and PostgreSQL's 65,535 bound-parameter limits.
+pub const WRITE_BATCH: usize = 1000;
+
+impl Store {
+    /// The stored customers whose email or external id is among the given ones.
+    pub async fn customers_by_keys(
+        &self,
+        emails: &[&str],
+        external_ids: &[&str],
+    ) -> Result<Vec<StoredCustomer>, StoreError> {
+        if emails.is_empty() && external_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let b = self.backend();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM customers WHERE {} UNION SELECT {COLUMNS} FROM customers WHERE {}",
+            b.in_json_array("email", 1),
+            b.in_json_array("external_id", 2)
+        );
+        let emails = json_list(emails);
+        let ids = json_list(external_ids);
+        let rows: Vec<CustomerRow> = with_pool!(self, |pool| {
+            sqlx::query_as(AssertSqlSafe(&*sql))
+                .bind(&emails)
+                .bind(&ids)
+                .fetch_all(pool)
+                .await
+        })
+        .context("looking up customers")?;
+        Ok(rows.into_iter().map(from_row).collect())
+    }
+
+    /// One customer by normalised email.
+    pub async fn customer_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<StoredCustomer>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM customers WHERE email = $1");
+        let row: Option<CustomerRow> =
+            with_pool!(self, |pool| sqlx::query_as(AssertSqlSafe(&*sql))
+                .bind(email)
+                .fetch_optional(pool)
+                .await)
+            .context("reading a customer")?;
+        Ok(row.map(from_row))
+    }
+
+    /// Inserts or fully replaces customers by email, in one transaction per call.
+    ///
+    /// The caller has merged each row with what was stored; this writes the result.
+    /// Returns the number of rows written.
+    pub async fn write_customers(&self, rows: &[CustomerWrite]) -> Result<u64, StoreError> {
+        let mut written = 0;
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await.context("starting a customer batch")?;
+            for chunk in rows.chunks(WRITE_BATCH) {
+                let sql = format!(
+                    "INSERT INTO customers (email, external_id, first_name, last_name, status, \
+                     timezone, attributes, created_at, updated_at) VALUES {} \
+                     ON CONFLICT (email) DO UPDATE SET external_id = excluded.external_id, \
+                     first_name = excluded.first_name, last_name = excluded.last_name, \
+                     status = excluded.status, timezone = excluded.timezone, \
+                     attributes = excluded.attributes, updated_at = excluded.updated_at",
+                    values_list(self.backend(), chunk.len(), 9)
+                );
+                let mut q =
+                    sqlx::query(AssertSqlSafe(&*sql)).persistent(chunk.len() == WRITE_BATCH);
+                for r in chunk {
+                    q = q
+                        .bind(&r.email)
+                        .bind(&r.external_id)
+                        .bind(&r.first_name)
+                        .bind(&r.last_name)
+                        .bind(&r.status)
+                        .bind(&r.timezone)
+                        .bind(Json(&r.attributes))
+                        .bind(r.created_at)
+                        .bind(r.updated_at);
+                }
+                written += q
+                    .execute(&mut *tx)
+                    .await
+                    .context("writing customers")?
+                    .rows_affected();
+            }
+            tx.commit().await.context("committing customers")?;
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(written)
+    }
+}
+
+pub(crate) fn json_list(items: &[&str]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string())
+}

@@ -1,0 +1,130 @@
+//! Interactions: batched inserts and key resolution for imports.
+
+use serde_json::{Map, Value};
+use sqlx::AssertSqlSafe;
+use sqlx::types::Json;
+
+use super::customers::json_list;
+use super::{Context, Store, StoreError, values_list, with_pool};
+use crate::clock::Millis;
+
+/// One interaction to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InteractionWrite {
+    pub customer_id: i64,
+    pub kind: String,
+    pub occurred_at: Millis,
+    pub campaign: Option<String>,
+    pub step: Option<String>,
+    pub delivery_id: Option<i64>,
+    pub external_id: Option<String>,
+    pub data: Map<String, Value>,
+}
+
+/// A customer's id with the keys an import may name it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerKeys {
+    pub id: i64,
+    pub email: String,
+    pub external_id: Option<String>,
+}
+
+/// Rows per insert statement (8 parameters each).
+const INSERT_BATCH: usize = 2000;
+
+impl Store {
+    /// Ids of the customers with any of these emails or external ids.
+    pub async fn customer_keys(
+        &self,
+        emails: &[&str],
+        external_ids: &[&str],
+    ) -> Result<Vec<CustomerKeys>, StoreError> {
+        if emails.is_empty() && external_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let b = self.backend();
+        let sql = format!(
+            "SELECT id, email, external_id FROM customers WHERE {} \
+             UNION SELECT id, email, external_id FROM customers WHERE {}",
+            b.in_json_array("email", 1),
+            b.in_json_array("external_id", 2)
+        );
+        let (emails, ids) = (json_list(emails), json_list(external_ids));
+        let rows: Vec<(i64, String, Option<String>)> = with_pool!(self, |pool| {
+            sqlx::query_as(AssertSqlSafe(&*sql))
+                .bind(&emails)
+                .bind(&ids)
+                .fetch_all(pool)
+                .await
+        })
+        .context("resolving customers")?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, email, external_id)| CustomerKeys {
+                id,
+                email,
+                external_id,
+            })
+            .collect())
+    }
+
+    /// Inserts interactions in one transaction; rows whose `external_id` is
+    /// already stored are skipped. Returns how many were inserted.
+    pub async fn write_interactions(&self, rows: &[InteractionWrite]) -> Result<u64, StoreError> {
+        let mut inserted = 0;
+        with_pool!(self, |pool| {
+            let mut tx = pool
+                .begin()
+                .await
+                .context("starting an interaction batch")?;
+            for chunk in rows.chunks(INSERT_BATCH) {
+                let sql = format!(
+                    "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, \
+                     delivery_id, external_id, data) VALUES {} ON CONFLICT (external_id) DO NOTHING",
+                    values_list(self.backend(), chunk.len(), 8)
+                );
+                let mut q =
+                    sqlx::query(AssertSqlSafe(&*sql)).persistent(chunk.len() == INSERT_BATCH);
+                for r in chunk {
+                    q = q
+                        .bind(r.customer_id)
+                        .bind(&r.kind)
+                        .bind(r.occurred_at)
+                        .bind(&r.campaign)
+                        .bind(&r.step)
+                        .bind(r.delivery_id)
+                        .bind(&r.external_id)
+                        .bind(Json(&r.data));
+                }
+                inserted += q
+                    .execute(&mut *tx)
+                    .await
+                    .context("writing interactions")?
+                    .rows_affected();
+            }
+            tx.commit().await.context("committing interactions")?;
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(inserted)
+    }
+
+    /// A customer's interactions of one kind, newest first.
+    pub async fn interactions_of(
+        &self,
+        customer_id: i64,
+        kind: &str,
+    ) -> Result<Vec<(Millis, Map<String, Value>)>, StoreError> {
+        let rows: Vec<(i64, Json<Map<String, Value>>)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT occurred_at, data FROM interactions WHERE customer_id = $1 AND kind = $2 \
+                 ORDER BY occurred_at DESC, id DESC",
+            )
+            .bind(customer_id)
+            .bind(kind)
+            .fetch_all(pool)
+            .await
+        })
+        .context("reading interactions")?;
+        Ok(rows.into_iter().map(|(t, d)| (t, d.0)).collect())
+    }
+}

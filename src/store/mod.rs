@@ -1,0 +1,243 @@
+//! The only module that speaks SQL.
+//!
+//! One [`Store`] serves SQLite and PostgreSQL. Statements are written once
+//! wherever the dialects agree (`$1` placeholders work on both in sqlx); the few
+//! that differ live side by side in [`dialect`]. Every statement runs in the
+//! shared test suite on both backends.
+
+pub mod customers;
+pub mod dialect;
+pub mod interactions;
+pub mod seed;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use dialect::Backend;
+
+/// Runs `$body` with `$pool` bound to the backend's concrete pool type.
+///
+/// The body is compiled once per backend, so a statement written once in the
+/// body is one SQL text executed by both drivers.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error while {context}: {source}")]
+    Query {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Adds what the statement was doing to a driver error.
+pub(crate) trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, sqlx::Error> {
+    fn context(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Query { context, source })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A connection pool to Herald's database, SQLite or PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) pool: Pool,
+}
+
+impl Store {
+    /// Connects (creating an SQLite file on first use) without migrating.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let err = |source| StoreError::Connect {
+            url: redact(url),
+            source,
+        };
+        let pool = match Backend::of_url(url) {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(err)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(30))
+                    .foreign_keys(true)
+                    // 16 MiB of page cache per connection keeps bulk loads off the disk
+                    // while staying far inside the memory budget.
+                    .pragma("cache_size", "-16384");
+                Pool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(4)
+                        .connect_with(options)
+                        .await
+                        .map_err(err)?,
+                )
+            }
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url).map_err(err)?;
+                Pool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(8)
+                        .acquire_timeout(Duration::from_secs(30))
+                        .connect_with(options)
+                        .await
+                        .map_err(err)?,
+                )
+            }
+        };
+        Ok(Store { pool })
+    }
+
+    /// Connects and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let store = Store::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies Herald's migrations. They are recorded in `herald_migrations`, apart
+    /// from the job queue's own `_sqlx_migrations`, so neither sees the other's as
+    /// unknown.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut m = sqlx::migrate!("./migrations/sqlite");
+                m.dangerous_set_table_name("herald_migrations");
+                m.run(pool).await?;
+            }
+            Pool::Postgres(pool) => {
+                let mut m = sqlx::migrate!("./migrations/postgres");
+                m.dangerous_set_table_name("herald_migrations");
+                m.run(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, |pool| pool.close().await)
+    }
+
+    /// Rows per table, for summaries.
+    pub async fn table_counts(&self) -> Result<TableCounts, StoreError> {
+        let sql = "SELECT (SELECT COUNT(*) FROM customers), (SELECT COUNT(*) FROM interactions), \
+                   (SELECT COUNT(*) FROM suppressions)";
+        let (customers, interactions, suppressions): (i64, i64, i64) =
+            with_pool!(self, |pool| sqlx::query_as(sql).fetch_one(pool).await)
+                .context("counting rows")?;
+        Ok(TableCounts {
+            customers,
+            interactions,
+            suppressions,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableCounts {
+    pub customers: i64,
+    pub interactions: i64,
+    pub suppressions: i64,
+}
+
+/// A URL with its password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:****@{host}")
+            }
+            _ => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// `($1, $2, $3), ($4, $5, $6), …` for a multi-row VALUES list; `(?, ?, ?), …` on
+/// SQLite, where numbered parameters make binding quadratic in their count
+/// (`sqlite3_bind_parameter_name` walks a list per call).
+pub(crate) fn values_list(backend: Backend, rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 6);
+    let mut n = 0;
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&n.to_string());
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_list_numbers_placeholders_in_order() {
+        assert_eq!(
+            values_list(Backend::Postgres, 2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(values_list(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:****@h:5432/db"
+        );
+        assert_eq!(redact("sqlite://herald.db"), "sqlite://herald.db");
+    }
+}
