@@ -256,27 +256,26 @@ impl Settings {
         let text = |name| get(name).map(|(v, _)| v.trim().to_string());
 
         let database_url = text("database_url").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-        if let Some((v, s)) = get("database_url") {
-            if !(v.starts_with("sqlite:")
+        if let Some((v, s)) = get("database_url")
+            && !(v.starts_with("sqlite:")
                 || v.starts_with("postgres://")
                 || v.starts_with("postgresql://"))
-            {
-                return Err(invalid(
-                    "database_url",
-                    s,
-                    "expected sqlite://FILE or postgres://…".into(),
-                ));
-            }
+        {
+            return Err(invalid(
+                "database_url",
+                s,
+                "expected sqlite://FILE or postgres://…".into(),
+            ));
         }
         let smtp_url = text("smtp_url");
-        if let Some((v, s)) = get("smtp_url") {
-            if !(v.starts_with("smtp://") || v.starts_with("smtps://")) {
-                return Err(invalid(
-                    "smtp_url",
-                    s,
-                    "expected smtp://… or smtps://…".into(),
-                ));
-            }
+        if let Some((v, s)) = get("smtp_url")
+            && !(v.starts_with("smtp://") || v.starts_with("smtps://"))
+        {
+            return Err(invalid(
+                "smtp_url",
+                s,
+                "expected smtp://… or smtps://…".into(),
+            ));
         }
         let smtp_rate = match get("smtp_rate") {
             Some((v, s)) => Some(
@@ -316,14 +315,14 @@ impl Settings {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
         let public_url = text("public_url").unwrap_or_else(|| "http://localhost:8080".into());
-        if let Some((v, s)) = get("public_url") {
-            if !(v.starts_with("http://") || v.starts_with("https://")) {
-                return Err(invalid(
-                    "public_url",
-                    s,
-                    "expected an http:// or https:// URL".into(),
-                ));
-            }
+        if let Some((v, s)) = get("public_url")
+            && !(v.starts_with("http://") || v.starts_with("https://"))
+        {
+            return Err(invalid(
+                "public_url",
+                s,
+                "expected an http:// or https:// URL".into(),
+            ));
         }
         let secrets = text("secret")
             .map(|v| {

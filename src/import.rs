@@ -122,7 +122,7 @@ impl CustomerRows {
             Format::Csv => Box::new(csv_customers(reader, &path.display().to_string())?),
             Format::JsonLines => Box::new(
                 json_lines(reader)
-                    .map(|(line, parsed)| (line, parsed.and_then(|obj| customer_from_json(obj)))),
+                    .map(|(line, parsed)| (line, parsed.and_then(customer_from_json))),
             ),
         };
         Ok(CustomerRows { inner, bytes })
@@ -565,21 +565,21 @@ async fn flush_customers(
     let mut inserted = 0;
     for (line, rec) in batch.drain(..) {
         let email = rec.email.as_str().to_string();
-        if let Some(ext) = &rec.external_id {
-            if let Some(owner) = owner_of_ext.get(ext).filter(|o| **o != email) {
-                let reason = format!("external_id {ext:?} already belongs to {owner}");
-                reject(summary, observer, line, reason);
-                continue;
-            }
+        if let Some(ext) = &rec.external_id
+            && let Some(owner) = owner_of_ext.get(ext).filter(|o| **o != email)
+        {
+            let reason = format!("external_id {ext:?} already belongs to {owner}");
+            reject(summary, observer, line, reason);
+            continue;
         }
         let existing = by_email.get(email.as_str()).copied();
         let write = merge(existing, rec, now);
         if let Some(s) = existing {
             // The external id this customer held is free again if it changed.
-            if s.external_id != write.external_id {
-                if let Some(old) = &s.external_id {
-                    owner_of_ext.remove(old);
-                }
+            if s.external_id != write.external_id
+                && let Some(old) = &s.external_id
+            {
+                owner_of_ext.remove(old);
             }
         }
         if let Some(ext) = &write.external_id {

@@ -77,7 +77,7 @@ impl FromStr for Span {
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let per = unit_seconds(self.text_unit).unwrap_or(1);
-        if self.seconds % per == 0 {
+        if self.seconds.is_multiple_of(per) {
             write!(f, "{}{}", self.seconds / per, self.text_unit)
         } else {
             write!(f, "{}s", self.seconds)

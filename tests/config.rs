@@ -1,0 +1,105 @@
+//! `herald config` and `herald migrate` through the real binary.
+
+mod common;
+
+use common::{TestDb, herald_in, stderr, stdout};
+
+#[test]
+fn precedence_flag_env_file_and_masking() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("herald.toml"),
+        "smtp_rate = \"10/s\"\nfrequency_cap = \"3/7d\"\nsmtp_url = \"smtp://mailer:hunter2@relay.example:587\"\nwebhook_secret = \"whsec\"\nsecret = \"k1,k2\"\n",
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HERALD_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .current_dir(dir.path())
+        .env("HERALD_SMTP_RATE", "20/s")
+        .env("HERALD_SMTP_CONCURRENCY", "4")
+        .args(["config", "--smtp-rate", "50/s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("smtp_rate"), "smtp_rate 50/s (flag)");
+    assert_eq!(line("smtp_concurrency"), "smtp_concurrency 4 (environment)");
+    assert_eq!(line("frequency_cap"), "frequency_cap 3/7d (herald.toml)");
+    assert_eq!(
+        line("database_url"),
+        "database_url sqlite://herald.db (default)"
+    );
+    assert_eq!(
+        line("smtp_url"),
+        "smtp_url smtp://mailer:****@relay.example:587 (herald.toml)"
+    );
+    assert_eq!(line("secret"), "secret **** (2 keys) (herald.toml)");
+    assert_eq!(line("webhook_secret"), "webhook_secret **** (herald.toml)");
+    assert!(!text.contains("hunter2") && !text.contains("whsec") && !text.contains("k1"));
+}
+
+#[test]
+fn bad_settings_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = herald_in(
+        dir.path(),
+        "sqlite://x.db",
+        &["config", "--frequency-cap", "three a week"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("setting frequency_cap (from flag): invalid frequency cap"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(dir.path().join("h.toml"), "smtp_rat = 1\n").unwrap();
+    let out = herald_in(
+        dir.path(),
+        "sqlite://x.db",
+        &["config", "--config", "h.toml"],
+    );
+    assert!(
+        stderr(&out).contains("h.toml: unknown setting \"smtp_rat\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sqlite_default_file_is_created_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HERALD_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd.current_dir(dir.path()).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("schema is up to date (sqlite)"));
+    assert!(dir.path().join("herald.db").exists());
+}
+
+async fn migrate_twice(db: TestDb) {
+    for _ in 0..2 {
+        let out = db.herald(&["migrate"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let store = db.store().await;
+    assert_eq!(store.table_counts().await.unwrap().customers, 0);
+    store.close().await;
+}
+both_backends!(migrate, migrate_twice);
