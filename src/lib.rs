@@ -8,5 +8,7 @@ pub mod config;
 pub mod customer;
 pub mod import;
 pub mod quantity;
+pub mod render;
 pub mod seed;
 pub mod store;
+pub mod token;

@@ -1,0 +1,283 @@
+//! Personalised messages: one Handlebars registry per part, compiled once at start.
+//!
+//! The HTML part is rendered by a registry that escapes HTML; the text part and the
+//! subject by one that does not (escaping plain text corrupts it: `&amp;`). Both run
+//! in strict mode, so a missing variable is an error naming the template, line and
+//! variable; `{{default x "fallback"}}` is how a template allows a gap.
+
+mod helpers;
+pub mod links;
+pub mod text;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use handlebars::Handlebars;
+use serde_json::{Map, Value, json};
+
+use crate::clock::{Millis, format_rfc3339};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot read templates in {path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Compile { path: PathBuf, message: String },
+    #[error("no template {name:?}: expected templates/{name}.html.hbs")]
+    Missing { name: String },
+    #[error("{template}{}: {message}", location(*line, *column))]
+    Render {
+        template: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+impl RenderError {
+    fn from_hbs(fallback_template: &str, e: handlebars::RenderError) -> RenderError {
+        let template = e
+            .template_name
+            .clone()
+            .unwrap_or_else(|| fallback_template.to_string());
+        let message = match e.reason() {
+            handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
+                format!("variable \"{path}\" is missing; write {{{{default {path} \"…\"}}}} to allow a gap")
+            }
+            other => other.to_string(),
+        };
+        RenderError::Render {
+            template,
+            line: e.line_no,
+            column: e.column_no,
+            message,
+        }
+    }
+}
+
+/// Every template of a `templates/` directory, compiled.
+pub struct Templates {
+    html: Handlebars<'static>,
+    text: Handlebars<'static>,
+    names: BTreeSet<String>,
+    with_text: BTreeSet<String>,
+}
+
+/// The three rendered parts of a message, before tracking is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+}
+
+fn registry(escape: bool) -> Handlebars<'static> {
+    let mut r = Handlebars::new();
+    r.set_strict_mode(true);
+    r.set_dev_mode(false);
+    if !escape {
+        r.register_escape_fn(handlebars::no_escape);
+    }
+    helpers::register(&mut r);
+    r
+}
+
+impl Templates {
+    /// Loads `DIR/NAME.html.hbs`, optional `DIR/NAME.txt.hbs` and partials from
+    /// `DIR/partials/*.hbs` (available to both parts as `{{> name}}`).
+    pub fn load(dir: &Path) -> Result<Templates, RenderError> {
+        let mut t = Templates {
+            html: registry(true),
+            text: registry(false),
+            names: BTreeSet::new(),
+            with_text: BTreeSet::new(),
+        };
+        let read_dir = |p: &Path| {
+            std::fs::read_dir(p).map_err(|e| RenderError::Load {
+                path: p.to_path_buf(),
+                message: e.to_string(),
+            })
+        };
+        let partials = dir.join("partials");
+        if partials.is_dir() {
+            for entry in read_dir(&partials)?.flatten() {
+                let path = entry.path();
+                let Some(name) = file_name(&path).and_then(|n| n.strip_suffix(".hbs").map(str::to_string)) else {
+                    continue;
+                };
+                let source = read(&path)?;
+                for reg in [&mut t.html, &mut t.text] {
+                    reg.register_partial(&name, &source).map_err(|e| RenderError::Compile {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                }
+            }
+        }
+        let mut entries: Vec<PathBuf> = read_dir(dir)?.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for path in entries {
+            let Some(fname) = file_name(&path) else { continue };
+            if let Some(name) = fname.strip_suffix(".html.hbs") {
+                let source = read(&path)?;
+                t.html
+                    .register_template_string(name, source)
+                    .map_err(|e| compile_error(&path, e))?;
+                t.names.insert(name.to_string());
+            } else if let Some(name) = fname.strip_suffix(".txt.hbs") {
+                let source = read(&path)?;
+                t.text
+                    .register_template_string(name, source)
+                    .map_err(|e| compile_error(&path, e))?;
+                t.with_text.insert(name.to_string());
+            }
+        }
+        Ok(t)
+    }
+
+    /// Template names (`NAME` of `NAME.html.hbs`).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Compiles a subject line once, under `key` (for example `winback/offer`).
+    pub fn add_subject(&mut self, key: &str, source: &str) -> Result<(), RenderError> {
+        self.text
+            .register_template_string(&subject_key(key), source)
+            .map_err(|e| RenderError::Compile {
+                path: PathBuf::from(format!("subject of {key}")),
+                message: e.to_string(),
+            })
+    }
+
+    /// Renders subject, HTML and text for one customer.
+    pub fn render(&self, template: &str, subject: &str, context: &Value) -> Result<Rendered, RenderError> {
+        if !self.has(template) {
+            return Err(RenderError::Missing {
+                name: template.to_string(),
+            });
+        }
+        let skey = subject_key(subject);
+        let subject_text = self
+            .text
+            .render(&skey, context)
+            .map_err(|e| RenderError::from_hbs(&format!("subject of {subject}"), e))?;
+        let html = self
+            .html
+            .render(template, context)
+            .map_err(|e| RenderError::from_hbs(&format!("{template}.html.hbs"), e))?;
+        let text = if self.with_text.contains(template) {
+            self.text
+                .render(template, context)
+                .map_err(|e| RenderError::from_hbs(&format!("{template}.txt.hbs"), e))?
+        } else {
+            text::from_html(&html)
+        };
+        Ok(Rendered {
+            subject: one_line(&subject_text),
+            html,
+            text,
+        })
+    }
+}
+
+fn subject_key(key: &str) -> String {
+    format!("subject:{key}")
+}
+
+/// A subject is one header line: data can never smuggle in a CR or LF.
+fn one_line(s: &str) -> String {
+    s.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn file_name(path: &Path) -> Option<&str> {
+    path.file_name().and_then(|n| n.to_str())
+}
+
+fn read(path: &Path) -> Result<String, RenderError> {
+    std::fs::read_to_string(path).map_err(|e| RenderError::Load {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+fn compile_error(path: &Path, e: handlebars::TemplateError) -> RenderError {
+    let at = match e.pos() {
+        Some((l, c)) => format!(":{l}:{c}"),
+        None => String::new(),
+    };
+    RenderError::Compile {
+        path: PathBuf::from(format!("{}{at}", path.display())),
+        message: e.reason().to_string(),
+    }
+}
+
+/// The built-in customer fields and every attribute, as templates see them:
+/// `customer.first_name`, `customer.plan`, `customer.address.city`.
+#[allow(clippy::too_many_arguments)]
+pub fn customer_context(
+    id: i64,
+    email: &str,
+    external_id: Option<&str>,
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+    timezone: Option<&str>,
+    created_at: Millis,
+    attributes: &Map<String, Value>,
+) -> Value {
+    let mut c = attributes.clone();
+    // Built-in fields win over attributes of the same name.
+    c.insert("id".into(), json!(id));
+    c.insert("email".into(), json!(email));
+    c.insert("external_id".into(), json!(external_id));
+    c.insert("first_name".into(), json!(first_name));
+    c.insert("last_name".into(), json!(last_name));
+    c.insert("timezone".into(), json!(timezone));
+    c.insert("created_at".into(), json!(format_rfc3339(created_at)));
+    Value::Object(c)
+}
+
+/// The whole render context of one message.
+pub fn message_context(
+    customer: Value,
+    campaign: &str,
+    step: &str,
+    events: Map<String, Value>,
+    unsubscribe_url: &str,
+    postal_address: Option<&str>,
+    now: Millis,
+) -> Value {
+    json!({
+        "customer": customer,
+        "campaign": { "name": campaign },
+        "step": { "id": step },
+        "events": events,
+        "unsubscribe_url": unsubscribe_url,
+        "postal_address": postal_address,
+        "now": format_rfc3339(now),
+    })
+}
+
+/// One interaction as `events.KIND` items show it.
+pub fn event_context(occurred_at: Millis, data: &Map<String, Value>) -> Value {
+    let mut m = data.clone();
+    m.insert("occurred_at".into(), json!(format_rfc3339(occurred_at)));
+    Value::Object(m)
+}
+

@@ -1,0 +1,199 @@
+//! A readable text part derived from HTML: no tags, links kept as `text (url)`.
+
+/// Converts rendered HTML to plain text.
+pub fn from_html(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() / 2);
+    let mut rest = html;
+    let mut link: Option<String> = None;
+    let mut link_text_start = 0;
+    while let Some(lt) = rest.find('<') {
+        push_text(&mut out, &rest[..lt]);
+        let Some(gt) = rest[lt..].find('>') else {
+            push_text(&mut out, &rest[lt..]);
+            rest = "";
+            break;
+        };
+        let tag = &rest[lt + 1..lt + gt];
+        rest = &rest[lt + gt + 1..];
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let closing = tag.starts_with('/');
+        match name.as_str() {
+            // Content that is not text at all.
+            "head" | "style" | "script" | "title" if !closing => {
+                let end = format!("</{name}");
+                match find_ci(rest, &end) {
+                    Some(at) => {
+                        rest = &rest[at..];
+                        if let Some(gt) = rest.find('>') {
+                            rest = &rest[gt + 1..];
+                        }
+                    }
+                    None => rest = "",
+                }
+            }
+            "a" if !closing => {
+                link = attribute(tag, "href");
+                link_text_start = out.len();
+            }
+            "a" => {
+                if let Some(url) = link.take() {
+                    let text = out[link_text_start..].trim().to_string();
+                    if url.starts_with("http") && text != url {
+                        out.push_str(&format!(" ({url})"));
+                    }
+                }
+            }
+            "br" => out.push('\n'),
+            "li" if !closing => {
+                newline(&mut out);
+                out.push_str("- ");
+            }
+            "p" | "div" | "tr" | "table" | "h1" | "h2" | "h3" | "h4" | "ul" | "ol" | "hr" => {
+                blank_line(&mut out)
+            }
+            "li" => newline(&mut out),
+            "td" | "th" if closing => out.push(' '),
+            _ => {}
+        }
+    }
+    push_text(&mut out, rest);
+    tidy(&out)
+}
+
+fn push_text(out: &mut String, raw: &str) {
+    let decoded = decode_entities(raw);
+    let mut last_space = out.ends_with([' ', '\n']) || out.is_empty();
+    for c in decoded.chars() {
+        if c.is_whitespace() && c != '\u{a0}' {
+            if !last_space {
+                out.push(' ');
+                last_space = true;
+            }
+        } else {
+            out.push(if c == '\u{a0}' { ' ' } else { c });
+            last_space = false;
+        }
+    }
+}
+
+fn newline(out: &mut String) {
+    while out.ends_with(' ') {
+        out.pop();
+    }
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+}
+
+fn blank_line(out: &mut String) {
+    newline(out);
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push('\n');
+    }
+}
+
+/// Trims each line and collapses runs of blank lines.
+fn tidy(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut blank = 0;
+    for line in s.lines().map(str::trim) {
+        if line.is_empty() {
+            blank += 1;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(if blank > 0 { "\n\n" } else { "\n" });
+        }
+        blank = 0;
+        out.push_str(line);
+    }
+    out.push('\n');
+    out
+}
+
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let at = find_ci(tag, &format!("{name}="))?;
+    let value = &tag[at + name.len() + 1..];
+    let quote = value.chars().next()?;
+    let v = if quote == '"' || quote == '\'' {
+        let body = &value[1..];
+        &body[..body.find(quote)?]
+    } else {
+        value.split_whitespace().next()?
+    };
+    Some(decode_entities(v))
+}
+
+fn find_ci(haystack: &str, needle: &str) -> Option<usize> {
+    let h = haystack.as_bytes();
+    let n = needle.as_bytes();
+    (0..(h.len() + 1).saturating_sub(n.len())).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+}
+
+fn decode_entities(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        rest = &rest[amp..];
+        let end = rest.find(';').filter(|e| *e <= 10);
+        let decoded = end.and_then(|e| {
+            let entity = &rest[1..e];
+            let c = match entity {
+                "amp" => Some('&'),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "quot" => Some('"'),
+                "apos" | "#39" | "#x27" => Some('\''),
+                "nbsp" => Some('\u{a0}'),
+                "copy" => Some('©'),
+                "euro" => Some('€'),
+                "mdash" => Some('—'),
+                "ndash" => Some('–'),
+                _ => entity
+                    .strip_prefix("#x")
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                    .and_then(char::from_u32),
+            };
+            c.map(|c| (c, e))
+        });
+        match decoded {
+            Some((c, e)) => {
+                out.push(c);
+                rest = &rest[e + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readable_text() {
+        let html = "<html><head><title>x</title><style>p{color:red}</style></head><body>\
+            <h1>Hello   Ann &amp; co</h1><p>Shop the <a href=\"https://shop.example/sale\">spring sale</a> now.</p>\
+            <ul><li>One</li><li>Two &lt;3</li></ul><p>Line<br>break &#8364;5</p>\
+            <a href=\"https://shop.example\">https://shop.example</a></body></html>";
+        assert_eq!(
+            from_html(html),
+            "Hello Ann & co\n\nShop the spring sale (https://shop.example/sale) now.\n\n- One\n- Two <3\n\nLine\nbreak €5\n\nhttps://shop.example\n"
+        );
+    }
+}
