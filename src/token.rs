@@ -53,7 +53,9 @@ pub struct Token {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("no secret is configured: set HERALD_SECRET (or `secret` in herald.toml) to sign tracking links")]
+    #[error(
+        "no secret is configured: set HERALD_SECRET (or `secret` in herald.toml) to sign tracking links"
+    )]
     NoSecret,
     #[error("a secret must be at least 16 characters long")]
     ShortSecret,
@@ -190,11 +192,23 @@ mod tests {
             link: Some((3, "https://shop.example/sale?x=1".into())),
         };
         let text = old.sign(&t);
-        assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_eq!(rotated.verify(&text, Purpose::Click), Some(t.clone()));
         let new_text = rotated.sign(&t);
-        assert_eq!(old.verify(&new_text, Purpose::Click), None, "old key alone cannot verify new tokens");
-        let open = Token { purpose: Purpose::Open, delivery_id: 7, customer_id: 9, link: None };
+        assert_eq!(
+            old.verify(&new_text, Purpose::Click),
+            None,
+            "old key alone cannot verify new tokens"
+        );
+        let open = Token {
+            purpose: Purpose::Open,
+            delivery_id: 7,
+            customer_id: 9,
+            link: None,
+        };
         let o = rotated.sign(&open);
         assert!(o.len() < 32, "open tokens are compact: {o}");
         assert_eq!(rotated.verify(&o, Purpose::Open), Some(open));
@@ -203,16 +217,35 @@ mod tests {
     #[test]
     fn rejects_forgery_tampering_and_wrong_purpose() {
         let s = signer(&["key-0123456789abcdef"]);
-        let open = s.sign(&Token { purpose: Purpose::Open, delivery_id: 7, customer_id: 9, link: None });
+        let open = s.sign(&Token {
+            purpose: Purpose::Open,
+            delivery_id: 7,
+            customer_id: 9,
+            link: None,
+        });
         assert_eq!(s.verify(&open, Purpose::Unsubscribe), None);
         assert_eq!(s.verify(&open[..open.len() - 2], Purpose::Open), None);
         let mut bytes = URL_SAFE_NO_PAD.decode(&open).unwrap();
         bytes[1] ^= 1;
-        assert_eq!(s.verify(&URL_SAFE_NO_PAD.encode(bytes), Purpose::Open), None);
+        assert_eq!(
+            s.verify(&URL_SAFE_NO_PAD.encode(bytes), Purpose::Open),
+            None
+        );
         assert_eq!(s.verify("not a token!", Purpose::Open), None);
         assert_eq!(s.verify("", Purpose::Open), None);
         let other = signer(&["another-key-0123456789"]);
-        assert_eq!(s.verify(&other.sign(&Token { purpose: Purpose::Open, delivery_id: 7, customer_id: 9, link: None }), Purpose::Open), None);
+        assert_eq!(
+            s.verify(
+                &other.sign(&Token {
+                    purpose: Purpose::Open,
+                    delivery_id: 7,
+                    customer_id: 9,
+                    link: None
+                }),
+                Purpose::Open
+            ),
+            None
+        );
         assert!(Signer::new(&[]).is_err());
         assert!(Signer::new(&["short".into()]).is_err());
     }

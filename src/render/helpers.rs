@@ -83,10 +83,12 @@ fn number(h: &Helper<'_>, i: usize) -> Result<f64, RenderError> {
 fn optional_u64(h: &Helper<'_>, i: usize, fallback: u64) -> Result<u64, RenderError> {
     match h.param(i) {
         None => Ok(fallback),
-        Some(p) => p
-            .value()
-            .as_u64()
-            .ok_or_else(|| invalid(h.name(), format!("parameter {} must be a whole number", i + 1))),
+        Some(p) => p.value().as_u64().ok_or_else(|| {
+            invalid(
+                h.name(),
+                format!("parameter {} must be a whole number", i + 1),
+            )
+        }),
     }
 }
 
@@ -159,12 +161,18 @@ fn format_date(h: &Helper<'_>) -> Result<Value, RenderError> {
     let tz: chrono_tz::Tz = zone
         .parse()
         .map_err(|_| invalid("format_date", format!("unknown time zone {zone:?}")))?;
-    let items: Vec<chrono::format::Item<'_>> = chrono::format::StrftimeItems::new(&format).collect();
-    if items.iter().any(|i| matches!(i, chrono::format::Item::Error)) {
+    let items: Vec<chrono::format::Item<'_>> =
+        chrono::format::StrftimeItems::new(&format).collect();
+    if items
+        .iter()
+        .any(|i| matches!(i, chrono::format::Item::Error))
+    {
         return Err(invalid("format_date", format!("bad format {format:?}")));
     }
     Ok(Value::from(
-        at.with_timezone(&tz).format_with_items(items.into_iter()).to_string(),
+        at.with_timezone(&tz)
+            .format_with_items(items.into_iter())
+            .to_string(),
     ))
 }
 
@@ -242,18 +250,56 @@ mod tests {
     #[test]
     fn helpers_compute_values() {
         let d = json!({"n": "ada lovelace", "x": 1234567.891, "t": "2026-03-29T00:30:00Z", "e": "", "neg": -5.5});
-        assert_eq!(render("{{default missing \"there\"}}", d.clone()).unwrap(), "there");
-        assert_eq!(render("{{default e \"there\"}}", d.clone()).unwrap(), "there");
-        assert_eq!(render("{{default n \"there\"}}", d.clone()).unwrap(), "ada lovelace");
-        assert_eq!(render("{{upper n}} {{capitalize n}}", d.clone()).unwrap(), "ADA LOVELACE Ada lovelace");
+        assert_eq!(
+            render("{{default missing \"there\"}}", d.clone()).unwrap(),
+            "there"
+        );
+        assert_eq!(
+            render("{{default e \"there\"}}", d.clone()).unwrap(),
+            "there"
+        );
+        assert_eq!(
+            render("{{default n \"there\"}}", d.clone()).unwrap(),
+            "ada lovelace"
+        );
+        assert_eq!(
+            render("{{upper n}} {{capitalize n}}", d.clone()).unwrap(),
+            "ADA LOVELACE Ada lovelace"
+        );
         assert_eq!(render("{{truncate n 6}}", d.clone()).unwrap(), "ada l…");
-        assert_eq!(render("{{format_number x 2}}", d.clone()).unwrap(), "1,234,567.89");
-        assert_eq!(render("{{format_number x 1 thousands=\".\" decimal=\",\"}}", d.clone()).unwrap(), "1.234.567,9");
-        assert_eq!(render("{{format_currency neg \"USD\"}}", d.clone()).unwrap(), "-$5.50");
-        assert_eq!(render("{{format_currency x \"JPY\"}}", d.clone()).unwrap(), "¥1,234,568");
+        assert_eq!(
+            render("{{format_number x 2}}", d.clone()).unwrap(),
+            "1,234,567.89"
+        );
+        assert_eq!(
+            render(
+                "{{format_number x 1 thousands=\".\" decimal=\",\"}}",
+                d.clone()
+            )
+            .unwrap(),
+            "1.234.567,9"
+        );
+        assert_eq!(
+            render("{{format_currency neg \"USD\"}}", d.clone()).unwrap(),
+            "-$5.50"
+        );
+        assert_eq!(
+            render("{{format_currency x \"JPY\"}}", d.clone()).unwrap(),
+            "¥1,234,568"
+        );
         // 00:30 UTC on the night Berlin moves to summer time (at 01:00 UTC) is still 01:30 CET.
-        assert_eq!(render("{{format_date t \"%d.%m.%Y %H:%M\" \"Europe/Berlin\"}}", d.clone()).unwrap(), "29.03.2026 01:30");
-        assert_eq!(render("{{#if (gt x 10)}}big{{/if}}", d.clone()).unwrap(), "big");
+        assert_eq!(
+            render(
+                "{{format_date t \"%d.%m.%Y %H:%M\" \"Europe/Berlin\"}}",
+                d.clone()
+            )
+            .unwrap(),
+            "29.03.2026 01:30"
+        );
+        assert_eq!(
+            render("{{#if (gt x 10)}}big{{/if}}", d.clone()).unwrap(),
+            "big"
+        );
         assert_eq!(render("{{upper (default missing \"x\")}}", d).unwrap(), "X");
     }
 
@@ -261,7 +307,18 @@ mod tests {
     fn helpers_refuse_missing_and_bad_input() {
         let e = render("{{upper customer.plan}}", json!({"customer": {}})).unwrap_err();
         assert!(e.contains("customer.plan"), "{e}");
-        assert!(render("{{format_date \"soon\"}}", json!({})).unwrap_err().contains("not a date"));
-        assert!(render("{{format_date \"2026-01-01\" \"%Y\" \"Mars/Base\"}}", json!({})).unwrap_err().contains("unknown time zone"));
+        assert!(
+            render("{{format_date \"soon\"}}", json!({}))
+                .unwrap_err()
+                .contains("not a date")
+        );
+        assert!(
+            render(
+                "{{format_date \"2026-01-01\" \"%Y\" \"Mars/Base\"}}",
+                json!({})
+            )
+            .unwrap_err()
+            .contains("unknown time zone")
+        );
     }
 }

@@ -78,7 +78,11 @@ impl Tracking<'_> {
 }
 
 fn is_trackable(url: &str) -> bool {
-    let lower = url.trim_start().get(..8).unwrap_or(url).to_ascii_lowercase();
+    let lower = url
+        .trim_start()
+        .get(..8)
+        .unwrap_or(url)
+        .to_ascii_lowercase();
     lower.starts_with("http://") || lower.starts_with("https://")
 }
 
@@ -101,7 +105,11 @@ fn next_href(s: &str) -> Option<(&str, char, &str, &str)> {
         let trimmed = after_name.trim_start();
         if preceded_ok && let Some(after_eq) = trimmed.strip_prefix('=') {
             let value_part = after_eq.trim_start();
-            if let Some(quote) = value_part.chars().next().filter(|c| *c == '"' || *c == '\'') {
+            if let Some(quote) = value_part
+                .chars()
+                .next()
+                .filter(|c| *c == '"' || *c == '\'')
+            {
                 let open = s.len() - value_part.len();
                 let body = &s[open + 1..];
                 if let Some(close) = body.find(quote) {
@@ -129,7 +137,12 @@ mod tests {
     #[test]
     fn rewrites_only_web_links_and_adds_pixel() {
         let signer = Signer::new(&["a-secret-of-16-chars".to_string()]).unwrap();
-        let t = Tracking { signer: &signer, base_url: "https://t.example", delivery_id: 5, customer_id: 9 };
+        let t = Tracking {
+            signer: &signer,
+            base_url: "https://t.example",
+            delivery_id: 5,
+            customer_id: 9,
+        };
         let unsub = t.unsubscribe_url();
         let html = format!(
             "<html><body><a href=\"https://shop.example/a?x=1&amp;y=2\">A</a> <a class=x href='http://b.example'>B</a> \
@@ -138,14 +151,24 @@ mod tests {
         );
         let out = t.apply(&html, &unsub);
         assert_eq!(out.matches("https://t.example/c/").count(), 2, "{out}");
-        assert!(out.contains("mailto:hi@shop.example") && out.contains("tel:+49") && out.contains("#top"));
+        assert!(
+            out.contains("mailto:hi@shop.example")
+                && out.contains("tel:+49")
+                && out.contains("#top")
+        );
         assert!(out.contains(&format!("href=\"{unsub}\"")));
         assert!(out.contains("data-href=\"https://no.example\""));
-        assert!(out.contains("https://t.example/o/") && out.find("/o/").unwrap() < out.find("</body>").unwrap());
+        assert!(
+            out.contains("https://t.example/o/")
+                && out.find("/o/").unwrap() < out.find("</body>").unwrap()
+        );
         // The first click token carries the decoded original URL.
         let start = out.find("/c/").unwrap() + 3;
         let token = &out[start..start + out[start..].find('"').unwrap()];
         let verified = signer.verify(token, Purpose::Click).unwrap();
-        assert_eq!(verified.link, Some((0, "https://shop.example/a?x=1&y=2".to_string())));
+        assert_eq!(
+            verified.link,
+            Some((0, "https://shop.example/a?x=1&y=2".to_string()))
+        );
     }
 }

@@ -50,7 +50,9 @@ impl RenderError {
             .unwrap_or_else(|| fallback_template.to_string());
         let message = match e.reason() {
             handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
-                format!("variable \"{path}\" is missing; write {{{{default {path} \"…\"}}}} to allow a gap")
+                format!(
+                    "variable \"{path}\" is missing; write {{{{default {path} \"…\"}}}} to allow a gap"
+                )
             }
             other => other.to_string(),
         };
@@ -110,22 +112,27 @@ impl Templates {
         if partials.is_dir() {
             for entry in read_dir(&partials)?.flatten() {
                 let path = entry.path();
-                let Some(name) = file_name(&path).and_then(|n| n.strip_suffix(".hbs").map(str::to_string)) else {
+                let Some(name) =
+                    file_name(&path).and_then(|n| n.strip_suffix(".hbs").map(str::to_string))
+                else {
                     continue;
                 };
                 let source = read(&path)?;
                 for reg in [&mut t.html, &mut t.text] {
-                    reg.register_partial(&name, &source).map_err(|e| RenderError::Compile {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
+                    reg.register_partial(&name, &source)
+                        .map_err(|e| RenderError::Compile {
+                            path: path.clone(),
+                            message: e.to_string(),
+                        })?;
                 }
             }
         }
         let mut entries: Vec<PathBuf> = read_dir(dir)?.flatten().map(|e| e.path()).collect();
         entries.sort();
         for path in entries {
-            let Some(fname) = file_name(&path) else { continue };
+            let Some(fname) = file_name(&path) else {
+                continue;
+            };
             if let Some(name) = fname.strip_suffix(".html.hbs") {
                 let source = read(&path)?;
                 t.html
@@ -163,7 +170,12 @@ impl Templates {
     }
 
     /// Renders subject, HTML and text for one customer.
-    pub fn render(&self, template: &str, subject: &str, context: &Value) -> Result<Rendered, RenderError> {
+    pub fn render(
+        &self,
+        template: &str,
+        subject: &str,
+        context: &Value,
+    ) -> Result<Rendered, RenderError> {
         if !self.has(template) {
             return Err(RenderError::Missing {
                 name: template.to_string(),
@@ -280,4 +292,3 @@ pub fn event_context(occurred_at: Millis, data: &Map<String, Value>) -> Value {
     m.insert("occurred_at".into(), json!(format_rfc3339(occurred_at)));
     Value::Object(m)
 }
-

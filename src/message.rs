@@ -1,0 +1,192 @@
+//! A rendered email → a standards-correct lettre `Message`: multipart/alternative
+//! (text, then HTML), RFC 2047 subjects and names, a unique Message-ID, Date,
+//! optional Reply-To, RFC 8058 one-click unsubscribe headers, optional DKIM.
+
+use lettre::Message;
+use lettre::message::dkim::{
+    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+    DkimSigningKey,
+};
+use lettre::message::header::{Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+
+use crate::render::Rendered;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("invalid address {address:?}: {reason}")]
+    Address { address: String, reason: String },
+    #[error("cannot build the message: {0}")]
+    Build(String),
+    #[error("DKIM key {path}: {reason}")]
+    DkimKey { path: String, reason: String },
+}
+
+/// Parses `Name <addr>` or a bare address.
+pub fn mailbox(text: &str) -> Result<Mailbox, MessageError> {
+    text.parse::<Mailbox>().map_err(|e| MessageError::Address {
+        address: text.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Everything about a message except its content.
+pub struct Envelope<'a> {
+    pub from: &'a Mailbox,
+    pub reply_to: Option<&'a Mailbox>,
+    pub to: Mailbox,
+    /// Without angle brackets, e.g. `d42.k3j5@acme.example`.
+    pub message_id: String,
+    pub unsubscribe_url: &'a str,
+    pub unsubscribe_mailto: Option<&'a str>,
+}
+
+/// A Message-ID on the sender's domain that is unique per delivery and stable
+/// across retries of that delivery.
+pub fn message_id(delivery_id: u64, salt: &str, from: &Mailbox) -> String {
+    format!("herald.{delivery_id}.{salt}@{}", from.email.domain())
+}
+
+#[derive(Clone)]
+struct ListUnsubscribe(String);
+
+impl Header for ListUnsubscribe {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribe(s.to_string()))
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+#[derive(Clone)]
+struct ListUnsubscribePost;
+
+impl Header for ListUnsubscribePost {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribePost)
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_string())
+    }
+}
+
+/// Builds the message. `rendered.html` is final (tracking already applied).
+pub fn build(rendered: &Rendered, env: &Envelope<'_>) -> Result<Message, MessageError> {
+    let mut list_unsubscribe = format!("<{}>", env.unsubscribe_url);
+    if let Some(mailto) = env.unsubscribe_mailto {
+        list_unsubscribe.push_str(&format!(", <{mailto}>"));
+    }
+    let mut builder = Message::builder()
+        .from(env.from.clone())
+        .to(env.to.clone())
+        .subject(rendered.subject.clone())
+        .message_id(Some(format!("<{}>", env.message_id)))
+        .date_now()
+        .header(ListUnsubscribe(list_unsubscribe))
+        .header(ListUnsubscribePost);
+    if let Some(r) = env.reply_to {
+        builder = builder.reply_to(r.clone());
+    }
+    builder
+        .multipart(MultiPart::alternative_plain_html(
+            rendered.text.clone(),
+            rendered.html.clone(),
+        ))
+        .map_err(|e| MessageError::Build(e.to_string()))
+}
+
+/// DKIM signing settings, loaded once.
+pub struct Dkim(DkimConfig);
+
+impl Dkim {
+    /// `key_pem` is an RSA private key in PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`).
+    pub fn new(
+        selector: &str,
+        domain: &str,
+        key_pem: &str,
+        key_path: &str,
+    ) -> Result<Dkim, MessageError> {
+        let key = DkimSigningKey::new(key_pem, DkimSigningAlgorithm::Rsa).map_err(|e| MessageError::DkimKey {
+            path: key_path.to_string(),
+            reason: format!("{e}; expected an RSA key in PKCS#1 PEM (convert with `openssl rsa -in KEY -traditional`)"),
+        })?;
+        // RFC 8058 requires List-Unsubscribe and List-Unsubscribe-Post to be signed.
+        let headers = [
+            "From",
+            "To",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "Reply-To",
+            "List-Unsubscribe",
+            "List-Unsubscribe-Post",
+            "MIME-Version",
+            "Content-Type",
+        ]
+        .into_iter()
+        .map(HeaderName::new_from_ascii_str)
+        .collect();
+        Ok(Dkim(DkimConfig::new(
+            selector.to_string(),
+            domain.to_string(),
+            key,
+            headers,
+            DkimCanonicalization {
+                header: DkimCanonicalizationType::Relaxed,
+                body: DkimCanonicalizationType::Relaxed,
+            },
+        )))
+    }
+
+    pub fn sign(&self, message: &mut Message) {
+        message.sign(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_headers_and_parts() {
+        let from = mailbox("Acme Shöp <hello@acme.example>").unwrap();
+        let rendered = Rendered {
+            subject: "Grüße, Ann — 15 % off".into(),
+            html: "<p>Hallo</p>".into(),
+            text: "Hallo\n".into(),
+        };
+        let env = Envelope {
+            from: &from,
+            reply_to: None,
+            to: mailbox("Ann Lee <ann@example.com>").unwrap(),
+            message_id: message_id(42, "x1", &from),
+            unsubscribe_url: "https://t.example/u/abc",
+            unsubscribe_mailto: Some("mailto:unsub@acme.example"),
+        };
+        let eml = String::from_utf8(build(&rendered, &env).unwrap().formatted()).unwrap();
+        assert!(
+            eml.contains("Message-ID: <herald.42.x1@acme.example>"),
+            "{eml}"
+        );
+        assert!(
+            eml.contains(
+                "List-Unsubscribe: <https://t.example/u/abc>, <mailto:unsub@acme.example>"
+            )
+        );
+        assert!(eml.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
+        assert!(
+            eml.contains("Subject: =?utf-8?"),
+            "subject must be RFC 2047 encoded: {eml}"
+        );
+        assert!(eml.contains("multipart/alternative"));
+        assert!(eml.find("text/plain").unwrap() < eml.find("text/html").unwrap());
+        assert!(mailbox("not an address").is_err());
+    }
+}

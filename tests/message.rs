@@ -1,0 +1,214 @@
+//! Rendering and building messages, checked by an independent parser: Python's
+//! `email` package with the default policy.
+
+use std::process::Command;
+
+use herald::message::{self, Envelope};
+use herald::render::{self, Templates, links::Tracking};
+use herald::token::Signer;
+use serde_json::{Map, Value, json};
+
+fn templates() -> (tempfile::TempDir, Templates) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("partials")).unwrap();
+    std::fs::write(dir.path().join("partials/layout.hbs"), "<html><body><table role=\"presentation\"><tr><td>{{> @partial-block}}</td></tr></table>{{> footer}}</body></html>").unwrap();
+    std::fs::write(
+        dir.path().join("partials/footer.hbs"),
+        "<p><a href=\"{{unsubscribe_url}}\">Unsubscribe</a> {{default postal_address \"\"}}</p>",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("offer.html.hbs"),
+        "{{#> layout}}<h1>Hi {{default customer.first_name \"there\"}},</h1>\n<p>Your plan: {{customer.plan}}. Note: {{customer.note}}</p>\n\
+         <ul>{{#each events.purchase}}<li>{{product}} {{format_currency amount \"EUR\"}}</li>{{/each}}</ul>\n\
+         <a href=\"https://shop.example/sale?c={{campaign.name}}&amp;s=1\">Shop the sale</a> <a href=\"mailto:help@shop.example\">Mail us</a>{{/layout}}",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("broken.html.hbs"),
+        "<p>line one</p>\n<p>{{customer.missing_field}}</p>\n",
+    )
+    .unwrap();
+    let mut t = Templates::load(dir.path()).unwrap();
+    t.add_subject(
+        "s",
+        "{{default customer.first_name \"Friend\"}}, 15 % Rabatt für Sie",
+    )
+    .unwrap();
+    (dir, t)
+}
+
+fn context(note: &str) -> Value {
+    let attrs: Map<String, Value> = json!({"plan": "pro", "note": note})
+        .as_object()
+        .unwrap()
+        .clone();
+    let customer = render::customer_context(
+        9,
+        "ann@example.com",
+        None,
+        Some("Ann"),
+        Some("Lee"),
+        Some("Europe/Berlin"),
+        0,
+        &attrs,
+    );
+    let mut events = Map::new();
+    events.insert(
+        "purchase".into(),
+        json!([
+            render::event_context(
+                2_000,
+                json!({"product": "Shoes", "amount": 129.0})
+                    .as_object()
+                    .unwrap()
+            ),
+            render::event_context(
+                1_000,
+                json!({"product": "Socks", "amount": 14.9})
+                    .as_object()
+                    .unwrap()
+            ),
+        ]),
+    );
+    render::message_context(
+        customer,
+        "winback",
+        "offer",
+        events,
+        "https://t.example/u/TOKEN",
+        Some("Acme Inc, 1 Main St, Springfield"),
+        0,
+    )
+}
+
+#[test]
+fn escapes_attributes_in_html_but_not_in_text() {
+    let (_d, t) = templates();
+    let r = t
+        .render(
+            "offer",
+            "s",
+            &context("<script>alert(1)</script>\"onload=x"),
+        )
+        .unwrap();
+    assert!(
+        !r.html.contains("<script>") && !r.html.contains("\"onload="),
+        "{}",
+        r.html
+    );
+    assert!(r.html.contains("&lt;script&gt;"));
+    assert!(
+        r.text.contains("<script>alert(1)</script>\"onload=x"),
+        "text is derived from HTML and decoded: {}",
+        r.text
+    );
+    assert!(
+        r.text
+            .contains("Shop the sale (https://shop.example/sale?c=winback&s=1)"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("- Shoes €129.00\n- Socks €14.90"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.subject, "Ann, 15 % Rabatt für Sie");
+}
+
+#[test]
+fn missing_variable_names_template_line_and_variable() {
+    let (_d, t) = templates();
+    let e = t
+        .render("broken", "s", &context("x"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("broken:2:"), "{e}");
+    assert!(e.contains("\"customer.missing_field\" is missing"), "{e}");
+    let e = t
+        .render("nope", "s", &context("x"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no template \"nope\""), "{e}");
+}
+
+#[test]
+fn eml_parses_back_with_python_email() {
+    let (dir, t) = templates();
+    let signer = Signer::new(&["test-secret-0123456789".to_string()]).unwrap();
+    let tracking = Tracking {
+        signer: &signer,
+        base_url: "https://t.example",
+        delivery_id: 77,
+        customer_id: 9,
+    };
+    let unsub = tracking.unsubscribe_url();
+    let mut ctx = context("x");
+    ctx["unsubscribe_url"] = json!(unsub);
+    let mut r = t.render("offer", "s", &ctx).unwrap();
+    r.html = tracking.apply(&r.html, &unsub);
+    let from = message::mailbox("Acme Shöp <hello@acme.example>").unwrap();
+    let reply = message::mailbox("support@acme.example").unwrap();
+    let env = Envelope {
+        from: &from,
+        reply_to: Some(&reply),
+        to: message::mailbox("Ann Müller <ann@example.com>").unwrap(),
+        message_id: message::message_id(77, "t", &from),
+        unsubscribe_url: &unsub,
+        unsubscribe_mailto: None,
+    };
+    let eml = message::build(&r, &env).unwrap().formatted();
+    let path = dir.path().join("m.eml");
+    std::fs::write(&path, eml).unwrap();
+    let script = r#"
+import sys, email, email.policy, json
+m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=email.policy.default)
+parts = [p.get_content_type() for p in m.walk()]
+html = m.get_body(('html',)).get_content()
+text = m.get_body(('plain',)).get_content()
+print(json.dumps({
+  "subject": str(m["subject"]), "from": str(m["from"]), "to": str(m["to"]), "reply_to": str(m["reply-to"]),
+  "message_id": str(m["message-id"]), "date": m["date"] is not None, "lu": str(m["list-unsubscribe"]),
+  "lup": str(m["list-unsubscribe-post"]), "parts": parts, "html": html, "text": text,
+  "defects": [str(d) for p in m.walk() for d in p.defects]}))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["subject"], "Ann, 15 % Rabatt für Sie");
+    assert_eq!(v["from"], "Acme Shöp <hello@acme.example>");
+    assert_eq!(v["to"], "Ann Müller <ann@example.com>");
+    assert_eq!(v["reply_to"], "support@acme.example");
+    assert_eq!(v["message_id"], "<herald.77.t@acme.example>");
+    assert_eq!(v["date"], true);
+    assert_eq!(v["lu"], format!("<{unsub}>"));
+    assert_eq!(v["lup"], "List-Unsubscribe=One-Click");
+    assert_eq!(
+        v["parts"],
+        json!(["multipart/alternative", "text/plain", "text/html"])
+    );
+    assert_eq!(v["defects"], json!([]));
+    let html = v["html"].as_str().unwrap();
+    assert_eq!(
+        html.matches("https://t.example/c/").count(),
+        1,
+        "one web link tracked: {html}"
+    );
+    assert!(html.contains("mailto:help@shop.example"));
+    assert!(
+        html.contains(&format!("href=\"{unsub}\"")),
+        "unsubscribe link untouched"
+    );
+    assert!(html.contains("https://t.example/o/"), "open pixel");
+    assert!(v["text"].as_str().unwrap().contains("Hi Ann,"));
+}
