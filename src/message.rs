@@ -103,7 +103,13 @@ pub fn build(rendered: &Rendered, env: &Envelope<'_>) -> Result<Message, Message
 }
 
 /// DKIM signing settings, loaded once.
-pub struct Dkim(DkimConfig);
+///
+/// Two configurations: lettre mis-signs a header named in `h=` that the message
+/// lacks, so Reply-To is signed only when present.
+pub struct Dkim {
+    with_reply_to: DkimConfig,
+    without_reply_to: DkimConfig,
+}
 
 impl Dkim {
     /// `key_pem` is an RSA private key in PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`).
@@ -113,40 +119,55 @@ impl Dkim {
         key_pem: &str,
         key_path: &str,
     ) -> Result<Dkim, MessageError> {
-        let key = DkimSigningKey::new(key_pem, DkimSigningAlgorithm::Rsa).map_err(|e| MessageError::DkimKey {
-            path: key_path.to_string(),
-            reason: format!("{e}; expected an RSA key in PKCS#1 PEM (convert with `openssl rsa -in KEY -traditional`)"),
-        })?;
-        // RFC 8058 requires List-Unsubscribe and List-Unsubscribe-Post to be signed.
-        let headers = [
-            "From",
-            "To",
-            "Subject",
-            "Date",
-            "Message-ID",
-            "Reply-To",
-            "List-Unsubscribe",
-            "List-Unsubscribe-Post",
-            "MIME-Version",
-            "Content-Type",
-        ]
-        .into_iter()
-        .map(HeaderName::new_from_ascii_str)
-        .collect();
-        Ok(Dkim(DkimConfig::new(
-            selector.to_string(),
-            domain.to_string(),
-            key,
-            headers,
-            DkimCanonicalization {
-                header: DkimCanonicalizationType::Relaxed,
-                body: DkimCanonicalizationType::Relaxed,
-            },
-        )))
+        let config = |reply_to: bool| -> Result<DkimConfig, MessageError> {
+            let key = DkimSigningKey::new(key_pem, DkimSigningAlgorithm::Rsa).map_err(|e| {
+                MessageError::DkimKey {
+                    path: key_path.to_string(),
+                    reason: format!(
+                        "{e}; expected an RSA key in PKCS#1 PEM (convert with `openssl rsa -in KEY -traditional`)"
+                    ),
+                }
+            })?;
+            // RFC 8058 requires List-Unsubscribe and List-Unsubscribe-Post to be signed.
+            let mut names = vec![
+                "From",
+                "To",
+                "Subject",
+                "Date",
+                "Message-ID",
+                "List-Unsubscribe",
+                "List-Unsubscribe-Post",
+            ];
+            if reply_to {
+                names.push("Reply-To");
+            }
+            Ok(DkimConfig::new(
+                selector.to_string(),
+                domain.to_string(),
+                key,
+                names
+                    .into_iter()
+                    .map(HeaderName::new_from_ascii_str)
+                    .collect(),
+                DkimCanonicalization {
+                    header: DkimCanonicalizationType::Relaxed,
+                    body: DkimCanonicalizationType::Relaxed,
+                },
+            ))
+        };
+        Ok(Dkim {
+            with_reply_to: config(true)?,
+            without_reply_to: config(false)?,
+        })
     }
 
     pub fn sign(&self, message: &mut Message) {
-        message.sign(&self.0);
+        let has_reply_to = message.headers().get_raw("Reply-To").is_some();
+        message.sign(if has_reply_to {
+            &self.with_reply_to
+        } else {
+            &self.without_reply_to
+        });
     }
 }
 

@@ -212,3 +212,93 @@ print(json.dumps({
     assert!(html.contains("https://t.example/o/"), "open pixel");
     assert!(v["text"].as_str().unwrap().contains("Hi Ann,"));
 }
+
+#[test]
+fn dkim_signature_verifies_with_dkimpy() {
+    let have_dkimpy = Command::new("python3")
+        .args(["-c", "import dkim"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_dkimpy {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(!ci, "dkimpy is required in CI (.ci/run installs it)");
+        eprintln!(
+            "skipped: install dkimpy (`python3 -m pip install dkimpy`) to verify DKIM signatures"
+        );
+        return;
+    }
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let key = std::fs::read_to_string(fixtures.join("dkim-test-key.pem")).unwrap();
+    let dkim = message::Dkim::new("herald", "acme.example", &key, "dkim-test-key.pem").unwrap();
+    let from = message::mailbox("Acme <hello@acme.example>").unwrap();
+    let rendered = herald::render::Rendered {
+        subject: "Grüße".into(),
+        html: "<p>Hi</p>".into(),
+        text: "Hi\n".into(),
+    };
+    let reply = message::mailbox("support@acme.example").unwrap();
+    let env = Envelope {
+        from: &from,
+        reply_to: Some(&reply),
+        to: message::mailbox("ann@example.com").unwrap(),
+        message_id: message::message_id(1, "d", &from),
+        unsubscribe_url: "https://t.example/u/x",
+        unsubscribe_mailto: None,
+    };
+    let without_reply_to = Envelope {
+        reply_to: None,
+        to: env.to.clone(),
+        message_id: env.message_id.clone(),
+        ..env
+    };
+    for (n, env) in [env, without_reply_to].iter().enumerate() {
+        let mut m = message::build(&rendered, env).unwrap();
+        dkim.sign(&mut m);
+        let dir = tempfile::tempdir().unwrap();
+        let eml = dir.path().join("signed.eml");
+        std::fs::write(&eml, m.formatted()).unwrap();
+        let script = r#"
+import sys, dkim
+msg = open(sys.argv[1], 'rb').read()
+record = open(sys.argv[2], 'rb').read().strip()
+def dns(name, timeout=5):
+    assert name == b'herald._domainkey.acme.example.', name
+    return record
+ok = dkim.verify(msg, dnsfunc=dns)
+sig = dkim.DKIM(msg)
+h = [x for x in msg.split(b'\r\n\r\n')[0].split(b'DKIM-Signature:')[1].replace(b'\r\n', b'').split(b';') if x.strip().startswith(b'h=')][0]
+print(('ok ' if ok else 'bad ') + h.decode().strip())
+"#;
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&eml)
+            .arg(fixtures.join("dkim-test-key.txt"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(
+            text.starts_with("ok "),
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for header in [
+            "from",
+            "subject",
+            "date",
+            "message-id",
+            "list-unsubscribe",
+            "list-unsubscribe-post",
+        ] {
+            assert!(
+                text.split(['=', ':', ' ']).any(|h| h.trim() == header),
+                "h= lacks {header}: {text}"
+            );
+        }
+        assert_eq!(
+            text.contains("reply-to"),
+            n == 0,
+            "Reply-To signed exactly when present: {text}"
+        );
+    }
+}
