@@ -302,3 +302,45 @@ print(('ok ' if ok else 'bad ') + h.decode().strip())
         );
     }
 }
+
+/// Compares `actual` with `tests/snapshots/NAME`; `UPDATE_SNAPSHOTS=1` rewrites it.
+fn assert_snapshot(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "no snapshot {}; run with UPDATE_SNAPSHOTS=1 to create it",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual, expected,
+        "snapshot {name} differs; run with UPDATE_SNAPSHOTS=1 if the change is intended"
+    );
+}
+
+#[test]
+fn rendered_parts_match_snapshots() {
+    let (_d, t) = templates();
+    let signer = Signer::new(&["snapshot-secret-0123456789".to_string()]).unwrap();
+    let tracking = Tracking {
+        signer: &signer,
+        base_url: "https://t.example",
+        delivery_id: 1001,
+        customer_id: 9,
+    };
+    let unsub = tracking.unsubscribe_url();
+    let mut ctx = context("Loves <b>bold</b> & \"quotes\"");
+    ctx["unsubscribe_url"] = json!(unsub);
+    let mut r = t.render("offer", "s", &ctx).unwrap();
+    r.html = tracking.apply(&r.html, &unsub);
+    assert_snapshot("offer.subject.txt", &r.subject);
+    assert_snapshot("offer.html", &r.html);
+    assert_snapshot("offer.txt", &r.text);
+}

@@ -4,6 +4,7 @@
 //! carries the original; `mailto:`, `tel:`, anchors and the unsubscribe link stay
 //! as written. The pixel goes just before `</body>` (or at the end).
 
+use super::find_ascii_ci;
 use crate::token::{Purpose, Signer, Token};
 
 /// Who the links are for and where the tracking endpoint lives.
@@ -69,7 +70,12 @@ impl Tracking<'_> {
             "<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:block;border:0;width:1px;height:1px\">",
             self.pixel_url()
         );
-        match find_ascii_ci(&out, "</body>") {
+        // Search the tail only: the closing tag is at the end of any real document.
+        let tail_start = out.len().saturating_sub(512);
+        let tail_start = (tail_start..out.len())
+            .find(|i| out.is_char_boundary(*i))
+            .unwrap_or(out.len());
+        match find_ascii_ci(&out[tail_start..], "</body>").map(|at| tail_start + at) {
             Some(at) => out.insert_str(at, &pixel),
             None => out.push_str(&pixel),
         }
@@ -119,15 +125,6 @@ fn next_href(s: &str) -> Option<(&str, char, &str, &str)> {
         }
         from = at + 4;
     }
-}
-
-fn find_ascii_ci(haystack: &str, needle: &str) -> Option<usize> {
-    let h = haystack.as_bytes();
-    let n = needle.as_bytes();
-    if n.len() > h.len() {
-        return None;
-    }
-    (0..=h.len() - n.len()).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 #[cfg(test)]

@@ -94,7 +94,8 @@ fn registry(escape: bool) -> Handlebars<'static> {
 
 impl Templates {
     /// Loads `DIR/NAME.html.hbs`, optional `DIR/NAME.txt.hbs` and partials from
-    /// `DIR/partials/*.hbs` (available to both parts as `{{> name}}`).
+    /// `DIR/partials/NAME.hbs` (optional `NAME.txt.hbs` for the text part),
+    /// available to both parts as `{{> NAME}}`.
     pub fn load(dir: &Path) -> Result<Templates, RenderError> {
         let mut t = Templates {
             html: registry(true),
@@ -108,43 +109,65 @@ impl Templates {
                 message: e.to_string(),
             })
         };
+        // Explicit text versions first: a template or partial without one gets a
+        // text template derived from its HTML source, once, here. Deriving the
+        // template rather than each rendered message keeps per-message cost to one
+        // plain render.
         let partials = dir.join("partials");
-        if partials.is_dir() {
-            for entry in read_dir(&partials)?.flatten() {
-                let path = entry.path();
-                let Some(name) =
-                    file_name(&path).and_then(|n| n.strip_suffix(".hbs").map(str::to_string))
-                else {
-                    continue;
-                };
-                let source = read(&path)?;
-                for reg in [&mut t.html, &mut t.text] {
-                    reg.register_partial(&name, &source)
-                        .map_err(|e| RenderError::Compile {
-                            path: path.clone(),
-                            message: e.to_string(),
-                        })?;
+        let partial_files: Vec<PathBuf> = if partials.is_dir() {
+            read_dir(&partials)?.flatten().map(|e| e.path()).collect()
+        } else {
+            Vec::new()
+        };
+        let text_partials: BTreeSet<String> = partial_files
+            .iter()
+            .filter_map(|p| file_name(p)?.strip_suffix(".txt.hbs").map(str::to_string))
+            .collect();
+        for path in &partial_files {
+            let Some(fname) = file_name(path) else {
+                continue;
+            };
+            let source = read(path)?;
+            let partial_error = |e: handlebars::TemplateError| compile_error(path, e);
+            if let Some(name) = fname.strip_suffix(".txt.hbs") {
+                t.text
+                    .register_partial(name, &source)
+                    .map_err(partial_error)?;
+            } else if let Some(name) = fname.strip_suffix(".hbs") {
+                let name = name.strip_suffix(".html").unwrap_or(name);
+                t.html
+                    .register_partial(name, &source)
+                    .map_err(partial_error)?;
+                if !text_partials.contains(name) {
+                    t.text
+                        .register_partial(name, text::from_html(&source))
+                        .map_err(partial_error)?;
                 }
             }
         }
         let mut entries: Vec<PathBuf> = read_dir(dir)?.flatten().map(|e| e.path()).collect();
         entries.sort();
-        for path in entries {
-            let Some(fname) = file_name(&path) else {
-                continue;
-            };
-            if let Some(name) = fname.strip_suffix(".html.hbs") {
-                let source = read(&path)?;
-                t.html
-                    .register_template_string(name, source)
-                    .map_err(|e| compile_error(&path, e))?;
-                t.names.insert(name.to_string());
-            } else if let Some(name) = fname.strip_suffix(".txt.hbs") {
-                let source = read(&path)?;
+        for path in &entries {
+            if let Some(name) = file_name(path).and_then(|f| f.strip_suffix(".txt.hbs")) {
+                let source = read(path)?;
                 t.text
                     .register_template_string(name, source)
-                    .map_err(|e| compile_error(&path, e))?;
+                    .map_err(|e| compile_error(path, e))?;
                 t.with_text.insert(name.to_string());
+            }
+        }
+        for path in &entries {
+            if let Some(name) = file_name(path).and_then(|f| f.strip_suffix(".html.hbs")) {
+                let source = read(path)?;
+                if !t.with_text.contains(name) {
+                    t.text
+                        .register_template_string(name, text::from_html(&source))
+                        .map_err(|e| compile_error(path, e))?;
+                }
+                t.html
+                    .register_template_string(name, source)
+                    .map_err(|e| compile_error(path, e))?;
+                t.names.insert(name.to_string());
             }
         }
         Ok(t)
@@ -190,13 +213,18 @@ impl Templates {
             .html
             .render(template, context)
             .map_err(|e| RenderError::from_hbs(&format!("{template}.html.hbs"), e))?;
-        let text = if self.with_text.contains(template) {
-            self.text
-                .render(template, context)
-                .map_err(|e| RenderError::from_hbs(&format!("{template}.txt.hbs"), e))?
+        let text_name = if self.with_text.contains(template) {
+            format!("{template}.txt.hbs")
         } else {
-            text::from_html(&html)
+            format!("{template}.html.hbs (text part)")
         };
+        let mut text = self
+            .text
+            .render(template, context)
+            .map_err(|e| RenderError::from_hbs(&text_name, e))?;
+        if !self.with_text.contains(template) {
+            text = text::wrap(text.trim_start().to_string());
+        }
         Ok(Rendered {
             subject: one_line(&subject_text),
             html,
@@ -216,6 +244,27 @@ fn one_line(s: &str) -> String {
         .filter(|p| !p.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Byte offset of the first ASCII-case-insensitive match of `needle` (ASCII).
+pub(crate) fn find_ascii_ci(haystack: &str, needle: &str) -> Option<usize> {
+    let h = haystack.as_bytes();
+    let n = needle.as_bytes();
+    let (&first, rest) = n.split_first()?;
+    let mut from = 0;
+    while from + n.len() <= h.len() {
+        let at = from
+            + memchr::memchr2(
+                first.to_ascii_lowercase(),
+                first.to_ascii_uppercase(),
+                &h[from..=h.len() - n.len()],
+            )?;
+        if h[at + 1..at + n.len()].eq_ignore_ascii_case(rest) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 fn file_name(path: &Path) -> Option<&str> {

@@ -1,5 +1,7 @@
 //! A readable text part derived from HTML: no tags, links kept as `text (url)`.
 
+use super::find_ascii_ci;
+
 /// Converts rendered HTML to plain text.
 pub fn from_html(html: &str) -> String {
     let mut out = String::with_capacity(html.len() / 2);
@@ -26,7 +28,7 @@ pub fn from_html(html: &str) -> String {
             // Content that is not text at all.
             "head" | "style" | "script" | "title" if !closing => {
                 let end = format!("</{name}");
-                match find_ci(rest, &end) {
+                match find_ascii_ci(rest, &end) {
                     Some(at) => {
                         rest = &rest[at..];
                         if let Some(gt) = rest.find('>') {
@@ -42,8 +44,13 @@ pub fn from_html(html: &str) -> String {
             }
             "a" => {
                 if let Some(url) = link.take() {
+                    // `{{…}}` is a link computed by the template (when deriving the
+                    // text template from HTML source).
+                    let is_link = url.starts_with("http") || url.starts_with("{{");
                     let text = out[link_text_start..].trim().to_string();
-                    if url.starts_with("http") && text != url {
+                    if is_link && text.is_empty() {
+                        out.push_str(&url);
+                    } else if is_link && text != url {
                         out.push_str(&format!(" ({url})"));
                     }
                 }
@@ -97,6 +104,50 @@ fn blank_line(out: &mut String) {
     }
 }
 
+/// Longest line of the text part before wrapping at a space.
+const WRAP: usize = 78;
+
+/// Appends `line`, wrapped at spaces to at most [`WRAP`] characters where it can
+/// be (a long URL stays whole).
+fn push_wrapped(out: &mut String, line: &str) {
+    let mut width = 0;
+    for (i, word) in line.split(' ').filter(|w| !w.is_empty()).enumerate() {
+        let len = word.chars().count();
+        if i > 0 {
+            if width + 1 + len > WRAP {
+                out.push('\n');
+                width = 0;
+            } else {
+                out.push(' ');
+                width += 1;
+            }
+        }
+        out.push_str(word);
+        width += len;
+    }
+}
+
+/// Wraps lines longer than [`WRAP`] at spaces; text with no long line is returned as is.
+pub fn wrap(text: String) -> String {
+    if text.lines().all(|l| l.len() <= WRAP) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        if body.chars().count() > WRAP {
+            push_wrapped(&mut out, body);
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(newline);
+    }
+    out
+}
+
 /// Trims each line and collapses runs of blank lines.
 fn tidy(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -117,7 +168,7 @@ fn tidy(s: &str) -> String {
 }
 
 fn attribute(tag: &str, name: &str) -> Option<String> {
-    let at = find_ci(tag, &format!("{name}="))?;
+    let at = find_ascii_ci(tag, &format!("{name}="))?;
     let value = &tag[at + name.len() + 1..];
     let quote = value.chars().next()?;
     let v = if quote == '"' || quote == '\'' {
@@ -127,12 +178,6 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
         value.split_whitespace().next()?
     };
     Some(decode_entities(v))
-}
-
-fn find_ci(haystack: &str, needle: &str) -> Option<usize> {
-    let h = haystack.as_bytes();
-    let n = needle.as_bytes();
-    (0..(h.len() + 1).saturating_sub(n.len())).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 fn decode_entities(s: &str) -> String {
@@ -184,6 +229,22 @@ fn decode_entities(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wraps_long_lines_but_not_urls() {
+        let long = format!(
+            "<p>{} https://shop.example/{}</p>",
+            "word ".repeat(40),
+            "x".repeat(100)
+        );
+        let text = wrap(from_html(&long));
+        assert!(
+            text.lines()
+                .all(|l| l.chars().count() <= WRAP || !l.contains(' ')),
+            "{text}"
+        );
+        assert!(text.contains(&format!("https://shop.example/{}", "x".repeat(100))));
+    }
 
     #[test]
     fn readable_text() {
