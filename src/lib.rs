@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod customer;
 pub mod import;
+pub mod mailer;
 pub mod message;
 pub mod quantity;
 pub mod render;
