@@ -115,6 +115,29 @@ impl Store {
         Ok(row.map(from_row))
     }
 
+    /// Puts an address on the suppression list; returns whether it was new.
+    pub async fn suppress(
+        &self,
+        email: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let n = with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(email)
+            .bind(reason)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .context("suppressing an address")?;
+        Ok(n == 1)
+    }
+
     /// Inserts or fully replaces customers by email, in one transaction per call.
     ///
     /// The caller has merged each row with what was stored; this writes the result.

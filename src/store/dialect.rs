@@ -37,6 +37,25 @@ impl Backend {
         }
     }
 
+    /// A predicate "`column` (an integer) is one of the numbers in the JSON array
+    /// bound at `param`".
+    pub fn in_json_ids(self, column: &str, param: usize) -> String {
+        match self {
+            Backend::Sqlite => format!("{column} IN (SELECT value FROM json_each(${param}))"),
+            Backend::Postgres => {
+                format!("{column} IN (SELECT jsonb_array_elements_text(${param}::jsonb)::bigint)")
+            }
+        }
+    }
+
+    /// A one-key JSON object built from a column, for INSERT … SELECT into a JSON column.
+    pub fn json_object_of(self, key: &str, column: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("json_object('{key}', {column})"),
+            Backend::Postgres => format!("jsonb_build_object('{key}', {column})"),
+        }
+    }
+
     /// A JSON value to bind into a JSON column: `jsonb` on PostgreSQL, text on SQLite.
     pub fn json_param(self, param: usize) -> String {
         match self {

@@ -6,6 +6,7 @@
 //! shared test suite on both backends.
 
 pub mod customers;
+pub mod deliveries;
 pub mod dialect;
 pub mod interactions;
 pub mod seed;

@@ -1,0 +1,633 @@
+//! Runs, entries and deliveries: planning in set-based statements, claiming
+//! batches under a lease, and recording outcomes in batched transactions.
+//!
+//! The `deliveries` row decides who gets what, never a job: its unique key
+//! (entry, step) makes a second send of a step within one entry impossible, and
+//! its status moves queued → sending (claimed, with a lease) → sent | failed |
+//! bounced | skipped. A claim whose lease ran out (its worker died) returns to
+//! queued.
+
+use serde_json::{Map, Value};
+use sqlx::AssertSqlSafe;
+use sqlx::types::Json;
+
+use super::{Backend, Context, Store, StoreError, with_pool};
+use crate::clock::Millis;
+
+/// Why a run was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Manual,
+    Schedule,
+    Sequence,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Schedule => "schedule",
+            Trigger::Sequence => "sequence",
+        }
+    }
+}
+
+/// When a customer who already entered a campaign may enter it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reentry {
+    Never,
+    /// Whenever the previous entry is no longer active.
+    Always,
+    /// When the previous entry began at least this many milliseconds ago and is
+    /// no longer active.
+    After(Millis),
+}
+
+/// A value bound into an audience query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// An audience as SQL: `sql` selects one column, the customer id, with `$1…$n`
+/// placeholders numbered from `first_param`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudienceSql {
+    pub sql: String,
+    pub params: Vec<SqlValue>,
+}
+
+/// A claimed delivery with what rendering and the pre-send checks need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub delivery_id: i64,
+    pub entry_id: i64,
+    pub step: String,
+    pub attempts: i32,
+    pub customer_id: i64,
+    pub email: String,
+    pub external_id: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub timezone: Option<String>,
+    pub created_at: Millis,
+    pub attributes: Map<String, Value>,
+    pub status: String,
+    pub suppressed: bool,
+    /// Campaign emails sent to this customer within the frequency-cap window.
+    pub recent_sends: i64,
+}
+
+/// The outcome of one delivery, to be recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Sent {
+        message_id: String,
+    },
+    /// Back to the queue until `at`.
+    Retry {
+        at: Millis,
+        error: String,
+        unknown: bool,
+    },
+    Failed {
+        error: String,
+    },
+    Bounced {
+        code: u16,
+        text: String,
+        suppress: bool,
+    },
+    Skipped {
+        reason: String,
+    },
+}
+
+/// Counts of a run's deliveries by status, and skips by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    pub planned: i64,
+    pub queued: i64,
+    pub sending: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub bounced: i64,
+    pub skipped: Vec<(String, i64)>,
+}
+
+impl RunCounts {
+    pub fn skipped_total(&self) -> i64 {
+        self.skipped.iter().map(|(_, n)| n).sum()
+    }
+}
+
+fn bind_values<'q, DB: sqlx::Database>(
+    mut q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    values: &'q [SqlValue],
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for v in values {
+        q = match v {
+            SqlValue::Null => q.bind(None::<String>),
+            SqlValue::Bool(b) => q.bind(*b),
+            SqlValue::Int(i) => q.bind(*i),
+            SqlValue::Float(f) => q.bind(*f),
+            SqlValue::Text(s) => q.bind(s.as_str()),
+        };
+    }
+    q
+}
+
+impl Backend {
+    /// Row locking for a claim: workers skip rows another worker holds.
+    fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+impl Store {
+    /// Creates a run. A scheduled run is created once per (campaign, tick): a
+    /// second worker firing the same tick gets `None`.
+    pub async fn create_run(
+        &self,
+        campaign: &str,
+        trigger: Trigger,
+        tick: Option<Millis>,
+        now: Millis,
+    ) -> Result<Option<i64>, StoreError> {
+        let id: Option<i64> = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "INSERT INTO runs (campaign, trigger, tick, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(campaign)
+            .bind(trigger.as_str())
+            .bind(tick)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+        })
+        .context("creating a run")?;
+        Ok(id)
+    }
+
+    /// Enters the audience into the campaign and queues `first_step` for each new
+    /// entry, in one transaction of two set-based statements. Running it twice
+    /// for the same run adds nothing. Returns the number of deliveries queued.
+    pub async fn plan_run(
+        &self,
+        run_id: i64,
+        campaign: &str,
+        audience: &AudienceSql,
+        reentry: Reentry,
+        first_step: &str,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        let n = audience.params.len();
+        let (p_campaign, p_run, p_now, p_since) = (n + 1, n + 2, n + 3, n + 4);
+        let allowed = match reentry {
+            Reentry::Never => "prev.customer_id IS NULL".to_string(),
+            Reentry::Always => "prev.customer_id IS NULL OR prev.active = 0".to_string(),
+            Reentry::After(_) => format!(
+                "prev.customer_id IS NULL OR (prev.active = 0 AND prev.last_entered <= ${p_since})"
+            ),
+        };
+        let since = match reentry {
+            Reentry::After(d) => now - d,
+            _ => now,
+        };
+        let entries_sql = format!(
+            "INSERT INTO entries (campaign, customer_id, seq, run_id, entered_at, state, updated_at) \
+             SELECT ${p_campaign}, a.id, COALESCE(prev.max_seq, 0) + 1, ${p_run}, ${p_now}, 'active', ${p_now} \
+             FROM ({}) a \
+             LEFT JOIN (SELECT customer_id, MAX(seq) AS max_seq, MAX(entered_at) AS last_entered, \
+                               SUM(CASE WHEN state = 'active' THEN 1 ELSE 0 END) AS active \
+                        FROM entries WHERE campaign = ${p_campaign} GROUP BY customer_id) prev \
+               ON prev.customer_id = a.id \
+             WHERE ({allowed}) AND ${p_since} IS NOT NULL \
+             ON CONFLICT DO NOTHING",
+            audience.sql
+        );
+        let deliveries_sql = "INSERT INTO deliveries (run_id, entry_id, campaign, step, customer_id, \
+             status, created_at, updated_at) \
+             SELECT e.run_id, e.id, e.campaign, $1, e.customer_id, 'queued', $2, $2 \
+             FROM entries e WHERE e.run_id = $3 ON CONFLICT DO NOTHING";
+        let planned = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await.context("starting to plan a run")?;
+            let q = sqlx::query(AssertSqlSafe(entries_sql.as_str()));
+            bind_values(q, &audience.params)
+                .bind(campaign)
+                .bind(run_id)
+                .bind(now)
+                .bind(since)
+                .execute(&mut *tx)
+                .await
+                .context("entering the audience")?;
+            let planned = sqlx::query(deliveries_sql)
+                .bind(first_step)
+                .bind(now)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await
+                .context("queueing deliveries")?
+                .rows_affected();
+            sqlx::query(
+                "UPDATE runs SET status = 'sending', \
+                 planned = (SELECT COUNT(*) FROM deliveries WHERE run_id = $1) WHERE id = $1",
+            )
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .context("updating the run")?;
+            tx.commit().await.context("committing the plan")?;
+            Ok::<_, StoreError>(planned)
+        })?;
+        Ok(planned)
+    }
+
+    /// Returns claims whose lease ran out (their worker died) to the queue.
+    pub async fn requeue_expired(&self, now: Millis) -> Result<u64, StoreError> {
+        let n = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'queued', lease_until = NULL, updated_at = $1 \
+                 WHERE status = 'sending' AND lease_until < $1",
+            )
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .context("requeueing expired claims")?;
+        Ok(n)
+    }
+
+    /// Claims up to `limit` due deliveries of a run: marks them `sending` with a
+    /// lease (state before the wire) and returns them with their customer.
+    pub async fn claim(
+        &self,
+        run_id: i64,
+        limit: i64,
+        now: Millis,
+        lease_until: Millis,
+        cap_since: Option<Millis>,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let claim_sql = format!(
+            "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = $1, \
+             updated_at = $2 WHERE id IN (SELECT id FROM deliveries WHERE run_id = $3 \
+             AND status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $2) \
+             ORDER BY id LIMIT $4 {}) RETURNING id",
+            self.backend().skip_locked()
+        );
+        let ids: Vec<i64> = with_pool!(self, |pool| {
+            sqlx::query_scalar(AssertSqlSafe(claim_sql.as_str()))
+                .bind(lease_until)
+                .bind(now)
+                .bind(run_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        })
+        .context("claiming deliveries")?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let id_list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        let sql = format!(
+            "SELECT d.id, d.entry_id, d.step, d.attempts, c.id, c.email, c.external_id, \
+             c.first_name, c.last_name, c.timezone, c.created_at, c.attributes, c.status, \
+             CASE WHEN s.email IS NULL THEN 0 ELSE 1 END, \
+             CASE WHEN $2 IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM deliveries x \
+               WHERE x.customer_id = c.id AND x.status = 'sent' AND x.sent_at >= $2) END \
+             FROM deliveries d JOIN customers c ON c.id = d.customer_id \
+             LEFT JOIN suppressions s ON s.email = c.email \
+             WHERE {} ORDER BY d.id",
+            self.backend().in_json_ids("d.id", 1)
+        );
+        type Row = (
+            i64,
+            i64,
+            String,
+            i32,
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            i64,
+            Json<Map<String, Value>>,
+            String,
+            i32,
+            i64,
+        );
+        let rows: Vec<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(&id_list)
+                .bind(cap_since)
+                .fetch_all(pool)
+                .await
+        })
+        .context("reading claimed deliveries")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Claimed {
+                delivery_id: r.0,
+                entry_id: r.1,
+                step: r.2,
+                attempts: r.3,
+                customer_id: r.4,
+                email: r.5,
+                external_id: r.6,
+                first_name: r.7,
+                last_name: r.8,
+                timezone: r.9,
+                created_at: r.10,
+                attributes: r.11.0,
+                status: r.12,
+                suppressed: r.13 != 0,
+                recent_sends: r.14,
+            })
+            .collect())
+    }
+
+    /// The `per_customer` most recent interactions of `kind` for each customer,
+    /// newest first, in one query.
+    pub async fn recent_events(
+        &self,
+        customer_ids: &[i64],
+        kind: &str,
+        per_customer: i64,
+    ) -> Result<Vec<(i64, Millis, Map<String, Value>)>, StoreError> {
+        if customer_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(customer_ids).unwrap_or_else(|_| "[]".into());
+        let sql = format!(
+            "SELECT customer_id, occurred_at, data FROM (SELECT customer_id, occurred_at, data, \
+             ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY occurred_at DESC, id DESC) AS n \
+             FROM interactions WHERE kind = $2 AND {}) r WHERE n <= $3 \
+             ORDER BY customer_id, occurred_at DESC",
+            self.backend().in_json_ids("customer_id", 1)
+        );
+        let rows: Vec<(i64, i64, Json<Map<String, Value>>)> = with_pool!(self, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(&ids)
+                .bind(kind)
+                .bind(per_customer)
+                .fetch_all(pool)
+                .await
+        })
+        .context("reading recent events")?;
+        Ok(rows.into_iter().map(|(c, t, d)| (c, t, d.0)).collect())
+    }
+
+    /// Records outcomes in one transaction: statuses, `email_sent` and
+    /// `email_bounced` interactions, suppressions for hard bounces.
+    pub async fn record_outcomes(
+        &self,
+        outcomes: &[(i64, Outcome)],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let sent: Vec<i64> = outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Sent { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        let sent_list = serde_json::to_string(&sent).unwrap_or_else(|_| "[]".into());
+        // Skips come in groups (everyone unsubscribed, everyone over the cap):
+        // one statement per reason.
+        let mut skipped: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+        for (id, o) in outcomes {
+            if let Outcome::Skipped { reason } = o {
+                skipped.entry(reason.as_str()).or_default().push(*id);
+            }
+        }
+        let b = self.backend();
+        let mark_skipped = format!(
+            "UPDATE deliveries SET status = 'skipped', reason = $2, lease_until = NULL, \
+             updated_at = $3 WHERE {}",
+            b.in_json_ids("id", 1)
+        );
+        let mark_sent = format!(
+            "UPDATE deliveries SET status = 'sent', sent_at = $2, lease_until = NULL, \
+             updated_at = $2 WHERE {} AND status = 'sending'",
+            b.in_json_ids("id", 1)
+        );
+        let sent_interactions = format!(
+            "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, delivery_id, data) \
+             SELECT customer_id, 'email_sent', $2, campaign, step, id, {} FROM deliveries WHERE {}",
+            b.json_object_of("message_id", "message_id"),
+            b.in_json_ids("id", 1)
+        );
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await.context("starting to record outcomes")?;
+            if !sent.is_empty() {
+                sqlx::query(AssertSqlSafe(mark_sent.as_str()))
+                    .bind(&sent_list)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .context("marking deliveries sent")?;
+                sqlx::query(AssertSqlSafe(sent_interactions.as_str()))
+                    .bind(&sent_list)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .context("recording email_sent")?;
+            }
+            for (reason, ids) in &skipped {
+                sqlx::query(AssertSqlSafe(mark_skipped.as_str()))
+                    .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+                    .bind(reason)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .context("marking deliveries skipped")?;
+            }
+            for (id, outcome) in outcomes {
+                match outcome {
+                    Outcome::Sent { .. } => {}
+                    Outcome::Retry { at, error, unknown } => {
+                        sqlx::query(
+                            "UPDATE deliveries SET status = 'queued', next_attempt_at = $2, \
+                             last_error = $3, lease_until = NULL, updated_at = $4, \
+                             outcome_unknown = (outcome_unknown OR $5) WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(at)
+                        .bind(error)
+                        .bind(now)
+                        .bind(*unknown)
+                        .execute(&mut *tx)
+                        .await
+                        .context("requeueing a delivery")?;
+                    }
+                    Outcome::Failed { error } => {
+                        sqlx::query(
+                            "UPDATE deliveries SET status = 'failed', reason = $2, last_error = $2, \
+                             lease_until = NULL, updated_at = $3 WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(error)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .context("marking a delivery failed")?;
+                    }
+                    Outcome::Skipped { .. } => {}
+                    Outcome::Bounced {
+                        code,
+                        text,
+                        suppress,
+                    } => {
+                        sqlx::query(
+                            "UPDATE deliveries SET status = 'bounced', reason = $2, last_error = $2, \
+                             lease_until = NULL, updated_at = $3 WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(format!("{code} {text}"))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .context("marking a delivery bounced")?;
+                        let data =
+                            serde_json::json!({ "code": code, "reply": text, "hard": suppress });
+                        sqlx::query(
+                            "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, delivery_id, data) \
+                             SELECT customer_id, 'email_bounced', $2, campaign, step, id, $3 FROM deliveries WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(now)
+                        .bind(Json(&data))
+                        .execute(&mut *tx)
+                        .await
+                        .context("recording email_bounced")?;
+                        if *suppress {
+                            sqlx::query(
+                                "INSERT INTO suppressions (email, reason, created_at) \
+                                 SELECT c.email, 'hard_bounce', $2 FROM deliveries d JOIN customers c ON c.id = d.customer_id \
+                                 WHERE d.id = $1 ON CONFLICT DO NOTHING",
+                            )
+                            .bind(id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .context("suppressing a bounced address")?;
+                            sqlx::query(
+                                "UPDATE customers SET status = 'bounced', updated_at = $2 \
+                                 WHERE id = (SELECT customer_id FROM deliveries WHERE id = $1) AND status = 'subscribed'",
+                            )
+                            .bind(id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .context("marking a customer bounced")?;
+                        }
+                    }
+                }
+            }
+            tx.commit().await.context("committing outcomes")?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// Sets each delivery's Message-ID before it goes on the wire.
+    pub async fn set_message_ids(&self, ids: &[(i64, String)]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let pairs: Vec<Value> = ids
+            .iter()
+            .map(|(id, m)| serde_json::json!({"id": id, "m": m}))
+            .collect();
+        let payload = Value::Array(pairs).to_string();
+        let sql = match self.backend() {
+            Backend::Sqlite => {
+                "UPDATE deliveries SET message_id = (SELECT json_extract(value, '$.m') FROM json_each($1) \
+                 WHERE json_extract(value, '$.id') = deliveries.id) \
+                 WHERE id IN (SELECT json_extract(value, '$.id') FROM json_each($1))"
+            }
+            Backend::Postgres => {
+                "UPDATE deliveries SET message_id = x.m FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, m text) \
+                 WHERE deliveries.id = x.id"
+            }
+        };
+        with_pool!(self, |pool| sqlx::query(sql)
+            .bind(&payload)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .context("setting message ids")?;
+        Ok(())
+    }
+
+    /// Status counts of a run.
+    pub async fn run_counts(&self, run_id: i64) -> Result<RunCounts, StoreError> {
+        let rows: Vec<(String, Option<String>, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT status, CASE WHEN status = 'skipped' THEN reason END, COUNT(*) \
+                 FROM deliveries WHERE run_id = $1 GROUP BY 1, 2 ORDER BY 1, 2",
+            )
+            .bind(run_id)
+            .fetch_all(pool)
+            .await
+        })
+        .context("counting a run's deliveries")?;
+        let mut c = RunCounts::default();
+        for (status, reason, n) in rows {
+            c.planned += n;
+            match status.as_str() {
+                "queued" => c.queued += n,
+                "sending" => c.sending += n,
+                "sent" => c.sent += n,
+                "failed" => c.failed += n,
+                "bounced" => c.bounced += n,
+                _ => c.skipped.push((reason.unwrap_or_default(), n)),
+            }
+        }
+        Ok(c)
+    }
+
+    /// The earliest retry time of a run's queued deliveries, if any are waiting.
+    pub async fn next_attempt(&self, run_id: i64) -> Result<Option<Millis>, StoreError> {
+        let at: Option<i64> = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT MIN(COALESCE(next_attempt_at, 0)) FROM deliveries WHERE run_id = $1 AND status = 'queued'",
+            )
+            .bind(run_id)
+            .fetch_one(pool)
+            .await
+        })
+        .context("reading the next retry")?;
+        Ok(at)
+    }
+
+    pub async fn finish_run(&self, run_id: i64, now: Millis) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE runs SET status = 'done', finished_at = $2 WHERE id = $1")
+                .bind(run_id)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .context("finishing a run")?;
+        Ok(())
+    }
+}

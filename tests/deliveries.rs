@@ -1,0 +1,293 @@
+//! Runs, entries and deliveries on both backends: idempotent planning, re-entry,
+//! claims under a lease, outcomes.
+
+mod common;
+
+use common::TestDb;
+use herald::store::Store;
+use herald::store::deliveries::{AudienceSql, Outcome, Reentry, SqlValue, Trigger};
+
+const ANCHOR: i64 = 1_793_491_200_000; // 2026-11-01
+
+async fn seeded(db: &TestDb, n: &str) -> Store {
+    let out = db.herald(&[
+        "seed",
+        "--customers",
+        n,
+        "--seed",
+        "4",
+        "--anchor",
+        "2026-11-01",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    db.store().await
+}
+
+/// Every other subscribed customer: a stand-in for a compiled segment.
+fn audience() -> AudienceSql {
+    AudienceSql {
+        sql: "SELECT id FROM customers WHERE status = $1 AND id % 2 = $2".into(),
+        params: vec![SqlValue::Text("subscribed".into()), SqlValue::Int(0)],
+    }
+}
+
+async fn planning_is_idempotent_and_respects_reentry(db: TestDb) {
+    let store = seeded(&db, "200").await;
+    let run = store
+        .create_run("winback", Trigger::Schedule, Some(ANCHOR), ANCHOR)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .create_run("winback", Trigger::Schedule, Some(ANCHOR), ANCHOR)
+            .await
+            .unwrap(),
+        None,
+        "one run per tick"
+    );
+    let planned = store
+        .plan_run(run, "winback", &audience(), Reentry::Never, "offer", ANCHOR)
+        .await
+        .unwrap();
+    assert!(planned > 50, "{planned}");
+    assert_eq!(
+        store
+            .plan_run(run, "winback", &audience(), Reentry::Never, "offer", ANCHOR)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // A later run: nobody re-enters under `never`; under `always` only finished entries.
+    let run2 = store
+        .create_run("winback", Trigger::Manual, None, ANCHOR + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .plan_run(
+                run2,
+                "winback",
+                &audience(),
+                Reentry::Never,
+                "offer",
+                ANCHOR + 1
+            )
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .plan_run(
+                run2,
+                "winback",
+                &audience(),
+                Reentry::Always,
+                "offer",
+                ANCHOR + 1
+            )
+            .await
+            .unwrap(),
+        0,
+        "entries still active"
+    );
+    let counts = store.run_counts(run).await.unwrap();
+    assert_eq!(counts.queued as u64, planned);
+    store.close().await;
+}
+both_backends!(planning, planning_is_idempotent_and_respects_reentry);
+
+async fn claims_leases_and_outcomes(db: TestDb) {
+    let store = seeded(&db, "100").await;
+    let run = store
+        .create_run("news", Trigger::Manual, None, ANCHOR)
+        .await
+        .unwrap()
+        .unwrap();
+    let planned = store
+        .plan_run(run, "news", &audience(), Reentry::Never, "issue", ANCHOR)
+        .await
+        .unwrap() as usize;
+    let lease = ANCHOR + 60_000;
+    let a = store.claim(run, 10, ANCHOR, lease, None).await.unwrap();
+    let b = store.claim(run, 1000, ANCHOR, lease, None).await.unwrap();
+    assert_eq!(a.len(), 10);
+    assert_eq!(a.len() + b.len(), planned);
+    assert!(
+        a.iter()
+            .all(|c| !b.iter().any(|d| d.delivery_id == c.delivery_id)),
+        "claims never overlap"
+    );
+    assert!(
+        store
+            .claim(run, 10, ANCHOR, lease, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(a[0].email.contains('@') && a[0].attributes.contains_key("plan"));
+
+    // The worker holding `b` dies: after its lease, the rows return.
+    assert_eq!(store.requeue_expired(lease - 1).await.unwrap(), 0);
+    assert_eq!(
+        store.requeue_expired(lease + 1).await.unwrap() as usize,
+        planned
+    );
+    let again = store
+        .claim(run, 1000, lease + 2, lease + 60_000, None)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), planned);
+    assert!(
+        again
+            .iter()
+            .all(|c| c.attempts == 2 || a.iter().any(|x| x.delivery_id == c.delivery_id))
+    );
+
+    let ids: Vec<(i64, String)> = again
+        .iter()
+        .map(|c| {
+            (
+                c.delivery_id,
+                format!("herald.{}.t@acme.example", c.delivery_id),
+            )
+        })
+        .collect();
+    store.set_message_ids(&ids).await.unwrap();
+    let mut outcomes = Vec::new();
+    for (i, c) in again.iter().enumerate() {
+        let o = match i % 5 {
+            0 | 1 => Outcome::Sent {
+                message_id: ids[i].1.clone(),
+            },
+            2 => Outcome::Skipped {
+                reason: "unsubscribed".into(),
+            },
+            3 => Outcome::Bounced {
+                code: 550,
+                text: "5.1.1 no such user".into(),
+                suppress: true,
+            },
+            _ => Outcome::Retry {
+                at: lease + 120_000,
+                error: "451 4.3.0 later".into(),
+                unknown: false,
+            },
+        };
+        outcomes.push((c.delivery_id, o));
+    }
+    store.record_outcomes(&outcomes, lease + 3).await.unwrap();
+    let counts = store.run_counts(run).await.unwrap();
+    let n = |k: usize| (0..planned).filter(|i| i % 5 == k).count() as i64;
+    assert_eq!(counts.sent, n(0) + n(1));
+    assert_eq!(counts.bounced, n(3));
+    assert_eq!(counts.queued, n(4));
+    assert_eq!(counts.skipped, vec![("unsubscribed".to_string(), n(2))]);
+    assert_eq!(
+        store.next_attempt(run).await.unwrap(),
+        Some(lease + 120_000)
+    );
+    assert!(
+        store
+            .claim(run, 10, lease + 4, lease + 60_000, None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "retries wait"
+    );
+
+    // Sent deliveries left email_sent interactions; hard bounces suppressed the address.
+    let first = &again[0];
+    let sent = store
+        .interactions_of(first.customer_id, "email_sent")
+        .await
+        .unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1["message_id"], ids[0].1.as_str());
+    let bounced = &again[3];
+    let b = store
+        .interactions_of(bounced.customer_id, "email_bounced")
+        .await
+        .unwrap();
+    assert_eq!(b[0].1["code"], 550);
+    let c = store
+        .customer_by_email(&bounced.email)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.status, "bounced");
+    assert_eq!(store.table_counts().await.unwrap().suppressions, n(3));
+
+    // The frequency-cap count sees sends since the cut-off; suppressions show.
+    let other = &again[1];
+    assert!(store.suppress(&other.email, "manual", lease).await.unwrap());
+    assert!(!store.suppress(&other.email, "manual", lease).await.unwrap());
+    let run2 = store
+        .create_run("promo", Trigger::Manual, None, lease + 10)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .plan_run(run2, "promo", &audience(), Reentry::Never, "p", lease + 10)
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(run2, 1000, lease + 11, lease + 70_000, Some(lease))
+        .await
+        .unwrap();
+    let of_first = claimed
+        .iter()
+        .find(|c| c.customer_id == first.customer_id)
+        .unwrap();
+    assert_eq!(of_first.recent_sends, 1);
+    assert!(
+        claimed
+            .iter()
+            .find(|c| c.customer_id == other.customer_id)
+            .unwrap()
+            .suppressed
+    );
+    assert!(!of_first.suppressed);
+    assert!(
+        claimed.iter().all(|c| c.customer_id != bounced.customer_id),
+        "bounced customers left the audience"
+    );
+    store.close().await;
+}
+both_backends!(claims, claims_leases_and_outcomes);
+
+async fn recent_events_per_customer(db: TestDb) {
+    let store = seeded(&db, "50").await;
+    let ids: Vec<i64> = (1..=50).collect();
+    let rows = store.recent_events(&ids, "page_view", 2).await.unwrap();
+    let mut per: std::collections::HashMap<i64, Vec<i64>> = Default::default();
+    for (c, t, _) in &rows {
+        per.entry(*c).or_default().push(*t);
+    }
+    for i in 0..50u64 {
+        let expected = herald::seed::customer(4, i, ANCHOR);
+        let mut views: Vec<i64> = expected
+            .interactions
+            .iter()
+            .filter(|x| x.kind == "page_view")
+            .map(|x| x.occurred_at)
+            .collect();
+        views.sort_by(|a, b| b.cmp(a));
+        views.truncate(2);
+        let c = store
+            .customer_by_email(&expected.email)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            per.get(&c.id).cloned().unwrap_or_default(),
+            views,
+            "customer {i}"
+        );
+    }
+    store.close().await;
+}
+both_backends!(recent_events, recent_events_per_customer);
