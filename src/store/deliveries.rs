@@ -382,7 +382,8 @@ impl Store {
              ORDER BY customer_id, occurred_at DESC",
             self.backend().in_json_ids("customer_id", 1)
         );
-        let rows: Vec<(i64, i64, Json<Map<String, Value>>)> = with_pool!(self, |pool| {
+        type Row = (i64, i64, Json<Map<String, Value>>);
+        let rows: Vec<Row> = with_pool!(self, |pool| {
             sqlx::query_as(AssertSqlSafe(sql.as_str()))
                 .bind(&ids)
                 .bind(kind)
