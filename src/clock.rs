@@ -27,6 +27,47 @@ pub fn format_rfc3339(millis: Millis) -> String {
         .unwrap_or_else(|| millis.to_string())
 }
 
+/// Where "now" comes from: the system clock in production, a clock the test
+/// moves in tests (no sleeping on the wall clock).
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Millis;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        now_millis()
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl ManualClock {
+    pub fn at(millis: Millis) -> ManualClock {
+        ManualClock(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+            millis,
+        )))
+    }
+    pub fn set(&self, millis: Millis) {
+        self.0.store(millis, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn advance(&self, millis: Millis) {
+        self.0
+            .fetch_add(millis, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Millis {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::quantity::{FrequencyCap, Rate};
+use crate::quantity::{FrequencyCap, Rate, Span};
 
 /// One setting Herald understands.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +49,18 @@ pub const SETTINGS: &[SettingSpec] = &[
         false,
         "messages in flight to the SMTP relay at once",
         Some("8"),
+    ),
+    spec(
+        "max_attempts",
+        false,
+        "tries per message before a temporary SMTP failure becomes final",
+        Some("5"),
+    ),
+    spec(
+        "retry_backoff",
+        false,
+        "wait before the first retry; doubles each time (with jitter), at most 1h",
+        Some("30s"),
     ),
     spec(
         "outbox_dir",
@@ -174,6 +186,8 @@ pub struct Settings {
     pub smtp_url: Option<String>,
     pub smtp_rate: Option<Rate>,
     pub smtp_concurrency: usize,
+    pub max_attempts: u32,
+    pub retry_backoff: Span,
     pub outbox_dir: PathBuf,
     pub public_url: String,
     pub secrets: Vec<String>,
@@ -297,6 +311,25 @@ impl Settings {
             },
             None => 8,
         };
+        let max_attempts = match get("max_attempts") {
+            Some((v, s)) => match v.trim().parse::<u32>() {
+                Ok(n) if (1..=100).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "max_attempts",
+                        s,
+                        format!("{v:?} is not a whole number from 1 to 100"),
+                    ));
+                }
+            },
+            None => 5,
+        };
+        let retry_backoff = match get("retry_backoff") {
+            Some((v, s)) => v
+                .parse::<Span>()
+                .map_err(|e| invalid("retry_backoff", s, e.to_string()))?,
+            None => Span::from_secs(30),
+        };
         let frequency_cap = match get("frequency_cap") {
             Some((v, s)) => Some(
                 v.parse::<FrequencyCap>()
@@ -337,6 +370,8 @@ impl Settings {
             smtp_url,
             smtp_rate,
             smtp_concurrency,
+            max_attempts,
+            retry_backoff,
             outbox_dir: PathBuf::from(text("outbox_dir").unwrap_or_else(|| "outbox".into())),
             public_url: public_url.trim_end_matches('/').to_string(),
             secrets,

@@ -9,6 +9,7 @@ pub mod customer;
 pub mod import;
 pub mod mailer;
 pub mod message;
+pub mod pipeline;
 pub mod quantity;
 pub mod render;
 pub mod seed;

@@ -270,7 +270,10 @@ pub fn default_anchor() -> Millis {
 }
 
 /// Customers per generated batch (and per write transaction).
-const BATCH: u64 = 5000;
+const BATCH: u64 = 2000;
+/// From this many customers on, the interaction indexes are dropped for the
+/// load and built again after it.
+const BULK: u64 = 100_000;
 
 /// What a seed run added.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -288,7 +291,11 @@ pub async fn run(
     anchor: Millis,
     mut progress: impl FnMut(u64),
 ) -> Result<SeedTotals, crate::store::StoreError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<SeedCustomer>)>(1);
+    let bulk = count >= BULK;
+    if bulk {
+        store.drop_interaction_indexes().await?;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<(u64, Vec<SeedCustomer>)>(2);
     let generator = tokio::task::spawn_blocking(move || {
         let mut start = 0;
         while start < count {
@@ -300,15 +307,35 @@ pub async fn run(
             start = end;
         }
     });
+    // PostgreSQL takes two batches at once (one backend inserts customers while
+    // another copies interactions); SQLite has one writer.
+    let writers = match store.backend() {
+        crate::store::Backend::Postgres => 4,
+        crate::store::Backend::Sqlite => 1,
+    };
+    let batches = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut written = std::pin::pin!({
+        use futures_util::StreamExt;
+        batches
+            .map(|(done, batch)| async move { store.write_seed(&batch).await.map(|r| (done, r)) })
+            .buffer_unordered(writers)
+    });
     let mut totals = SeedTotals::default();
-    while let Some((done, batch)) = rx.recv().await {
-        let (c, i) = store.write_seed(&batch).await?;
+    let mut furthest = 0;
+    while let Some(result) = futures_util::StreamExt::next(&mut written.as_mut()).await {
+        let (done, (c, i)) = result?;
         totals.customers += c;
         totals.interactions += i;
-        progress(done);
+        furthest = furthest.max(done);
+        progress(furthest);
     }
     // The generator only ends by finishing or by the receiver going away.
     let _ = generator.await;
+    if bulk {
+        store.ensure_indexes().await?;
+    }
     Ok(totals)
 }
 

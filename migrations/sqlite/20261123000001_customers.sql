@@ -18,16 +18,22 @@ CREATE TABLE customers (
 
 CREATE TABLE interactions (
     id          INTEGER PRIMARY KEY,
-    customer_id INTEGER NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    -- No foreign key: interactions are a high-volume append-only log, and every
+    -- writer takes the id from customers (or from a delivery) in the same step.
+    customer_id INTEGER NOT NULL,
     kind        TEXT    NOT NULL,
     occurred_at INTEGER NOT NULL,
     campaign    TEXT,
     step        TEXT,
     delivery_id INTEGER,
     -- the source system's event id: re-importing the same event changes nothing
-    external_id TEXT    UNIQUE,
-    data        TEXT    NOT NULL DEFAULT '{}' CHECK (json_type(data) = 'object')
+    external_id TEXT,
+    -- a JSON object; checked by every writer (a CHECK would parse each row again)
+    data        TEXT    NOT NULL DEFAULT '{}'
 );
+
+-- Only imported events carry an external id: a partial index skips the rest.
+CREATE UNIQUE INDEX interactions_external_id ON interactions (external_id) WHERE external_id IS NOT NULL;
 
 -- "did customer C have kind K since T"
 CREATE INDEX interactions_customer_kind_time ON interactions (customer_id, kind, occurred_at);

@@ -48,6 +48,12 @@ struct SettingArgs {
     /// Messages in flight to the relay at once (default 8)
     #[arg(long, env = "HERALD_SMTP_CONCURRENCY", global = true)]
     smtp_concurrency: Option<String>,
+    /// Tries per message before a temporary failure is final (default 5)
+    #[arg(long, env = "HERALD_MAX_ATTEMPTS", global = true)]
+    max_attempts: Option<String>,
+    /// Wait before the first retry, doubling each time (default 30s)
+    #[arg(long, env = "HERALD_RETRY_BACKOFF", global = true)]
+    retry_backoff: Option<String>,
     /// Directory for .eml files when no SMTP URL is set (default outbox)
     #[arg(long, env = "HERALD_OUTBOX_DIR", global = true)]
     outbox_dir: Option<String>,
@@ -166,6 +172,8 @@ fn load_settings(args: &SettingArgs, matches: &ArgMatches) -> anyhow::Result<Set
             "smtp_url" => &args.smtp_url,
             "smtp_rate" => &args.smtp_rate,
             "smtp_concurrency" => &args.smtp_concurrency,
+            "max_attempts" => &args.max_attempts,
+            "retry_backoff" => &args.retry_backoff,
             "outbox_dir" => &args.outbox_dir,
             "public_url" => &args.public_url,
             "secret" => &args.secret,

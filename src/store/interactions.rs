@@ -80,7 +80,7 @@ impl Store {
             for chunk in rows.chunks(INSERT_BATCH) {
                 let sql = format!(
                     "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, \
-                     delivery_id, external_id, data) VALUES {} ON CONFLICT (external_id) DO NOTHING",
+                     delivery_id, external_id, data) VALUES {} ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
                     values_list(self.backend(), chunk.len(), 8)
                 );
                 let mut q =

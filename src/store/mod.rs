@@ -122,6 +122,7 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let store = Store::connect(url).await?;
         store.migrate().await?;
+        store.ensure_indexes().await?;
         Ok(store)
     }
 
