@@ -3,10 +3,12 @@
 //! Data flows one way: campaign files → segment → plan (deliveries) → render →
 //! send → interactions. See `docs/architecture.md` for the module map.
 
+pub mod campaign;
 pub mod clock;
 pub mod config;
 pub mod customer;
 pub mod import;
 pub mod quantity;
 pub mod seed;
+pub mod segment;
 pub mod store;
