@@ -108,9 +108,14 @@ impl Writer<'_, '_> {
     }
 
     fn number(&mut self, n: &serde_json::Number) -> String {
-        let p = match n.as_i64() {
-            Some(i) => Param::Int(i),
-            None => Param::Float(n.as_f64().unwrap_or(0.0)),
+        let p = match (self.cx.backend, n.as_i64()) {
+            // PostgreSQL prepares a statement once per SQL text with the parameter
+            // types of its first execution; an operand bound as int8 once and
+            // float8 later would be misread. Text cast to numeric is one type for
+            // every number, and exact.
+            (Backend::Postgres, _) => Param::Text(n.to_string()),
+            (Backend::Sqlite, Some(i)) => Param::Int(i),
+            (Backend::Sqlite, None) => Param::Float(n.as_f64().unwrap_or(0.0)),
         };
         let placeholder = self.bind(p);
         self.cx.backend.number_param(&placeholder)
