@@ -38,9 +38,13 @@ struct Customer {
     suppressed: bool,
     created_at: Millis,
     attributes: Value,
-    /// (kind, occurred_at, data, campaign, step)
-    interactions: Vec<(String, Millis, Value, Option<String>, Option<String>)>,
+    interactions: Vec<Event>,
 }
+
+/// (kind, occurred_at, data, campaign, step)
+type Event = (String, Millis, Value, Option<String>, Option<String>);
+/// A hand-made customer and its (kind, occurred_at, data) interactions.
+type Extra = (CustomerWrite, Vec<(&'static str, Millis, Value)>);
 
 fn lookup<'a>(doc: &'a Value, path: &[String]) -> Option<&'a Value> {
     let mut v = doc;
@@ -159,7 +163,7 @@ fn expected(world: &[Customer], c: &Condition, now: Millis) -> BTreeSet<String> 
 // The data: seeded customers, some suppressed, plus a few hand-made ones with
 // attribute shapes the seeder never makes (arrays, timestamps, wrong types).
 
-fn extras() -> Vec<(CustomerWrite, Vec<(&'static str, Millis, Value)>)> {
+fn extras() -> Vec<Extra> {
     let mk = |email: &str, attributes: Value| CustomerWrite {
         email: email.to_string(),
         external_id: None,
