@@ -3,6 +3,7 @@
 //! Data flows one way: campaign files → segment → plan (deliveries) → render →
 //! send → interactions. See `docs/architecture.md` for the module map.
 
+pub mod campaign;
 pub mod clock;
 pub mod config;
 pub mod customer;
@@ -13,5 +14,6 @@ pub mod pipeline;
 pub mod quantity;
 pub mod render;
 pub mod seed;
+pub mod segment;
 pub mod store;
 pub mod token;

@@ -1,6 +1,8 @@
 //! Command-line interface: one small function per subcommand. The only place that
 //! prints for humans; business logic lives in the library.
 
+mod audience;
+mod campaigns;
 mod import;
 mod progress;
 mod seed;
@@ -104,6 +106,12 @@ enum Command {
     Seed(seed::SeedArgs),
     /// Try Herald on the SQLite default: seed demo customers and show what is stored
     Demo(seed::DemoArgs),
+    /// Check campaign files: every problem of every file, exit 1 when any
+    Validate(campaigns::ValidateArgs),
+    /// Count (and list, sample or explain) a campaign's audience
+    Audience(audience::AudienceArgs),
+    /// Print the JSON Schema of campaign files
+    Schema,
 }
 
 /// Exit code when some input rows were rejected but the rest was applied.
@@ -160,6 +168,9 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Import(cmd) => import::run(cmd, &settings).await,
         Command::Seed(args) => seed::run(args, &settings).await,
         Command::Demo(args) => seed::demo(args, &settings).await,
+        Command::Validate(args) => campaigns::validate(args),
+        Command::Audience(args) => audience::run(args, &settings).await,
+        Command::Schema => Ok(campaigns::schema()),
     }
 }
 

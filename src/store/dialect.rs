@@ -64,3 +64,154 @@ impl Backend {
         }
     }
 }
+
+/// JSON value kinds that segment conditions test for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    Text,
+    Number,
+    True,
+    False,
+    Array,
+}
+
+/// JSON access for the segment compiler, SQLite (`json_extract`/`json_type`, TEXT
+/// columns) beside PostgreSQL (`#>`/`#>>`/`jsonb_typeof`, JSONB columns).
+///
+/// `doc` is a column (`c.attributes`, `i.data`); `path` is the placeholder of a
+/// bound path made by [`Backend::json_path`]. Every predicate returned here is
+/// TRUE or FALSE, never NULL, so that `NOT` of it means what a marketer expects.
+impl Backend {
+    /// The value to bind as a path: `$."a"."b"` on SQLite, `{a,b}` (a text[]
+    /// literal) on PostgreSQL. Names are restricted to `[A-Za-z0-9_-]` by the parser.
+    pub fn json_path(self, names: &[String]) -> String {
+        match self {
+            Backend::Sqlite => {
+                let mut p = String::from("$");
+                for n in names {
+                    p.push_str(&format!(".\"{n}\""));
+                }
+                p
+            }
+            Backend::Postgres => format!("{{{}}}", names.join(",")),
+        }
+    }
+
+    /// The JSON type name at `path`, `'null'` when missing.
+    fn json_type(self, doc: &str, path: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("coalesce(json_type({doc}, {path}), 'null')"),
+            Backend::Postgres => format!("coalesce(jsonb_typeof({doc} #> {path}::text[]), 'null')"),
+        }
+    }
+
+    /// TRUE when the value at `path` is of this kind.
+    pub fn json_is(self, doc: &str, path: &str, kind: JsonKind) -> String {
+        let t = self.json_type(doc, path);
+        match (self, kind) {
+            (Backend::Sqlite, JsonKind::Text) => format!("{t} = 'text'"),
+            (Backend::Sqlite, JsonKind::Number) => format!("{t} IN ('integer', 'real')"),
+            (Backend::Postgres, JsonKind::Text) => format!("{t} = 'string'"),
+            (Backend::Postgres, JsonKind::Number) => format!("{t} = 'number'"),
+            (_, JsonKind::True) => match self {
+                Backend::Sqlite => format!("{t} = 'true'"),
+                Backend::Postgres => {
+                    format!("coalesce(({doc} #> {path}::text[]) = 'true'::jsonb, 1 = 0)")
+                }
+            },
+            (_, JsonKind::False) => match self {
+                Backend::Sqlite => format!("{t} = 'false'"),
+                Backend::Postgres => {
+                    format!("coalesce(({doc} #> {path}::text[]) = 'false'::jsonb, 1 = 0)")
+                }
+            },
+            (_, JsonKind::Array) => format!("{t} = 'array'"),
+        }
+    }
+
+    /// TRUE when the path holds a value other than JSON null.
+    pub fn json_present(self, doc: &str, path: &str) -> String {
+        format!("{} <> 'null'", self.json_type(doc, path))
+    }
+
+    /// The string at `path` as SQL text; only meaningful under `json_is(Text)`.
+    pub fn json_text(self, doc: &str, path: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("json_extract({doc}, {path})"),
+            Backend::Postgres => format!("({doc} #>> {path}::text[])"),
+        }
+    }
+
+    /// The number at `path` as an SQL number, NULL for anything else (PostgreSQL
+    /// would raise an error casting a string, and does not promise to evaluate
+    /// an `AND` guard first: hence the CASE).
+    pub fn json_number(self, doc: &str, path: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("json_extract({doc}, {path})"),
+            Backend::Postgres => format!(
+                "(CASE WHEN jsonb_typeof({doc} #> {path}::text[]) = 'number' \
+                 THEN ({doc} #> {path}::text[])::numeric END)"
+            ),
+        }
+    }
+
+    /// A bound number ready to compare with [`Backend::json_number`].
+    pub fn number_param(self, param: &str) -> String {
+        match self {
+            Backend::Sqlite => param.to_string(),
+            Backend::Postgres => format!("{param}::numeric"),
+        }
+    }
+
+    /// Text comparison in byte order on both (PostgreSQL would use the database's
+    /// collation otherwise).
+    pub fn text_cmp(self, left: &str, op: &str, param: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("{left} {op} {param}"),
+            Backend::Postgres => format!("{left} COLLATE \"C\" {op} {param}::text COLLATE \"C\""),
+        }
+    }
+
+    /// TRUE when `text` contains the bound string.
+    pub fn text_contains(self, text: &str, param: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("instr({text}, {param}) > 0"),
+            Backend::Postgres => format!("strpos({text}, {param}::text) > 0"),
+        }
+    }
+
+    /// TRUE when `text` starts with the bound string.
+    pub fn text_starts_with(self, text: &str, param: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("substr({text}, 1, length({param})) = {param}"),
+            Backend::Postgres => format!("starts_with({text}, {param}::text)"),
+        }
+    }
+
+    /// TRUE when the array at `path` has the bound string as an element.
+    pub fn json_array_has_text(self, doc: &str, path: &str, param: &str) -> String {
+        match self {
+            Backend::Sqlite => format!(
+                "EXISTS (SELECT 1 FROM json_each({doc}, {path}) e WHERE e.type = 'text' AND e.value = {param})"
+            ),
+            Backend::Postgres => {
+                format!("({doc} #> {path}::text[]) @> jsonb_build_array({param}::text)")
+            }
+        }
+    }
+
+    /// An RFC 3339 string as epoch milliseconds, NULL when it is not one. SQLite's
+    /// date functions accept more than RFC 3339, hence the shape check; PostgreSQL
+    /// uses `herald_rfc3339_millis` (see migrations), which never raises.
+    pub fn rfc3339_millis(self, text: &str) -> String {
+        const SHAPE: &str =
+            "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]";
+        match self {
+            Backend::Sqlite => format!(
+                "(CASE WHEN ({text} GLOB '{SHAPE}*Z' OR {text} GLOB '{SHAPE}*[+-][0-9][0-9]:[0-9][0-9]') \
+                 THEN CAST(round(unixepoch({text}, 'subsec') * 1000) AS INTEGER) END)"
+            ),
+            Backend::Postgres => format!("herald_rfc3339_millis({text})"),
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! that differ live side by side in [`dialect`]. Every statement runs in the
 //! shared test suite on both backends.
 
+pub mod audience;
 pub mod customers;
 pub mod deliveries;
 pub mod dialect;

@@ -1,0 +1,356 @@
+//! Campaign files: the YAML model, parsing with file:line:column locations,
+//! semantic checks across files, and the JSON Schema of the format.
+//!
+//! A [`Campaign`] that exists is valid: every duration, address, cron expression
+//! and condition in it has been checked. [`load`] reports every problem of every
+//! file at once, which is what `herald validate` prints.
+
+mod locate;
+mod parse;
+pub mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::{NaiveTime, Weekday};
+use chrono_tz::Tz;
+use lettre::message::Mailbox;
+
+use crate::clock::Millis;
+use crate::quantity::{Rate, Span};
+use crate::segment::{self, Audience, Condition};
+use crate::store::dialect::Backend;
+
+pub use locate::{Seg, Target};
+pub use parse::{valid_name, valid_template};
+
+/// One campaign file, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub name: String,
+    pub description: Option<String>,
+    pub from: Mailbox,
+    pub reply_to: Option<Mailbox>,
+    pub schedule: Option<Schedule>,
+    pub timezone: Tz,
+    pub reentry: Reentry,
+    pub tracking: bool,
+    pub audience: Condition,
+    pub steps: Vec<Step>,
+    pub goal: Option<Condition>,
+    pub limits: Limits,
+    pub send_window: Option<SendWindow>,
+}
+
+impl Campaign {
+    /// The audience as SQL for `backend`, evaluated at `now`.
+    pub fn audience_sql(&self, backend: Backend, now: Millis) -> Audience {
+        segment::compile(
+            &self.audience,
+            &segment::Context::new(backend, now, &self.name),
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub subject: String,
+    /// `templates/{template}.html.hbs` (and optionally `.txt.hbs`).
+    pub template: String,
+    /// After the previous step was sent to this customer.
+    pub wait: Option<Span>,
+    /// Extra conditions, may use `opened:`/`clicked:` of earlier steps.
+    pub when: Option<Condition>,
+    /// Recent interactions handed to the template: (kind, how many).
+    pub events: Vec<(String, u32)>,
+}
+
+/// Whether a customer may enter the campaign again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reentry {
+    Never,
+    Always,
+    /// Again once this long has passed since the last entry.
+    After(Span),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    pub rate: Option<Rate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendWindow {
+    pub days: Vec<Weekday>,
+    pub from: NaiveTime,
+    pub to: NaiveTime,
+}
+
+/// A 5-field cron expression (minute hour day-of-month month day-of-week).
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub text: String,
+    pub cron: cron::Schedule,
+}
+
+impl Schedule {
+    /// Parses a 5-field expression; the error is a message for the marketer.
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        if fields.len() != 5 {
+            return Err(format!(
+                "invalid schedule \"{text}\": expected 5 cron fields (minute hour day-of-month month day-of-week), e.g. \"0 9 * * MON-FRI\""
+            ));
+        }
+        // cron dialects number weekdays differently (0 or 1 = Sunday); names are unambiguous.
+        if fields[4].chars().any(|c| c.is_ascii_digit()) {
+            return Err(format!(
+                "invalid schedule \"{text}\": write days of the week as names (MON-FRI, SUN), not numbers"
+            ));
+        }
+        let cron = format!("0 {}", fields.join(" "))
+            .parse::<cron::Schedule>()
+            .map_err(|e| format!("invalid schedule \"{text}\": {e}"))?;
+        Ok(Schedule {
+            text: text.to_string(),
+            cron,
+        })
+    }
+}
+
+/// One problem in one file, with its position when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// Why campaigns could not be used: every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct Problems(pub Vec<Problem>);
+
+fn problem(file: &str, text: &str, target: &Target, message: String) -> Problem {
+    Problem {
+        file: file.to_string(),
+        position: locate::locate(text, target),
+        message,
+    }
+}
+
+/// Parses one campaign file's text; `file` is how problems name it.
+pub fn parse(file: &str, text: &str) -> Result<Campaign, Vec<Problem>> {
+    let mut doc: serde_norway::Value = match serde_norway::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(vec![Problem {
+                file: file.to_string(),
+                position: e.location().map(|l| (l.line(), l.column())),
+                message: strip_positions(&e.to_string()),
+            }]);
+        }
+    };
+    if let Err(e) = doc.apply_merge() {
+        return Err(vec![Problem {
+            file: file.to_string(),
+            position: e.location().map(|l| (l.line(), l.column())),
+            message: strip_positions(&e.to_string()),
+        }]);
+    }
+    let mut parser = parse::Parser::default();
+    match parser.campaign(&doc) {
+        Some(c) if parser.issues.is_empty() => Ok(c),
+        _ => Err(parser
+            .issues
+            .into_iter()
+            .map(|i| problem(file, text, &i.target, i.message))
+            .collect()),
+    }
+}
+
+/// serde_norway appends "at line L column C" to its messages; we print positions first.
+fn strip_positions(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(" at line ") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + " at line ".len()..];
+        let skip = tail
+            .split_once(" column ")
+            .filter(|(line, _)| line.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(line, col)| {
+                line.len() + " column ".len() + col.bytes().take_while(u8::is_ascii_digit).count()
+            });
+        match skip {
+            Some(n) => rest = &tail[n..],
+            None => {
+                out.push_str(" at line ");
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Campaigns loaded from files, and every problem found on the way.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub campaigns: Vec<(PathBuf, Campaign)>,
+    pub problems: Vec<Problem>,
+}
+
+/// What [`load`] checks beyond each file on its own.
+#[derive(Debug, Clone, Default)]
+pub struct Checks<'a> {
+    /// When set, every step's template must exist as `DIR/NAME.html.hbs`.
+    pub templates: Option<&'a Path>,
+}
+
+/// The campaign files a path names: the file itself, or a directory's `*.yaml`
+/// and `*.yml` files in name order.
+pub fn files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let p = entry?.path();
+        let yaml = p.extension().is_some_and(|e| e == "yaml" || e == "yml");
+        if yaml && p.is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Loads and checks campaign files (directories are expanded): each file on its
+/// own, then names unique across files and templates present.
+pub fn load(paths: &[PathBuf], checks: &Checks<'_>) -> Catalog {
+    let mut catalog = Catalog::default();
+    let mut texts: Vec<(PathBuf, String)> = Vec::new();
+    for path in paths {
+        match files(path) {
+            Ok(list) => {
+                for file in list {
+                    match std::fs::read_to_string(&file) {
+                        Ok(text) => texts.push((file, text)),
+                        Err(e) => catalog.problems.push(Problem {
+                            file: file.display().to_string(),
+                            position: None,
+                            message: format!("cannot read the file: {e}"),
+                        }),
+                    }
+                }
+            }
+            Err(e) => catalog.problems.push(Problem {
+                file: path.display().to_string(),
+                position: None,
+                message: format!("cannot list the directory: {e}"),
+            }),
+        }
+    }
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (file, text) in texts {
+        let label = file.display().to_string();
+        match parse(&label, &text) {
+            Ok(c) => {
+                let at = |path: Vec<Seg>| Target { path, key: false };
+                if let Some((_, first)) = seen.iter().find(|(n, _)| *n == c.name) {
+                    catalog.problems.push(problem(
+                        &label,
+                        &text,
+                        &at(vec![Seg::Key("name".into())]),
+                        format!("campaign name \"{}\" is already used by {first}", c.name),
+                    ));
+                }
+                seen.push((c.name.clone(), label.clone()));
+                if let Some(dir) = checks.templates {
+                    for (i, step) in c.steps.iter().enumerate() {
+                        let html = dir.join(format!("{}.html.hbs", step.template));
+                        if !html.is_file() {
+                            catalog.problems.push(problem(
+                                &label,
+                                &text,
+                                &at(vec![
+                                    Seg::Key("steps".into()),
+                                    Seg::Index(i),
+                                    Seg::Key("template".into()),
+                                ]),
+                                format!(
+                                    "template \"{}\" not found: expected {}",
+                                    step.template,
+                                    html.display()
+                                ),
+                            ));
+                        }
+                    }
+                }
+                catalog.campaigns.push((file, c));
+            }
+            Err(mut problems) => catalog.problems.append(&mut problems),
+        }
+    }
+    catalog
+}
+
+/// Finds one campaign by name (or file path) among the files of `dir`.
+pub fn find(name_or_path: &str, dir: &Path) -> Result<Campaign, Problems> {
+    let direct = Path::new(name_or_path);
+    if direct.is_file() {
+        return parse(&direct.display().to_string(), &read(direct)?).map_err(Problems);
+    }
+    // campaigns/NAME.yaml is the convention; anything else is found by scanning.
+    for ext in ["yaml", "yml"] {
+        let file = dir.join(format!("{name_or_path}.{ext}"));
+        if file.is_file() {
+            let c = parse(&file.display().to_string(), &read(&file)?).map_err(Problems)?;
+            if c.name == name_or_path {
+                return Ok(c);
+            }
+        }
+    }
+    let catalog = load(&[dir.to_path_buf()], &Checks::default());
+    if let Some((_, c)) = catalog
+        .campaigns
+        .into_iter()
+        .find(|(_, c)| c.name == name_or_path)
+    {
+        return Ok(c);
+    }
+    let mut problems = catalog.problems;
+    problems.insert(
+        0,
+        Problem {
+            file: dir.display().to_string(),
+            position: None,
+            message: format!("no campaign named \"{name_or_path}\""),
+        },
+    );
+    Err(Problems(problems))
+}
+
+fn read(path: &Path) -> Result<String, Problems> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem {
+            file: path.display().to_string(),
+            position: None,
+            message: format!("cannot read the file: {e}"),
+        }])
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1011 @@
+//! YAML value → [`Campaign`], collecting every problem instead of stopping at the
+//! first. Each problem names the node it is about; [`super::locate`] turns that
+//! into a line and column.
+
+use std::str::FromStr;
+
+use chrono::{NaiveTime, Weekday};
+use serde_norway::Value;
+
+use super::locate::{Seg, Target};
+use super::{Campaign, Limits, Reentry, Schedule, SendWindow, Step};
+use crate::clock::parse_rfc3339;
+use crate::quantity::{Rate, Span};
+use crate::segment::{
+    Column, Condition, EventCondition, FieldTest, OPERATORS, Op, Scalar, Subject, Test,
+};
+
+/// A problem at a node of the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub target: Target,
+    pub message: String,
+}
+
+type Path = Vec<Seg>;
+
+fn key(p: &Path, name: &str) -> Path {
+    let mut p = p.clone();
+    p.push(Seg::Key(name.to_string()));
+    p
+}
+
+fn index(p: &Path, i: usize) -> Path {
+    let mut p = p.clone();
+    p.push(Seg::Index(i));
+    p
+}
+
+const CAMPAIGN_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "from",
+    "reply_to",
+    "schedule",
+    "timezone",
+    "reentry",
+    "tracking",
+    "audience",
+    "steps",
+    "goal",
+    "limits",
+    "send_window",
+];
+const STEP_KEYS: &[&str] = &["id", "subject", "template", "wait", "when", "events"];
+const EVENT_KEYS: &[&str] = &["within", "min_count", "max_count", "where"];
+const HEADS: &[&str] = &[
+    "attribute",
+    "event",
+    "all",
+    "any",
+    "not",
+    "opened",
+    "clicked",
+    "field",
+];
+
+/// Where a condition stands, which decides what it may contain.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    Audience,
+    /// A step's `when:`: `opened:`/`clicked:` may name these earlier steps.
+    When(&'a [String]),
+    /// `goal:`: `opened:`/`clicked:` may name any step.
+    Goal(&'a [String]),
+    /// An event's `where:`: only `field:` tests.
+    Where,
+}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing (null)",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn one_of(names: &[&str]) -> String {
+    names.join(", ")
+}
+
+/// The entries of a mapping with string keys, in document order.
+type Entries<'v> = Vec<(&'v str, &'v Value)>;
+
+#[derive(Default)]
+pub struct Parser {
+    pub issues: Vec<Issue>,
+}
+
+impl Parser {
+    fn at(&mut self, path: &Path, message: impl Into<String>) {
+        self.issues.push(Issue {
+            target: Target {
+                path: path.clone(),
+                key: false,
+            },
+            message: message.into(),
+        });
+    }
+
+    fn at_key(&mut self, path: &Path, message: impl Into<String>) {
+        self.issues.push(Issue {
+            target: Target {
+                path: path.clone(),
+                key: true,
+            },
+            message: message.into(),
+        });
+    }
+
+    fn mapping<'v>(&mut self, v: &'v Value, p: &Path) -> Option<Entries<'v>> {
+        let Value::Mapping(m) = v else {
+            self.at(p, format!("expected a mapping, found {}", describe(v)));
+            return None;
+        };
+        let mut out = Vec::with_capacity(m.len());
+        for (k, v) in m {
+            match k {
+                Value::String(s) => out.push((s.as_str(), v)),
+                other => self.at(p, format!("expected text keys, found {}", describe(other))),
+            }
+        }
+        Some(out)
+    }
+
+    /// Reports keys outside `allowed` at the key itself.
+    fn only(&mut self, entries: &Entries<'_>, p: &Path, allowed: &[&str], in_what: &str) {
+        for (k, _) in entries {
+            if !allowed.contains(k) {
+                self.at_key(
+                    &key(p, k),
+                    format!(
+                        "unknown key \"{k}\"{in_what}; expected one of {}",
+                        one_of(allowed)
+                    ),
+                );
+            }
+        }
+    }
+
+    fn required<'v>(
+        &mut self,
+        entries: &Entries<'v>,
+        p: &Path,
+        name: &str,
+        in_what: &str,
+    ) -> Option<&'v Value> {
+        let found = get(entries, name);
+        if found.is_none() {
+            self.at(p, format!("missing key \"{name}\"{in_what}"));
+        }
+        found
+    }
+
+    fn string(&mut self, v: &Value, p: &Path) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.at(p, format!("expected a string, found {}", describe(other)));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, v: &Value, p: &Path) -> Option<bool> {
+        match v {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.at(
+                    p,
+                    format!("expected true or false, found {}", describe(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, v: &Value, p: &Path, max: u64) -> Option<u32> {
+        match v.as_u64() {
+            Some(n) if n <= max => u32::try_from(n).ok(),
+            _ => {
+                let found = match v {
+                    Value::Number(n) => format!("{n}"),
+                    other => describe(other).to_string(),
+                };
+                self.at(
+                    p,
+                    format!("expected a whole number from 0 to {max}, found {found}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn parsed<T: FromStr>(&mut self, v: &Value, p: &Path) -> Option<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let text = self.string(v, p)?;
+        match text.parse::<T>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.at(p, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn span(&mut self, v: &Value, p: &Path) -> Option<Span> {
+        self.parsed::<Span>(v, p)
+    }
+
+    fn mailbox(&mut self, v: &Value, p: &Path) -> Option<lettre::message::Mailbox> {
+        let text = self.string(v, p)?;
+        match text.parse::<lettre::message::Mailbox>() {
+            Ok(m) => Some(m),
+            Err(_) => {
+                self.at(
+                    p,
+                    format!(
+                        "invalid address \"{text}\": expected user@example.com or \"Name <user@example.com>\""
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The whole campaign; `None` when any problem was found.
+    pub fn campaign(&mut self, doc: &Value) -> Option<Campaign> {
+        let root = Path::new();
+        let entries = self.mapping(doc, &root)?;
+        self.only(&entries, &root, CAMPAIGN_KEYS, "");
+
+        let name = self
+            .required(&entries, &root, "name", "")
+            .and_then(|v| self.string(v, &key(&root, "name")));
+        if let Some(n) = &name
+            && !valid_name(n)
+        {
+            self.at(
+                &key(&root, "name"),
+                format!("invalid campaign name \"{n}\": use lower-case letters, digits and '-'"),
+            );
+        }
+        let description =
+            get(&entries, "description").and_then(|v| self.string(v, &key(&root, "description")));
+        let from = self
+            .required(&entries, &root, "from", "")
+            .and_then(|v| self.mailbox(v, &key(&root, "from")));
+        let reply_to =
+            get(&entries, "reply_to").and_then(|v| self.mailbox(v, &key(&root, "reply_to")));
+        let schedule = get(&entries, "schedule").and_then(|v| {
+            let p = key(&root, "schedule");
+            let text = self.string(v, &p)?;
+            Schedule::parse(&text).map_err(|m| self.at(&p, m)).ok()
+        });
+        let timezone = match get(&entries, "timezone") {
+            None => Some(chrono_tz::UTC),
+            Some(v) => {
+                let p = key(&root, "timezone");
+                self.string(v, &p).and_then(|t| match chrono_tz::Tz::from_str(&t) {
+                    Ok(tz) => Some(tz),
+                    Err(_) => {
+                        self.at(
+                            &p,
+                            format!("unknown time zone \"{t}\": expected an IANA name such as Europe/Berlin"),
+                        );
+                        None
+                    }
+                })
+            }
+        };
+        let reentry = match get(&entries, "reentry") {
+            None => Some(Reentry::Never),
+            Some(v) => {
+                let p = key(&root, "reentry");
+                self.string(v, &p).and_then(|t| match t.as_str() {
+                    "never" => Some(Reentry::Never),
+                    "always" => Some(Reentry::Always),
+                    other => match other.parse::<Span>() {
+                        Ok(s) => Some(Reentry::After(s)),
+                        Err(_) => {
+                            self.at(
+                                &p,
+                                format!("invalid reentry \"{t}\": expected never, always or a duration such as 90d"),
+                            );
+                            None
+                        }
+                    },
+                })
+            }
+        };
+        let tracking = match get(&entries, "tracking") {
+            None => Some(true),
+            Some(v) => self.boolean(v, &key(&root, "tracking")),
+        };
+
+        let audience = self
+            .required(&entries, &root, "audience", "")
+            .and_then(|v| self.condition(v, &key(&root, "audience"), Scope::Audience));
+
+        let steps = self
+            .required(&entries, &root, "steps", "")
+            .and_then(|v| self.steps(v, &key(&root, "steps")));
+        let step_ids: Vec<String> = steps
+            .as_ref()
+            .map(|s| s.iter().map(|s| s.id.clone()).collect())
+            .unwrap_or_default();
+
+        let goal = get(&entries, "goal").and_then(|v| {
+            let p = key(&root, "goal");
+            if step_ids.len() == 1 {
+                self.at_key(
+                    &p,
+                    "a goal stops further steps, but this campaign has only one step",
+                );
+            }
+            self.condition(v, &p, Scope::Goal(&step_ids))
+        });
+        let limits = match get(&entries, "limits") {
+            None => Some(Limits::default()),
+            Some(v) => self.limits(v, &key(&root, "limits")),
+        };
+        let send_window =
+            get(&entries, "send_window").map(|v| self.send_window(v, &key(&root, "send_window")));
+
+        if !self.issues.is_empty() {
+            return None;
+        }
+        Some(Campaign {
+            name: name?,
+            description,
+            from: from?,
+            reply_to,
+            schedule,
+            timezone: timezone?,
+            reentry: reentry?,
+            tracking: tracking?,
+            audience: audience?,
+            steps: steps?,
+            goal,
+            limits: limits?,
+            send_window: match send_window {
+                None => None,
+                Some(w) => Some(w?),
+            },
+        })
+    }
+
+    fn steps(&mut self, v: &Value, p: &Path) -> Option<Vec<Step>> {
+        let Value::Sequence(items) = v else {
+            self.at(
+                p,
+                format!("expected a list of steps, found {}", describe(v)),
+            );
+            return None;
+        };
+        if items.is_empty() {
+            self.at(p, "a campaign needs at least one step");
+            return None;
+        }
+        let mut ids: Vec<String> = Vec::new();
+        let mut steps = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let sp = index(p, i);
+            match self.step(item, &sp, i, &ids) {
+                Some(step) => {
+                    ids.push(step.id.clone());
+                    steps.push(step);
+                }
+                None => {
+                    ok = false;
+                    // Keep the id if it was readable so later steps may name it.
+                    if let Some(Value::String(id)) = item.get("id") {
+                        ids.push(id.clone());
+                    }
+                }
+            }
+        }
+        ok.then_some(steps)
+    }
+
+    fn step(&mut self, v: &Value, p: &Path, i: usize, earlier: &[String]) -> Option<Step> {
+        let entries = self.mapping(v, p)?;
+        let before = self.issues.len();
+        self.only(&entries, p, STEP_KEYS, " in a step");
+        let id = self
+            .required(&entries, p, "id", " in a step")
+            .and_then(|v| self.string(v, &key(p, "id")));
+        if let Some(id) = &id {
+            if !valid_name(id) {
+                self.at(
+                    &key(p, "id"),
+                    format!("invalid step id \"{id}\": use lower-case letters, digits and '-'"),
+                );
+            } else if let Some(first) = earlier.iter().position(|e| e == id) {
+                self.at(
+                    &key(p, "id"),
+                    format!(
+                        "duplicate step id \"{id}\" (already used by step {})",
+                        first + 1
+                    ),
+                );
+            }
+        }
+        let subject = self
+            .required(&entries, p, "subject", " in a step")
+            .and_then(|v| self.string(v, &key(p, "subject")));
+        if subject.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            self.at(&key(p, "subject"), "the subject is empty");
+        }
+        let template = self
+            .required(&entries, p, "template", " in a step")
+            .and_then(|v| self.string(v, &key(p, "template")));
+        if let Some(t) = &template
+            && !valid_template(t)
+        {
+            self.at(
+                &key(p, "template"),
+                format!(
+                    "invalid template name \"{t}\": use letters, digits, '-' and '_' (templates/NAME.html.hbs)"
+                ),
+            );
+        }
+        let wait = get(&entries, "wait").and_then(|v| self.span(v, &key(p, "wait")));
+        let when = get(&entries, "when").and_then(|v| {
+            let wp = key(p, "when");
+            if i == 0 {
+                self.at_key(
+                    &wp,
+                    "the first step has no when: (its audience is the campaign's audience; put conditions there)",
+                );
+                return None;
+            }
+            self.condition(v, &wp, Scope::When(earlier))
+        });
+        let mut events = Vec::new();
+        if let Some(v) = get(&entries, "events") {
+            let ep = key(p, "events");
+            if let Some(list) = self.mapping(v, &ep) {
+                for (kind, n) in list {
+                    if let Some(n) = self.count(n, &key(&ep, kind), 100) {
+                        events.push((kind.to_string(), n));
+                    }
+                }
+            }
+        }
+        if self.issues.len() > before {
+            return None;
+        }
+        Some(Step {
+            id: id?,
+            subject: subject?,
+            template: template?,
+            wait,
+            when,
+            events,
+        })
+    }
+
+    fn limits(&mut self, v: &Value, p: &Path) -> Option<Limits> {
+        let entries = self.mapping(v, p)?;
+        self.only(&entries, p, &["rate"], " in limits");
+        let rate = match get(&entries, "rate") {
+            None => None,
+            Some(v) => Some(self.parsed::<Rate>(v, &key(p, "rate"))?),
+        };
+        Some(Limits { rate })
+    }
+
+    fn send_window(&mut self, v: &Value, p: &Path) -> Option<SendWindow> {
+        let entries = self.mapping(v, p)?;
+        let before = self.issues.len();
+        self.only(&entries, p, &["days", "from", "to"], " in send_window");
+        let mut days = Vec::new();
+        match get(&entries, "days") {
+            None => days.extend(WEEKDAYS.iter().map(|(_, d)| *d)),
+            Some(Value::Sequence(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let dp = index(&key(p, "days"), i);
+                    let Some(text) = self.string(item, &dp) else {
+                        continue;
+                    };
+                    match WEEKDAYS.iter().find(|(n, _)| n.eq_ignore_ascii_case(&text)) {
+                        Some((_, d)) => days.push(*d),
+                        None => self.at(
+                            &dp,
+                            format!("unknown day \"{text}\"; expected one of MON, TUE, WED, THU, FRI, SAT, SUN"),
+                        ),
+                    }
+                }
+            }
+            Some(other) => self.at(
+                &key(p, "days"),
+                format!("expected a list of days, found {}", describe(other)),
+            ),
+        }
+        let mut time = |name: &str| -> Option<NaiveTime> {
+            let tp = key(p, name);
+            let value = self.required(&entries, p, name, " in send_window")?;
+            let text = self.string(value, &tp)?;
+            match NaiveTime::parse_from_str(&text, "%H:%M") {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    self.at(
+                        &tp,
+                        format!("invalid time \"{text}\": expected HH:MM, e.g. 09:00"),
+                    );
+                    None
+                }
+            }
+        };
+        let from = time("from");
+        let to = time("to");
+        if let (Some(f), Some(t)) = (from, to)
+            && f >= t
+        {
+            self.at(
+                &key(p, "to"),
+                "the window must end after it starts (to > from)",
+            );
+        }
+        if self.issues.len() > before {
+            return None;
+        }
+        Some(SendWindow {
+            days,
+            from: from?,
+            to: to?,
+        })
+    }
+
+    fn condition(&mut self, v: &Value, p: &Path, scope: Scope<'_>) -> Option<Condition> {
+        let entries = self.mapping(v, p)?;
+        let heads: Vec<&str> = entries
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| HEADS.contains(k))
+            .collect();
+        let expected_heads = match scope {
+            Scope::Where => "field",
+            Scope::Audience => "attribute, event, all, any, not",
+            Scope::When(_) | Scope::Goal(_) => "attribute, event, all, any, not, opened, clicked",
+        };
+        let Some(&head) = heads.first() else {
+            // A lone unknown key reads best as "unknown condition".
+            match entries.first() {
+                Some((k, _)) if entries.len() == 1 => self.at_key(
+                    &key(p, k),
+                    format!("unknown condition \"{k}\"; expected one of {expected_heads}"),
+                ),
+                _ => self.at(p, format!("a condition needs one of {expected_heads}")),
+            }
+            return None;
+        };
+        if let Some(second) = heads.get(1) {
+            self.at_key(
+                &key(p, second),
+                format!(
+                    "\"{second}\" cannot share a condition with \"{head}\"; list them under all: or any:"
+                ),
+            );
+            return None;
+        }
+        let hp = key(p, head);
+        let hv = get(&entries, head)?;
+        let allowed_here = match (head, scope) {
+            ("field", Scope::Where) => true,
+            ("field", _) => false,
+            (_, Scope::Where) => false,
+            ("opened" | "clicked", Scope::Audience) => false,
+            _ => true,
+        };
+        if !allowed_here {
+            let msg = match (head, scope) {
+                (_, Scope::Where) => format!(
+                    "\"{head}\" is not allowed in where:; use field: to test the event's data"
+                ),
+                ("field", _) => {
+                    "\"field\" is only allowed in an event's where:; use attribute: for customers"
+                        .to_string()
+                }
+                _ => format!("\"{head}\" is only allowed in a step's when: or in goal:"),
+            };
+            self.at_key(&hp, msg);
+            return None;
+        }
+        match head {
+            "all" | "any" | "not" => {
+                for (k, _) in &entries {
+                    if *k != head {
+                        self.at_key(
+                            &key(p, k),
+                            format!(
+                                "unknown key \"{k}\" beside \"{head}\"; put it in its own condition"
+                            ),
+                        );
+                    }
+                }
+                if head == "not" {
+                    return Some(Condition::Not(Box::new(self.condition(hv, &hp, scope)?)));
+                }
+                let Value::Sequence(items) = hv else {
+                    self.at(
+                        &hp,
+                        format!("expected a list of conditions, found {}", describe(hv)),
+                    );
+                    return None;
+                };
+                let mut list = Vec::with_capacity(items.len());
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    match self.condition(item, &index(&hp, i), scope) {
+                        Some(c) => list.push(c),
+                        None => ok = false,
+                    }
+                }
+                if !ok {
+                    return None;
+                }
+                Some(if head == "all" {
+                    Condition::All(list)
+                } else {
+                    Condition::Any(list)
+                })
+            }
+            "opened" | "clicked" => {
+                for (k, _) in &entries {
+                    if *k != head {
+                        self.at_key(
+                            &key(p, k),
+                            format!(
+                                "unknown key \"{k}\" beside \"{head}\"; put it in its own condition"
+                            ),
+                        );
+                    }
+                }
+                let step = self.string(hv, &hp)?;
+                let (steps, which) = match scope {
+                    Scope::When(s) => (s, "an earlier step"),
+                    Scope::Goal(s) => (s, "a step of this campaign"),
+                    _ => (&[][..], "a step"),
+                };
+                if !steps.contains(&step) {
+                    let known = if steps.is_empty() {
+                        "there is none".to_string()
+                    } else {
+                        format!("expected one of {}", steps.join(", "))
+                    };
+                    self.at(&hp, format!("{head}: \"{step}\" is not {which}; {known}"));
+                    return None;
+                }
+                Some(if head == "opened" {
+                    Condition::Opened(step)
+                } else {
+                    Condition::Clicked(step)
+                })
+            }
+            "event" => self.event(&entries, p, hv),
+            // attribute or field
+            _ => {
+                let name = self.string(hv, &hp)?;
+                let subject = if head == "field" {
+                    Subject::Attribute(self.attribute_path(&name, &hp)?)
+                } else if let Some(col) = Column::from_name(&name) {
+                    Subject::Column(col)
+                } else if name == "status" {
+                    self.at(
+                        &hp,
+                        "\"status\" cannot be tested: audiences only ever hold subscribed customers",
+                    );
+                    return None;
+                } else {
+                    Subject::Attribute(self.attribute_path(&name, &hp)?)
+                };
+                let op = self.operator(&entries, p, head, &name, &subject)?;
+                Some(Condition::Attribute(Test { subject, op }))
+            }
+        }
+    }
+
+    fn attribute_path(&mut self, name: &str, p: &Path) -> Option<Vec<String>> {
+        let parts: Vec<String> = name.split('.').map(str::to_string).collect();
+        let ok = parts.iter().all(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+        if !ok {
+            self.at(
+                p,
+                format!(
+                    "invalid attribute name \"{name}\": use letters, digits, '_' and '-', with '.' between nested names"
+                ),
+            );
+            return None;
+        }
+        Some(parts)
+    }
+
+    /// The single operator of an `attribute:`/`field:` condition.
+    fn operator(
+        &mut self,
+        entries: &Entries<'_>,
+        p: &Path,
+        head: &str,
+        name: &str,
+        subject: &Subject,
+    ) -> Option<Op> {
+        let mut found: Option<(&str, &Value)> = None;
+        let mut ok = true;
+        for (k, v) in entries {
+            if *k == head {
+                continue;
+            }
+            if !OPERATORS.contains(k) {
+                self.at_key(
+                    &key(p, k),
+                    format!(
+                        "unknown operator \"{k}\"; expected one of {}",
+                        one_of(&OPERATORS)
+                    ),
+                );
+                ok = false;
+            } else if let Some((first, _)) = found {
+                self.at_key(
+                    &key(p, k),
+                    format!(
+                        "more than one operator (\"{first}\" and \"{k}\"); write each as its own condition under all:"
+                    ),
+                );
+                ok = false;
+            } else {
+                found = Some((k, v));
+            }
+        }
+        let Some((op, v)) = found else {
+            if ok {
+                self.at_key(
+                    &key(p, head),
+                    format!(
+                        "condition on \"{name}\" has no operator; expected one of {}",
+                        one_of(&OPERATORS)
+                    ),
+                );
+            }
+            return None;
+        };
+        if !ok {
+            return None;
+        }
+        let op_path = key(p, op);
+        let op = self.operand(op, v, &op_path)?;
+        self.check_subject(subject, name, op, &op_path)
+    }
+
+    fn scalar(&mut self, v: &Value, p: &Path) -> Option<Scalar> {
+        match v {
+            Value::String(s) => Some(Scalar::Text(s.clone())),
+            Value::Bool(b) => Some(Scalar::Bool(*b)),
+            Value::Number(n) => {
+                let number = if let Some(i) = n.as_i64() {
+                    Some(serde_json::Number::from(i))
+                } else if let Some(u) = n.as_u64() {
+                    Some(serde_json::Number::from(u))
+                } else {
+                    n.as_f64().and_then(serde_json::Number::from_f64)
+                };
+                match number {
+                    Some(n) => Some(Scalar::Number(n)),
+                    None => {
+                        self.at(p, "expected a finite number");
+                        None
+                    }
+                }
+            }
+            other => {
+                self.at(
+                    p,
+                    format!(
+                        "expected a string, number or boolean, found {}",
+                        describe(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn operand(&mut self, op: &str, v: &Value, p: &Path) -> Option<Op> {
+        Some(match op {
+            "eq" => Op::Eq(self.scalar(v, p)?),
+            "ne" => Op::Ne(self.scalar(v, p)?),
+            "in" | "not_in" => {
+                let Value::Sequence(items) = v else {
+                    self.at(p, format!("expected a list, found {}", describe(v)));
+                    return None;
+                };
+                if items.is_empty() {
+                    self.at(p, "expected a non-empty list");
+                    return None;
+                }
+                let list: Vec<Option<Scalar>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.scalar(item, &index(p, i)))
+                    .collect();
+                let list: Vec<Scalar> = list.into_iter().collect::<Option<_>>()?;
+                if op == "in" {
+                    Op::In(list)
+                } else {
+                    Op::NotIn(list)
+                }
+            }
+            "gt" | "gte" | "lt" | "lte" => {
+                let s = self.scalar(v, p)?;
+                if matches!(s, Scalar::Bool(_)) {
+                    self.at(
+                        p,
+                        format!("\"{op}\" compares numbers or strings, not booleans"),
+                    );
+                    return None;
+                }
+                match op {
+                    "gt" => Op::Gt(s),
+                    "gte" => Op::Gte(s),
+                    "lt" => Op::Lt(s),
+                    _ => Op::Lte(s),
+                }
+            }
+            "contains" => Op::Contains(self.string(v, p)?),
+            "starts_with" => Op::StartsWith(self.string(v, p)?),
+            "exists" => Op::Exists(self.boolean(v, p)?),
+            "within" => Op::Within(self.span(v, p)?),
+            _ => Op::OlderThan(self.span(v, p)?),
+        })
+    }
+
+    /// Operators that make no sense for a built-in column are rejected here, and
+    /// `created_at` bounds become epoch milliseconds.
+    fn check_subject(&mut self, subject: &Subject, name: &str, op: Op, p: &Path) -> Option<Op> {
+        match subject {
+            Subject::Attribute(_) => Some(op),
+            Subject::Column(Column::CreatedAt) => {
+                let bound = |s: &Scalar| match s {
+                    Scalar::Text(t) => parse_rfc3339(t).map(|ms| Scalar::Number(ms.into())),
+                    _ => None,
+                };
+                let fix = |s: &Scalar, this: &mut Self| match bound(s) {
+                    Some(b) => Some(b),
+                    None => {
+                        this.at(
+                            p,
+                            "created_at compares with an RFC 3339 timestamp, e.g. \"2026-01-01T00:00:00Z\"",
+                        );
+                        None
+                    }
+                };
+                match op {
+                    Op::Within(_) | Op::OlderThan(_) => Some(op),
+                    Op::Gt(s) => Some(Op::Gt(fix(&s, self)?)),
+                    Op::Gte(s) => Some(Op::Gte(fix(&s, self)?)),
+                    Op::Lt(s) => Some(Op::Lt(fix(&s, self)?)),
+                    Op::Lte(s) => Some(Op::Lte(fix(&s, self)?)),
+                    _ => {
+                        self.at_key(p, "created_at takes within, older_than, gt, gte, lt or lte");
+                        None
+                    }
+                }
+            }
+            Subject::Column(_) => {
+                let text = |s: &Scalar| matches!(s, Scalar::Text(_));
+                let ok = match &op {
+                    Op::Eq(s) | Op::Ne(s) | Op::Gt(s) | Op::Gte(s) | Op::Lt(s) | Op::Lte(s) => {
+                        text(s)
+                    }
+                    Op::In(l) | Op::NotIn(l) => l.iter().all(text),
+                    Op::Within(_) | Op::OlderThan(_) => {
+                        self.at_key(p, format!("{name} is text, not a timestamp"));
+                        return None;
+                    }
+                    _ => true,
+                };
+                if !ok {
+                    self.at(p, format!("{name} is text: compare it with strings"));
+                    return None;
+                }
+                Some(op)
+            }
+        }
+    }
+
+    fn event(&mut self, entries: &Entries<'_>, p: &Path, kind: &Value) -> Option<Condition> {
+        let before = self.issues.len();
+        let allowed: Vec<&str> = std::iter::once("event")
+            .chain(EVENT_KEYS.iter().copied())
+            .collect();
+        for (k, _) in entries {
+            if !allowed.contains(k) {
+                self.at_key(
+                    &key(p, k),
+                    format!(
+                        "unknown key \"{k}\" in an event condition; expected one of {}",
+                        one_of(EVENT_KEYS)
+                    ),
+                );
+            }
+        }
+        let kind = self.string(kind, &key(p, "event"));
+        if let Some(k) = &kind
+            && k.trim().is_empty()
+        {
+            self.at(&key(p, "event"), "the event kind is empty");
+        }
+        let within = get(entries, "within").and_then(|v| self.span(v, &key(p, "within")));
+        let min =
+            get(entries, "min_count").and_then(|v| self.count(v, &key(p, "min_count"), 1_000_000));
+        let max =
+            get(entries, "max_count").and_then(|v| self.count(v, &key(p, "max_count"), 1_000_000));
+        // "max_count: 0" alone means none: the default minimum is 1 only without a maximum.
+        let min_count = min.unwrap_or(if max.is_some() { 0 } else { 1 });
+        if let Some(max) = max
+            && min_count > max
+        {
+            self.at(
+                &key(p, "max_count"),
+                format!("max_count ({max}) is below min_count ({min_count})"),
+            );
+        }
+        let mut filters = Vec::new();
+        if let Some(v) = get(entries, "where") {
+            let wp = key(p, "where");
+            match v {
+                Value::Sequence(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(Condition::Attribute(Test {
+                            subject: Subject::Attribute(path),
+                            op,
+                        })) = self.condition(item, &index(&wp, i), Scope::Where)
+                        {
+                            filters.push(FieldTest { path, op });
+                        }
+                    }
+                }
+                other => self.at(
+                    &wp,
+                    format!(
+                        "expected a list of field: conditions, found {}",
+                        describe(other)
+                    ),
+                ),
+            }
+        }
+        if self.issues.len() > before {
+            return None;
+        }
+        Some(Condition::Event(EventCondition {
+            kind: kind?,
+            within,
+            min_count,
+            max_count: max,
+            filters,
+        }))
+    }
+}
+
+fn get<'v>(entries: &Entries<'v>, name: &str) -> Option<&'v Value> {
+    entries.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+}
+
+/// Campaign names and step ids: lower-case letters, digits and '-'.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Template names map to files, so no separators or dots.
+pub fn valid_template(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+const WEEKDAYS: [(&str, Weekday); 7] = [
+    ("MON", Weekday::Mon),
+    ("TUE", Weekday::Tue),
+    ("WED", Weekday::Wed),
+    ("THU", Weekday::Thu),
+    ("FRI", Weekday::Fri),
+    ("SAT", Weekday::Sat),
+    ("SUN", Weekday::Sun),
+];
