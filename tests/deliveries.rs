@@ -4,8 +4,9 @@
 mod common;
 
 use common::TestDb;
+use herald::segment::{Audience, Param};
 use herald::store::Store;
-use herald::store::deliveries::{AudienceSql, Outcome, Reentry, SqlValue, Trigger};
+use herald::store::deliveries::{Outcome, Reentry, Trigger};
 
 const ANCHOR: i64 = 1_793_491_200_000; // 2026-11-01
 
@@ -24,10 +25,10 @@ async fn seeded(db: &TestDb, n: &str) -> Store {
 }
 
 /// Every other subscribed customer: a stand-in for a compiled segment.
-fn audience() -> AudienceSql {
-    AudienceSql {
-        sql: "SELECT id FROM customers WHERE status = $1 AND id % 2 = $2".into(),
-        params: vec![SqlValue::Text("subscribed".into()), SqlValue::Int(0)],
+fn audience() -> Audience {
+    Audience {
+        predicate: "c.status = $1 AND c.id % 2 = $2".into(),
+        params: vec![Param::Text("subscribed".into()), Param::Int(0)],
     }
 }
 

@@ -5,6 +5,7 @@ mod audience;
 mod campaigns;
 mod import;
 mod progress;
+mod run;
 mod seed;
 
 use std::path::PathBuf;
@@ -104,8 +105,11 @@ enum Command {
     Import(import::ImportCommand),
     /// Generate deterministic synthetic customers and interactions
     Seed(seed::SeedArgs),
-    /// Try Herald on the SQLite default: seed demo customers and show what is stored
-    Demo(seed::DemoArgs),
+    /// Herald's main job on the configured database (SQLite by default): seed demo
+    /// customers, run every campaign once (into the outbox unless smtp_url is set)
+    Demo(run::DemoArgs),
+    /// Run one campaign now: plan its audience and send the first step
+    Run(run::RunArgs),
     /// Check campaign files: every problem of every file, exit 1 when any
     Validate(campaigns::ValidateArgs),
     /// Count (and list, sample or explain) a campaign's audience
@@ -167,7 +171,8 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         }
         Command::Import(cmd) => import::run(cmd, &settings).await,
         Command::Seed(args) => seed::run(args, &settings).await,
-        Command::Demo(args) => seed::demo(args, &settings).await,
+        Command::Demo(args) => run::demo(args, &settings).await,
+        Command::Run(args) => run::run(args, &settings).await,
         Command::Validate(args) => campaigns::validate(args),
         Command::Audience(args) => audience::run(args, &settings).await,
         Command::Schema => Ok(campaigns::schema()),

@@ -24,13 +24,6 @@ pub struct SeedArgs {
     anchor: Option<String>,
 }
 
-#[derive(Args, Debug)]
-pub struct DemoArgs {
-    /// How many demo customers to seed
-    #[arg(long, default_value_t = 5000)]
-    customers: u64,
-}
-
 pub async fn run(args: SeedArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let anchor = match &args.anchor {
         Some(text) => parse_anchor(text)?,
@@ -64,32 +57,4 @@ fn parse_anchor(text: &str) -> anyhow::Result<i64> {
                 .map(|t| t.and_utc().timestamp_millis())
         })
         .ok_or_else(|| anyhow::anyhow!("--anchor {text:?}: expected RFC 3339 or YYYY-MM-DD"))
-}
-
-pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let store = open_store(settings).await?;
-    println!(
-        "Herald demo on {}",
-        herald::store::redact(&settings.database_url)
-    );
-    let mut progress = Progress::new("seeding demo customers", Some(args.customers), false);
-    let totals = seed::run(&store, 1, args.customers, seed::default_anchor(), |done| {
-        progress.update(done, done)
-    })
-    .await?;
-    progress.finish();
-    let counts = store.table_counts().await?;
-    store.close().await;
-    println!(
-        "seeded {} new customers with {} interactions ({} were already there)",
-        totals.customers,
-        totals.interactions,
-        args.customers - totals.customers
-    );
-    println!(
-        "the database now holds {} customers, {} interactions, {} suppressed addresses",
-        counts.customers, counts.interactions, counts.suppressions
-    );
-    println!("next: `herald import customers FILE` to bring your own customers in");
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 //! Orchestration: the only module that knows store, render, message and mailer.
 //!
-//! A run is planned in set-based statements (`store::plan_run`), then sent by
+//! A run is planned in set-based statements (`Store::plan_run`), then sent by
 //! [`Engine::send_run`]: claim a batch under a lease, check each customer again,
 //! render and build each message, send it at the allowed rate, and record every
 //! outcome — in batched transactions, but before a sender takes its next
@@ -8,36 +8,226 @@
 
 pub mod send;
 
-use lettre::message::Mailbox;
+use std::path::Path;
+use std::sync::Arc;
 
-use crate::quantity::Rate;
+use tokio::sync::watch;
+
+use crate::campaign::{self, Campaign};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::mailer::Mailer;
+use crate::message::Dkim;
+use crate::render::{RenderError, Templates};
+use crate::store::deliveries::{Reentry, RunCounts, Trigger};
+use crate::store::{Store, StoreError};
+use crate::token::Signer;
 
 pub use send::{Engine, EngineError, RunSummary};
 
-/// One step of a campaign as the sender needs it.
-#[derive(Debug, Clone)]
-pub struct StepSpec {
-    pub id: String,
-    /// Key of the compiled subject template (see `Templates::add_subject`).
-    pub subject_key: String,
-    pub template: String,
-    /// Interaction kinds the template gets as `events.KIND`, with how many.
-    pub events: Vec<(String, u32)>,
+/// The key of a step's compiled subject line.
+pub fn subject_key(campaign: &str, step: &str) -> String {
+    format!("{campaign}/{step}")
 }
 
-/// A campaign as the sender needs it.
-#[derive(Debug, Clone)]
-pub struct CampaignSpec {
-    pub name: String,
-    pub from: Mailbox,
-    pub reply_to: Option<Mailbox>,
-    pub tracking: bool,
-    pub rate: Option<Rate>,
-    pub steps: Vec<StepSpec>,
-}
-
-impl CampaignSpec {
-    pub fn step(&self, id: &str) -> Option<&StepSpec> {
-        self.steps.iter().find(|s| s.id == id)
+/// Loads `templates_dir` and compiles every step's subject of `campaigns`.
+pub fn templates_for(
+    templates_dir: &Path,
+    campaigns: &[Campaign],
+) -> Result<Templates, RenderError> {
+    let mut templates = Templates::load(templates_dir)?;
+    for c in campaigns {
+        for s in &c.steps {
+            templates.add_subject(&subject_key(&c.name, &s.id), &s.subject)?;
+        }
     }
+    Ok(templates)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Templates(#[from] RenderError),
+    #[error(transparent)]
+    Mailer(#[from] crate::mailer::MailerError),
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
+    #[error("DKIM key {path}: {message}")]
+    Dkim { path: String, message: String },
+}
+
+impl Engine {
+    /// Builds the engine: mailer, templates (with every subject), token signer
+    /// (the configured secrets, else a key generated once per database), DKIM.
+    pub async fn new(
+        store: Store,
+        settings: Settings,
+        templates_dir: &Path,
+        campaigns: &[Campaign],
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine, SetupError> {
+        let templates = templates_for(templates_dir, campaigns)?;
+        let secrets = if settings.secrets.is_empty() {
+            tracing::warn!(
+                "no secret configured: signing tracking links with a key generated for this database; set HERALD_SECRET in production"
+            );
+            vec![store.generated_key("tracking", clock.now()).await?]
+        } else {
+            settings.secrets.clone()
+        };
+        let signer = Signer::new(&secrets)?;
+        let dkim = match (
+            &settings.dkim_selector,
+            &settings.dkim_domain,
+            &settings.dkim_key,
+        ) {
+            (Some(selector), Some(domain), Some(path)) => {
+                let shown = path.display().to_string();
+                let pem = std::fs::read_to_string(path).map_err(|e| SetupError::Dkim {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                })?;
+                let dkim =
+                    Dkim::new(selector, domain, &pem, &shown).map_err(|e| SetupError::Dkim {
+                        path: shown,
+                        message: e.to_string(),
+                    })?;
+                Some(Arc::new(dkim))
+            }
+            _ => None,
+        };
+        Ok(Engine {
+            mailer: Arc::new(Mailer::new(&settings)?),
+            store,
+            templates: Arc::new(templates),
+            signer,
+            settings,
+            clock,
+            dkim,
+        })
+    }
+}
+
+/// What one run of a campaign did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    pub run_id: i64,
+    pub planned: u64,
+    pub counts: RunCounts,
+    pub pending: bool,
+}
+
+fn reentry(r: campaign::Reentry) -> Reentry {
+    match r {
+        campaign::Reentry::Never => Reentry::Never,
+        campaign::Reentry::Always => Reentry::Always,
+        campaign::Reentry::After(span) => Reentry::After(span.as_millis()),
+    }
+}
+
+/// Plans a run of `campaign` now and sends it until nothing is due; a second
+/// call for the same schedule tick does nothing (returns `None`).
+pub async fn run_campaign(
+    engine: &Engine,
+    campaign: &Campaign,
+    trigger: Trigger,
+    tick: Option<i64>,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<RunReport>, EngineError> {
+    let Some(first) = campaign.steps.first() else {
+        return Ok(None);
+    };
+    let now = engine.clock.now();
+    let Some(run_id) = engine
+        .store
+        .create_run(&campaign.name, trigger, tick, now)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let audience = campaign.audience_sql(engine.store.backend(), now);
+    let planned = engine
+        .store
+        .plan_run(
+            run_id,
+            &campaign.name,
+            &audience,
+            reentry(campaign.reentry),
+            &first.id,
+            now,
+        )
+        .await?;
+    tracing::info!(campaign = %campaign.name, run = run_id, planned, "run planned");
+    let summary = engine.send_run(campaign, run_id, stop).await?;
+    let counts = engine.store.run_counts(run_id).await?;
+    if !summary.pending {
+        engine.store.finish_run(run_id, engine.clock.now()).await?;
+    }
+    tracing::info!(campaign = %campaign.name, run = run_id, sent = counts.sent, "run sent");
+    Ok(Some(RunReport {
+        run_id,
+        planned,
+        counts,
+        pending: summary.pending,
+    }))
+}
+
+/// What a dry run found: who would get the first step, and what would stop it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DryRun {
+    pub audience: u64,
+    pub rendered: u64,
+    pub skipped: Vec<(String, u64)>,
+    /// (email, error) of the first few customers whose message did not render.
+    pub errors: Vec<(String, String)>,
+    pub failed: u64,
+}
+
+/// Customers rendered per batch in a dry run.
+const DRY_RUN_BATCH: usize = 500;
+
+/// Plans and renders the first step for the whole audience without writing
+/// anything or sending anything.
+pub async fn dry_run(engine: &Engine, campaign: &Campaign) -> Result<DryRun, EngineError> {
+    let mut report = DryRun::default();
+    let Some(first) = campaign.steps.first() else {
+        return Ok(report);
+    };
+    let now = engine.clock.now();
+    let audience = campaign.audience_sql(engine.store.backend(), now);
+    let ids = engine.store.audience_ids(&audience).await?;
+    report.audience = ids.len() as u64;
+    let cap_since = engine
+        .settings
+        .frequency_cap
+        .map(|c| now - c.window.as_millis());
+    let mut skipped: std::collections::BTreeMap<String, u64> = Default::default();
+    for chunk in ids.chunks(DRY_RUN_BATCH) {
+        let claims = engine
+            .store
+            .customers_as_claims(chunk, &first.id, cap_since)
+            .await?;
+        let (sendable, skips) = engine.triage(campaign, claims);
+        for (_, outcome) in skips {
+            if let crate::store::deliveries::Outcome::Skipped { reason } = outcome {
+                *skipped.entry(reason).or_default() += 1;
+            }
+        }
+        let events = engine.events(campaign, &sendable).await?;
+        for c in &sendable {
+            match engine.build(campaign, c, "dry-run@localhost", &events) {
+                Ok(_) => report.rendered += 1,
+                Err(e) => {
+                    report.failed += 1;
+                    if report.errors.len() < 10 {
+                        report.errors.push((c.email.clone(), e));
+                    }
+                }
+            }
+        }
+    }
+    report.skipped = skipped.into_iter().collect();
+    Ok(report)
 }

@@ -8,7 +8,8 @@ use lettre::message::Mailbox;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::CampaignSpec;
+use super::subject_key;
+use crate::campaign::Campaign;
 use crate::clock::{Clock, Millis};
 use crate::config::Settings;
 use crate::mailer::{Limiter, Mailer, Outgoing, SendError};
@@ -68,13 +69,13 @@ impl Engine {
     /// turns true (then in-flight sends finish and unstarted claims go back).
     pub async fn send_run(
         &self,
-        campaign: &CampaignSpec,
+        campaign: &Campaign,
         run_id: i64,
         mut stop: watch::Receiver<bool>,
     ) -> Result<RunSummary, EngineError> {
         let concurrency = self.settings.smtp_concurrency.max(1);
         let batch = (concurrency * 64).clamp(64, 1000) as i64;
-        let limiter = campaign.rate.map(|r| Arc::new(Limiter::new(r)));
+        let limiter = campaign.limits.rate.map(|r| Arc::new(Limiter::new(r)));
         let mut summary = RunSummary::default();
         let mut refusals = 0u32;
         loop {
@@ -203,9 +204,9 @@ impl Engine {
     /// Splits claims into those to send and those to skip (with the reason):
     /// the customer's status and the suppression list are checked again at send
     /// time, and the frequency cap applies across campaigns.
-    fn triage(
+    pub(crate) fn triage(
         &self,
-        campaign: &CampaignSpec,
+        campaign: &Campaign,
         claimed: Vec<Claimed>,
     ) -> (Vec<Claimed>, Vec<(i64, Outcome)>) {
         let mut send = Vec::with_capacity(claimed.len());
@@ -221,7 +222,7 @@ impl Engine {
                 .is_some_and(|cap| c.recent_sends >= i64::from(cap.count))
             {
                 Some("frequency_cap".to_string())
-            } else if campaign.step(&c.step).is_none() {
+            } else if step_of(campaign, &c.step).is_none() {
                 Some("step_removed".to_string())
             } else {
                 None
@@ -234,19 +235,19 @@ impl Engine {
         (send, skip)
     }
 
-    fn message_id(&self, campaign: &CampaignSpec, c: &Claimed) -> String {
+    fn message_id(&self, campaign: &Campaign, c: &Claimed) -> String {
         message::message_id(c.delivery_id as u64, &campaign.name, &campaign.from)
     }
 
     /// `events.KIND` for every customer of the batch, one query per kind.
-    async fn events(
+    pub(crate) async fn events(
         &self,
-        campaign: &CampaignSpec,
+        campaign: &Campaign,
         batch: &[Claimed],
     ) -> Result<HashMap<(i64, String), Vec<Value>>, StoreError> {
         let mut wanted: HashMap<&str, u32> = HashMap::new();
         for c in batch {
-            if let Some(step) = campaign.step(&c.step) {
+            if let Some(step) = step_of(campaign, &c.step) {
                 for (kind, n) in &step.events {
                     let e = wanted.entry(kind.as_str()).or_default();
                     *e = (*e).max(*n);
@@ -268,7 +269,7 @@ impl Engine {
     /// Renders, builds and sends one message; never fails, returns the outcome.
     async fn deliver(
         &self,
-        campaign: &CampaignSpec,
+        campaign: &Campaign,
         c: &Claimed,
         message_id: &str,
         events: &HashMap<(i64, String), Vec<Value>>,
@@ -332,15 +333,14 @@ impl Engine {
         }
     }
 
-    fn build(
+    pub(crate) fn build(
         &self,
-        campaign: &CampaignSpec,
+        campaign: &Campaign,
         c: &Claimed,
         message_id: &str,
         events: &HashMap<(i64, String), Vec<Value>>,
     ) -> Result<Vec<u8>, String> {
-        let step = campaign
-            .step(&c.step)
+        let step = step_of(campaign, &c.step)
             .ok_or_else(|| format!("step {} is no longer in the campaign", c.step))?;
         let tracking = Tracking {
             signer: &self.signer,
@@ -378,7 +378,11 @@ impl Engine {
         );
         let mut rendered = self
             .templates
-            .render(&step.template, &step.subject_key, &context)
+            .render(
+                &step.template,
+                &subject_key(&campaign.name, &step.id),
+                &context,
+            )
             .map_err(|e| format!("template: {e}"))?;
         if campaign.tracking {
             rendered.html = tracking.apply(&rendered.html, &unsubscribe);
@@ -406,6 +410,10 @@ impl Engine {
         }
         Ok(msg.formatted())
     }
+}
+
+fn step_of<'c>(campaign: &'c Campaign, id: &str) -> Option<&'c crate::campaign::Step> {
+    campaign.steps.iter().find(|s| s.id == id)
 }
 
 fn sanitize(s: &str) -> String {

@@ -7,7 +7,7 @@ use futures_util::TryStreamExt as _;
 use sqlx::AssertSqlSafe;
 
 use super::{Context, Store, StoreError, with_pool};
-use crate::segment::{Audience, Param};
+use crate::segment::Audience;
 
 /// One member as shown by `herald audience --sample`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,14 +24,15 @@ macro_rules! bind_all {
         let mut q = $query;
         for p in $params {
             q = match p {
-                Param::Text(s) => q.bind(s.as_str()),
-                Param::Int(i) => q.bind(*i),
-                Param::Float(f) => q.bind(*f),
+                $crate::segment::Param::Text(s) => q.bind(s.as_str()),
+                $crate::segment::Param::Int(i) => q.bind(*i),
+                $crate::segment::Param::Float(f) => q.bind(*f),
             };
         }
         q
     }};
 }
+pub(crate) use bind_all;
 
 impl Store {
     /// How many customers the audience holds right now.

@@ -13,6 +13,7 @@ use sqlx::types::Json;
 
 use super::{Backend, Context, Store, StoreError, with_pool};
 use crate::clock::Millis;
+use crate::segment::Audience;
 
 /// Why a run was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,24 +42,6 @@ pub enum Reentry {
     /// When the previous entry began at least this many milliseconds ago and is
     /// no longer active.
     After(Millis),
-}
-
-/// A value bound into an audience query.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SqlValue {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Text(String),
-}
-
-/// An audience as SQL: `sql` selects one column, the customer id, with `$1…$n`
-/// placeholders numbered from `first_param`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AudienceSql {
-    pub sql: String,
-    pub params: Vec<SqlValue>,
 }
 
 /// A claimed delivery with what rendering and the pre-send checks need.
@@ -125,29 +108,6 @@ impl RunCounts {
     }
 }
 
-fn bind_values<'q, DB: sqlx::Database>(
-    mut q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
-    values: &'q [SqlValue],
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
-where
-    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    for v in values {
-        q = match v {
-            SqlValue::Null => q.bind(None::<String>),
-            SqlValue::Bool(b) => q.bind(*b),
-            SqlValue::Int(i) => q.bind(*i),
-            SqlValue::Float(f) => q.bind(*f),
-            SqlValue::Text(s) => q.bind(s.as_str()),
-        };
-    }
-    q
-}
-
 impl Backend {
     /// Row locking for a claim: workers skip rows another worker holds.
     fn skip_locked(self) -> &'static str {
@@ -191,7 +151,7 @@ impl Store {
         &self,
         run_id: i64,
         campaign: &str,
-        audience: &AudienceSql,
+        audience: &Audience,
         reentry: Reentry,
         first_step: &str,
         now: Millis,
@@ -212,14 +172,14 @@ impl Store {
         let entries_sql = format!(
             "INSERT INTO entries (campaign, customer_id, seq, run_id, entered_at, state, updated_at) \
              SELECT ${p_campaign}, a.id, COALESCE(prev.max_seq, 0) + 1, ${p_run}, ${p_now}, 'active', ${p_now} \
-             FROM ({}) a \
+             FROM (SELECT c.id FROM customers c WHERE {}) a \
              LEFT JOIN (SELECT customer_id, MAX(seq) AS max_seq, MAX(entered_at) AS last_entered, \
                                SUM(CASE WHEN state = 'active' THEN 1 ELSE 0 END) AS active \
                         FROM entries WHERE campaign = ${p_campaign} GROUP BY customer_id) prev \
                ON prev.customer_id = a.id \
              WHERE ({allowed}) AND ${p_since} IS NOT NULL \
              ON CONFLICT DO NOTHING",
-            audience.sql
+            audience.predicate
         );
         let deliveries_sql = "INSERT INTO deliveries (run_id, entry_id, campaign, step, customer_id, \
              status, created_at, updated_at) \
@@ -228,7 +188,7 @@ impl Store {
         let planned = with_pool!(self, |pool| {
             let mut tx = pool.begin().await.context("starting to plan a run")?;
             let q = sqlx::query(AssertSqlSafe(entries_sql.as_str()));
-            bind_values(q, &audience.params)
+            super::audience::bind_all!(q, &audience.params)
                 .bind(campaign)
                 .bind(run_id)
                 .bind(now)
@@ -305,16 +265,55 @@ impl Store {
             return Ok(Vec::new());
         }
         let id_list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        let from = format!(
+            "d.id, d.entry_id, d.step, d.attempts FROM deliveries d \
+             JOIN customers c ON c.id = d.customer_id WHERE {} ORDER BY d.id",
+            self.backend().in_json_ids("d.id", 1)
+        );
+        self.read_claimed(&from, &id_list, cap_since, "")
+            .await
+            .context("reading claimed deliveries")
+    }
+
+    /// Customers as a claim of `step` would show them, without any delivery: for
+    /// dry runs and previews (delivery and entry ids are 0).
+    pub async fn customers_as_claims(
+        &self,
+        customer_ids: &[i64],
+        step: &str,
+        cap_since: Option<Millis>,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if customer_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let id_list = serde_json::to_string(customer_ids).unwrap_or_else(|_| "[]".into());
+        let from = format!(
+            "CAST(0 AS BIGINT), CAST(0 AS BIGINT), $3, 0 FROM customers c WHERE {} ORDER BY c.id",
+            self.backend().in_json_ids("c.id", 1)
+        );
+        self.read_claimed(&from, &id_list, cap_since, step)
+            .await
+            .context("reading customers")
+    }
+
+    /// The claim rows: `from` supplies the delivery columns, the FROM clause
+    /// (aliasing customers as `c`) and the filter on the ids bound at `$1`.
+    async fn read_claimed(
+        &self,
+        from: &str,
+        id_list: &str,
+        cap_since: Option<Millis>,
+        step: &str,
+    ) -> Result<Vec<Claimed>, sqlx::Error> {
+        let (head, rest) = from.split_once(" FROM ").unwrap_or((from, ""));
+        let (tables, filter) = rest.split_once(" WHERE ").unwrap_or((rest, "1 = 1"));
         let sql = format!(
-            "SELECT d.id, d.entry_id, d.step, d.attempts, c.id, c.email, c.external_id, \
-             c.first_name, c.last_name, c.timezone, c.created_at, c.attributes, c.status, \
+            "SELECT {head}, c.id, c.email, c.external_id, c.first_name, c.last_name, c.timezone, \
+             c.created_at, c.attributes, c.status, \
              CASE WHEN s.email IS NULL THEN 0 ELSE 1 END, \
              CASE WHEN $2 IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM deliveries x \
                WHERE x.customer_id = c.id AND x.status = 'sent' AND x.sent_at >= $2) END \
-             FROM deliveries d JOIN customers c ON c.id = d.customer_id \
-             LEFT JOIN suppressions s ON s.email = c.email \
-             WHERE {} ORDER BY d.id",
-            self.backend().in_json_ids("d.id", 1)
+             FROM {tables} LEFT JOIN suppressions s ON s.email = c.email WHERE {filter}"
         );
         type Row = (
             i64,
@@ -335,12 +334,12 @@ impl Store {
         );
         let rows: Vec<Row> = with_pool!(self, |pool| {
             sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(&id_list)
+                .bind(id_list)
                 .bind(cap_since)
+                .bind(step)
                 .fetch_all(pool)
                 .await
-        })
-        .context("reading claimed deliveries")?;
+        })?;
         Ok(rows
             .into_iter()
             .map(|r| Claimed {
@@ -630,5 +629,36 @@ impl Store {
         })
         .context("finishing a run")?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// The key stored under `name`, generated (32 random bytes, hex) on first use.
+    /// Concurrent first uses agree: the first insert wins and everyone reads it.
+    pub async fn generated_key(&self, name: &str, now: Millis) -> Result<String, StoreError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| StoreError::Query {
+            context: "generating a key",
+            source: sqlx::Error::Protocol(format!("no randomness: {e}")),
+        })?;
+        let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let value: String = with_pool!(self, |pool| async {
+            sqlx::query(
+                "INSERT INTO generated_keys (name, value, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(name)
+            .bind(&fresh)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            sqlx::query_scalar("SELECT value FROM generated_keys WHERE name = $1")
+                .bind(name)
+                .fetch_one(pool)
+                .await
+        }
+        .await)
+        .context("reading a generated key")?;
+        Ok(value)
     }
 }

@@ -1,0 +1,214 @@
+//! `herald run CAMPAIGN [--dry-run]` and `herald demo`
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use herald::campaign::{self, Campaign, Checks};
+use herald::clock::SystemClock;
+use herald::config::Settings;
+use herald::pipeline::{self, Engine, RunReport};
+use herald::seed;
+use herald::store::Store;
+use herald::store::deliveries::Trigger;
+use tokio::sync::watch;
+
+use super::open_store;
+use super::progress::Progress;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Campaign name (or path to its file)
+    campaign: String,
+    /// Plan and render for the whole audience, but send nothing and keep nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Directory of campaign files
+    #[arg(long, default_value = "campaigns", value_name = "DIR")]
+    campaigns: PathBuf,
+    /// Directory of templates
+    #[arg(long, default_value = "templates", value_name = "DIR")]
+    templates: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// How many demo customers to seed
+    #[arg(long, default_value_t = 5000)]
+    customers: u64,
+    /// Directory of campaign files
+    #[arg(long, default_value = "campaigns", value_name = "DIR")]
+    campaigns: PathBuf,
+    /// Directory of templates
+    #[arg(long, default_value = "templates", value_name = "DIR")]
+    templates: PathBuf,
+}
+
+/// A watch that turns true on Ctrl-C or SIGTERM: senders finish what is in
+/// flight and give back what they had not started.
+fn stop_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
+        }
+        tracing::warn!("stopping: finishing messages in flight");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn engine(
+    store: Store,
+    settings: &Settings,
+    templates: &Path,
+    campaigns: &[Campaign],
+) -> anyhow::Result<Engine> {
+    Ok(Engine::new(
+        store,
+        settings.clone(),
+        templates,
+        campaigns,
+        Arc::new(SystemClock),
+    )
+    .await?)
+}
+
+pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let campaign = campaign::find(&args.campaign, &args.campaigns)?;
+    let store = open_store(settings).await?;
+    let engine = engine(
+        store.clone(),
+        settings,
+        &args.templates,
+        std::slice::from_ref(&campaign),
+    )
+    .await?;
+    if args.dry_run {
+        let report = pipeline::dry_run(&engine, &campaign).await?;
+        println!(
+            "{} (dry run, nothing sent or stored): audience {}, would send {}, would skip {}{}, template errors {}",
+            campaign.name,
+            report.audience,
+            report.rendered,
+            report.skipped.iter().map(|(_, n)| n).sum::<u64>(),
+            reasons(report.skipped.iter().map(|(r, n)| (r.as_str(), *n as i64))),
+            report.failed
+        );
+        for (email, error) in &report.errors {
+            println!("  {email}: {error}");
+        }
+        store.close().await;
+        return Ok(if report.failed > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let report =
+        pipeline::run_campaign(&engine, &campaign, Trigger::Manual, None, stop_on_signal()).await?;
+    store.close().await;
+    match report {
+        Some(r) => print_report(&campaign.name, &r, &engine),
+        None => println!("{}: no steps, nothing to do", campaign.name),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reasons<'a>(list: impl Iterator<Item = (&'a str, i64)>) -> String {
+    let parts: Vec<String> = list.map(|(r, n)| format!("{r} {n}")).collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+fn print_report(name: &str, r: &RunReport, engine: &Engine) {
+    let c = &r.counts;
+    println!(
+        "{name}: run {} planned {}, sent {}, skipped {}{}, failed {}, bounced {}{} → {}",
+        r.run_id,
+        r.planned,
+        c.sent,
+        c.skipped_total(),
+        reasons(c.skipped.iter().map(|(r, n)| (r.as_str(), *n))),
+        c.failed,
+        c.bounced,
+        if r.pending {
+            format!(", {} waiting to retry", c.queued + c.sending)
+        } else {
+            String::new()
+        },
+        engine.mailer.describe()
+    );
+}
+
+pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let catalog = campaign::load(
+        std::slice::from_ref(&args.campaigns),
+        &Checks {
+            templates: Some(&args.templates),
+        },
+    );
+    if !catalog.problems.is_empty() {
+        for p in &catalog.problems {
+            eprintln!("{p}");
+        }
+        anyhow::bail!("the campaign files have problems; `herald validate` lists them");
+    }
+    let campaigns: Vec<Campaign> = catalog.campaigns.into_iter().map(|(_, c)| c).collect();
+    let store = open_store(settings).await?;
+    println!(
+        "Herald demo on {}",
+        herald::store::redact(&settings.database_url)
+    );
+    let mut progress = Progress::new("seeding demo customers", Some(args.customers), false);
+    let totals = seed::run(&store, 1, args.customers, seed::default_anchor(), |done| {
+        progress.update(done, done)
+    })
+    .await
+    .context("seeding demo customers")?;
+    progress.finish();
+    println!(
+        "seeded {} new customers with {} interactions ({} were already there)",
+        totals.customers,
+        totals.interactions,
+        args.customers - totals.customers
+    );
+    let engine = engine(store.clone(), settings, &args.templates, &campaigns).await?;
+    let stop = stop_on_signal();
+    for campaign in &campaigns {
+        match pipeline::run_campaign(&engine, campaign, Trigger::Manual, None, stop.clone()).await?
+        {
+            Some(r) => print_report(&campaign.name, &r, &engine),
+            None => println!("{}: no steps", campaign.name),
+        }
+    }
+    let counts = store.table_counts().await?;
+    store.close().await;
+    println!(
+        "the database now holds {} customers and {} interactions",
+        counts.customers, counts.interactions
+    );
+    println!(
+        "messages: {} (open any .eml in a mail client, or `herald preview`)",
+        engine.mailer.describe()
+    );
+    Ok(ExitCode::SUCCESS)
+}
