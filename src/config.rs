@@ -63,6 +63,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         Some("30s"),
     ),
     spec(
+        "send_lease",
+        false,
+        "how long a claimed message belongs to its worker; a crashed worker's claims are retried after it",
+        Some("2m"),
+    ),
+    spec(
         "outbox_dir",
         false,
         "where .eml files go when no smtp_url is set",
@@ -188,6 +194,7 @@ pub struct Settings {
     pub smtp_concurrency: usize,
     pub max_attempts: u32,
     pub retry_backoff: Span,
+    pub send_lease: Span,
     pub outbox_dir: PathBuf,
     pub public_url: String,
     pub secrets: Vec<String>,
@@ -330,6 +337,12 @@ impl Settings {
                 .map_err(|e| invalid("retry_backoff", s, e.to_string()))?,
             None => Span::from_secs(30),
         };
+        let send_lease = match get("send_lease") {
+            Some((v, s)) => v
+                .parse::<Span>()
+                .map_err(|e| invalid("send_lease", s, e.to_string()))?,
+            None => Span::from_secs(120),
+        };
         let frequency_cap = match get("frequency_cap") {
             Some((v, s)) => Some(
                 v.parse::<FrequencyCap>()
@@ -372,6 +385,7 @@ impl Settings {
             smtp_concurrency,
             max_attempts,
             retry_backoff,
+            send_lease,
             outbox_dir: PathBuf::from(text("outbox_dir").unwrap_or_else(|| "outbox".into())),
             public_url: public_url.trim_end_matches('/').to_string(),
             secrets,

@@ -131,15 +131,3 @@ async fn seed_is_deterministic_and_idempotent(db: TestDb) {
     store.close().await;
 }
 both_backends!(seed_determinism, seed_is_deterministic_and_idempotent);
-
-async fn demo_runs_on_a_fresh_database(db: TestDb) {
-    let out = db.herald(&["demo", "--customers", "200"]);
-    assert!(out.status.success(), "{out:?}");
-    let text = stdout(&out);
-    assert!(text.contains("seeded 200 new customers"), "{text}");
-    assert!(
-        text.contains("the database now holds 200 customers"),
-        "{text}"
-    );
-}
-both_backends!(demo, demo_runs_on_a_fresh_database);

@@ -57,6 +57,9 @@ struct SettingArgs {
     /// Wait before the first retry, doubling each time (default 30s)
     #[arg(long, env = "HERALD_RETRY_BACKOFF", global = true)]
     retry_backoff: Option<String>,
+    /// How long a claimed message belongs to its worker (default 2m)
+    #[arg(long, env = "HERALD_SEND_LEASE", global = true)]
+    send_lease: Option<String>,
     /// Directory for .eml files when no SMTP URL is set (default outbox)
     #[arg(long, env = "HERALD_OUTBOX_DIR", global = true)]
     outbox_dir: Option<String>,
@@ -190,6 +193,7 @@ fn load_settings(args: &SettingArgs, matches: &ArgMatches) -> anyhow::Result<Set
             "smtp_concurrency" => &args.smtp_concurrency,
             "max_attempts" => &args.max_attempts,
             "retry_backoff" => &args.retry_backoff,
+            "send_lease" => &args.send_lease,
             "outbox_dir" => &args.outbox_dir,
             "public_url" => &args.public_url,
             "secret" => &args.secret,

@@ -120,8 +120,15 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<ExitCode>
             ExitCode::SUCCESS
         });
     }
-    let report =
-        pipeline::run_campaign(&engine, &campaign, Trigger::Manual, None, stop_on_signal()).await?;
+    let report = pipeline::run_campaign(
+        &engine,
+        &campaign,
+        Trigger::Manual,
+        None,
+        true,
+        stop_on_signal(),
+    )
+    .await?;
     store.close().await;
     match report {
         Some(r) => print_report(&campaign.name, &r, &engine),
@@ -194,7 +201,8 @@ pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCod
     let engine = engine(store.clone(), settings, &args.templates, &campaigns).await?;
     let stop = stop_on_signal();
     for campaign in &campaigns {
-        match pipeline::run_campaign(&engine, campaign, Trigger::Manual, None, stop.clone()).await?
+        match pipeline::run_campaign(&engine, campaign, Trigger::Manual, None, true, stop.clone())
+            .await?
         {
             Some(r) => print_report(&campaign.name, &r, &engine),
             None => println!("{}: no steps", campaign.name),

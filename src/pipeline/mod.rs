@@ -127,18 +127,26 @@ fn reentry(r: campaign::Reentry) -> Reentry {
     }
 }
 
-/// Plans a run of `campaign` now and sends it until nothing is due; a second
-/// call for the same schedule tick does nothing (returns `None`).
+/// Finishes the campaign's unfinished runs (after a crash or a stop), then
+/// plans a new run and sends it. With `wait`, retries are waited for until the
+/// run is complete or `stop` is set; without, it returns once nothing is due
+/// now (a worker picks the rest up later). A second call for the same schedule
+/// tick plans nothing.
 pub async fn run_campaign(
     engine: &Engine,
     campaign: &Campaign,
     trigger: Trigger,
     tick: Option<i64>,
+    wait: bool,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<RunReport>, EngineError> {
     let Some(first) = campaign.steps.first() else {
         return Ok(None);
     };
+    for run_id in engine.store.unfinished_runs(&campaign.name).await? {
+        tracing::info!(campaign = %campaign.name, run = run_id, "resuming an unfinished run");
+        send_until_done(engine, campaign, run_id, wait, stop.clone()).await?;
+    }
     let now = engine.clock.now();
     let Some(run_id) = engine
         .store
@@ -160,18 +168,46 @@ pub async fn run_campaign(
         )
         .await?;
     tracing::info!(campaign = %campaign.name, run = run_id, planned, "run planned");
-    let summary = engine.send_run(campaign, run_id, stop).await?;
+    let pending = send_until_done(engine, campaign, run_id, wait, stop).await?;
     let counts = engine.store.run_counts(run_id).await?;
-    if !summary.pending {
-        engine.store.finish_run(run_id, engine.clock.now()).await?;
-    }
     tracing::info!(campaign = %campaign.name, run = run_id, sent = counts.sent, "run sent");
     Ok(Some(RunReport {
         run_id,
         planned,
         counts,
-        pending: summary.pending,
+        pending,
     }))
+}
+
+/// Sends a run; with `wait`, sleeps until retries (or a dead worker's leases)
+/// come due. Marks the run done when nothing is left. Returns whether
+/// deliveries are still pending.
+async fn send_until_done(
+    engine: &Engine,
+    campaign: &Campaign,
+    run_id: i64,
+    wait: bool,
+    mut stop: watch::Receiver<bool>,
+) -> Result<bool, EngineError> {
+    loop {
+        engine.send_run(campaign, run_id, stop.clone()).await?;
+        let next = engine.store.next_attempt(run_id).await?;
+        let Some(next) = next else {
+            engine.store.finish_run(run_id, engine.clock.now()).await?;
+            return Ok(false);
+        };
+        if !wait || *stop.borrow() {
+            return Ok(true);
+        }
+        // Poll at least every second: the rows in the way may be held by another
+        // live worker, which finishes them long before its lease ends.
+        let delay = (next - engine.clock.now()).clamp(0, 1_000) as u64;
+        tracing::debug!(campaign = %campaign.name, run = run_id, until = next, "waiting for retries");
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(delay)) => {}
+            _ = stop.changed() => return Ok(true),
+        }
+    }
 }
 
 /// What a dry run found: who would get the first step, and what would stop it.

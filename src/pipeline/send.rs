@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use lettre::message::Mailbox;
 use serde_json::{Map, Value};
@@ -19,8 +18,6 @@ use crate::store::deliveries::{Claimed, Outcome};
 use crate::store::{Store, StoreError};
 use crate::token::Signer;
 
-/// How long a claim is held; a worker that dies gives its claims back after it.
-pub const LEASE: Duration = Duration::from_secs(120);
 /// Consecutive 5.7.x replies (the relay refuses the sender) that stop a run.
 const SENDER_REFUSALS_TO_STOP: u32 = 5;
 
@@ -95,7 +92,7 @@ impl Engine {
                     run_id,
                     batch,
                     now,
-                    now + LEASE.as_millis() as i64,
+                    now + self.settings.send_lease.as_millis(),
                     cap_since,
                 )
                 .await?;

@@ -604,11 +604,15 @@ impl Store {
         Ok(c)
     }
 
-    /// The earliest retry time of a run's queued deliveries, if any are waiting.
+    /// When something of the run can next be claimed: the earliest retry of a
+    /// queued delivery, or the lease end of one held by a worker (perhaps a dead
+    /// one). `None` when nothing is left to send.
     pub async fn next_attempt(&self, run_id: i64) -> Result<Option<Millis>, StoreError> {
         let at: Option<i64> = with_pool!(self, |pool| {
             sqlx::query_scalar(
-                "SELECT MIN(COALESCE(next_attempt_at, 0)) FROM deliveries WHERE run_id = $1 AND status = 'queued'",
+                "SELECT MIN(CASE WHEN status = 'queued' THEN COALESCE(next_attempt_at, 0) \
+                 ELSE lease_until END) FROM deliveries \
+                 WHERE run_id = $1 AND status IN ('queued', 'sending')",
             )
             .bind(run_id)
             .fetch_one(pool)
@@ -616,6 +620,20 @@ impl Store {
         })
         .context("reading the next retry")?;
         Ok(at)
+    }
+
+    /// Runs of a campaign that were planned but not finished (a crash, a stop).
+    pub async fn unfinished_runs(&self, campaign: &str) -> Result<Vec<i64>, StoreError> {
+        let ids: Vec<i64> = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT id FROM runs WHERE campaign = $1 AND status = 'sending' ORDER BY id",
+            )
+            .bind(campaign)
+            .fetch_all(pool)
+            .await
+        })
+        .context("listing unfinished runs")?;
+        Ok(ids)
     }
 
     pub async fn finish_run(&self, run_id: i64, now: Millis) -> Result<(), StoreError> {

@@ -100,6 +100,30 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Runs `herald` with extra environment variables.
+    pub fn herald_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut cmd = self.command(env, args);
+        cmd.output().expect("run herald")
+    }
+
+    /// The `herald` command, ready to spawn, in the test's directory.
+    pub fn command(&self, env: &[(&str, &str)], args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("HERALD_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.current_dir(self.dir.path())
+            .env("HERALD_DATABASE_URL", &self.url)
+            .env("HERALD_LOG", "warn")
+            .envs(env.iter().copied())
+            .args(args);
+        cmd
+    }
+}
+
 /// Runs `herald` with a clean `HERALD_*` environment.
 pub fn herald_in(dir: &Path, database_url: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));

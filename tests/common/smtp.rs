@@ -36,6 +36,7 @@ type Script = dyn Fn(usize, &str) -> Behavior + Send + Sync;
 
 pub struct SmtpServer {
     pub addr: SocketAddr,
+    delay: Arc<Mutex<std::time::Duration>>,
     received: Arc<Mutex<Vec<Received>>>,
     attempts: Arc<Mutex<usize>>,
 }
@@ -49,18 +50,20 @@ impl SmtpServer {
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let attempts = Arc::new(Mutex::new(0usize));
+        let delay = Arc::new(Mutex::new(std::time::Duration::ZERO));
         let script: Arc<Script> = Arc::new(script);
-        let (r, a) = (received.clone(), attempts.clone());
+        let (r, a, d) = (received.clone(), attempts.clone(), delay.clone());
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let (r, a, s) = (r.clone(), a.clone(), script.clone());
+                let (r, a, s, d) = (r.clone(), a.clone(), script.clone(), d.clone());
                 tokio::spawn(async move {
-                    let _ = session(socket, r, a, s).await;
+                    let _ = session(socket, r, a, s, d).await;
                 });
             }
         });
         SmtpServer {
             addr,
+            delay,
             received,
             attempts,
         }
@@ -68,6 +71,11 @@ impl SmtpServer {
 
     pub async fn accepting() -> SmtpServer {
         SmtpServer::start(|_, _| Behavior::Accept).await
+    }
+
+    /// Waits this long before accepting each message (a slow relay).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     pub fn url(&self) -> String {
@@ -89,6 +97,7 @@ async fn session(
     received: Arc<Mutex<Vec<Received>>>,
     attempts: Arc<Mutex<usize>>,
     script: Arc<Script>,
+    delay: Arc<Mutex<std::time::Duration>>,
 ) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
@@ -158,6 +167,10 @@ async fn session(
                     write.write_all(format!("{reply}\r\n").as_bytes()).await?
                 }
                 _ => {
+                    let wait = *delay.lock().unwrap();
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
                     received.lock().unwrap().push(Received {
                         from: from.clone(),
                         to: to.clone(),
