@@ -10,6 +10,7 @@ pub mod customers;
 pub mod deliveries;
 pub mod dialect;
 pub mod interactions;
+mod nodelay;
 pub mod seed;
 
 use std::str::FromStr;
@@ -110,6 +111,12 @@ impl Store {
                     PgPoolOptions::new()
                         .max_connections(8)
                         .acquire_timeout(Duration::from_secs(30))
+                        .after_connect(|_, _| {
+                            Box::pin(async {
+                                nodelay::apply();
+                                Ok(())
+                            })
+                        })
                         .connect_with(options)
                         .await
                         .map_err(err)?,
