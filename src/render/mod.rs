@@ -241,7 +241,9 @@ impl Templates {
             RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
         })?;
         if !self.with_text.contains(template) {
-            text = text::wrap(text.trim_start().to_string());
+            // Block helpers and partials leave indentation and empty lines
+            // behind; one linear pass makes the derived part read like a letter.
+            text = text::wrap(text::tidy(&text));
         }
         Ok(Rendered {
             subject: one_line(&subject_text),
