@@ -4,6 +4,7 @@
 mod audience;
 mod campaigns;
 mod import;
+mod preview;
 mod progress;
 mod run;
 mod seed;
@@ -113,8 +114,11 @@ enum Command {
     Demo(run::DemoArgs),
     /// Run one campaign now: plan its audience and send the first step
     Run(run::RunArgs),
-    /// Check campaign files: every problem of every file, exit 1 when any
+    /// Check campaign files, and render every step for a sample of customers when
+    /// the database has any: every problem, exit 1 when any
     Validate(campaigns::ValidateArgs),
+    /// Render one step for one customer into .eml, .html and .txt files
+    Preview(preview::PreviewArgs),
     /// Count (and list, sample or explain) a campaign's audience
     Audience(audience::AudienceArgs),
     /// Print the JSON Schema of campaign files
@@ -176,7 +180,8 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Seed(args) => seed::run(args, &settings).await,
         Command::Demo(args) => run::demo(args, &settings).await,
         Command::Run(args) => run::run(args, &settings).await,
-        Command::Validate(args) => campaigns::validate(args),
+        Command::Validate(args) => campaigns::validate(args, &settings).await,
+        Command::Preview(args) => preview::run(args, &settings).await,
         Command::Audience(args) => audience::run(args, &settings).await,
         Command::Schema => Ok(campaigns::schema()),
     }

@@ -6,6 +6,7 @@
 //! outcome — in batched transactions, but before a sender takes its next
 //! message, so a crash can repeat at most the messages in flight.
 
+pub mod preview;
 pub mod send;
 
 use std::path::Path;
@@ -23,7 +24,11 @@ use crate::store::deliveries::{Reentry, RunCounts, Trigger};
 use crate::store::{Store, StoreError};
 use crate::token::Signer;
 
-pub use send::{Engine, EngineError, RunSummary};
+pub use preview::{
+    Preview, PreviewError, SampleOf, TemplateCheck, TemplateFailure, check_sample, check_templates,
+    preview,
+};
+pub use send::{BuildError, Engine, EngineError, RunSummary};
 
 /// The key of a step's compiled subject line.
 pub fn subject_key(campaign: &str, step: &str) -> String {
@@ -42,6 +47,16 @@ pub fn templates_for(
         }
     }
     Ok(templates)
+}
+
+/// Settings for an engine that only renders (preview, validate): no SMTP pool is
+/// set up, and `scratch`, an existing directory, stands in for the outbox (the
+/// mailer creates its outbox, and nothing may appear where real mail goes).
+pub fn render_only(settings: &Settings, scratch: &Path) -> Settings {
+    let mut s = settings.clone();
+    s.smtp_url = None;
+    s.outbox_dir = scratch.to_path_buf();
+    s
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use crate::clock::{Clock, Millis};
 use crate::config::Settings;
 use crate::mailer::{Limiter, Mailer, Outgoing, SendError};
 use crate::message::{self, Dkim, Envelope};
-use crate::render::{self, Templates, links::Tracking};
+use crate::render::{self, RenderError, Rendered, Templates, links::Tracking};
 use crate::store::deliveries::{Claimed, Outcome};
 use crate::store::{Store, StoreError};
 use crate::token::Signer;
@@ -337,8 +337,23 @@ impl Engine {
         message_id: &str,
         events: &HashMap<(i64, String), Vec<Value>>,
     ) -> Result<Vec<u8>, String> {
-        let step = step_of(campaign, &c.step)
-            .ok_or_else(|| format!("step {} is no longer in the campaign", c.step))?;
+        self.compose(campaign, c, message_id, events)
+            .map(|(_, msg)| msg.formatted())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Renders one customer's message and builds it: the parts as sent (links
+    /// tracked) and the signed lettre message.
+    pub(crate) fn compose(
+        &self,
+        campaign: &Campaign,
+        c: &Claimed,
+        message_id: &str,
+        events: &HashMap<(i64, String), Vec<Value>>,
+    ) -> Result<(Rendered, lettre::Message), BuildError> {
+        let step = step_of(campaign, &c.step).ok_or_else(|| BuildError::StepRemoved {
+            step: c.step.clone(),
+        })?;
         let tracking = Tracking {
             signer: &self.signer,
             base_url: &self.settings.public_url,
@@ -373,14 +388,11 @@ impl Engine {
             self.settings.postal_address.as_deref(),
             self.clock.now(),
         );
-        let mut rendered = self
-            .templates
-            .render(
-                &step.template,
-                &subject_key(&campaign.name, &step.id),
-                &context,
-            )
-            .map_err(|e| format!("template: {e}"))?;
+        let mut rendered = self.templates.render(
+            &step.template,
+            &subject_key(&campaign.name, &step.id),
+            &context,
+        )?;
         if campaign.tracking {
             rendered.html = tracking.apply(&rendered.html, &unsubscribe);
         }
@@ -389,10 +401,10 @@ impl Engine {
             (Some(f), None) => Some(f.clone()),
             _ => None,
         };
-        let address = c
-            .email
-            .parse()
-            .map_err(|e| format!("invalid recipient {:?}: {e}", c.email))?;
+        let address = c.email.parse().map_err(|e| BuildError::Recipient {
+            email: c.email.clone(),
+            message: format!("{e}"),
+        })?;
         let env = Envelope {
             from: &campaign.from,
             reply_to: campaign.reply_to.as_ref(),
@@ -401,12 +413,26 @@ impl Engine {
             unsubscribe_url: &unsubscribe,
             unsubscribe_mailto: None,
         };
-        let mut msg = message::build(&rendered, &env).map_err(|e| e.to_string())?;
+        let mut msg =
+            message::build(&rendered, &env).map_err(|e| BuildError::Message(e.to_string()))?;
         if let Some(dkim) = &self.dkim {
             dkim.sign(&mut msg);
         }
-        Ok(msg.formatted())
+        Ok((rendered, msg))
     }
+}
+
+/// Why one customer's message could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("step {step} is no longer in the campaign")]
+    StepRemoved { step: String },
+    #[error("template: {0}")]
+    Render(#[from] RenderError),
+    #[error("invalid recipient {email:?}: {message}")]
+    Recipient { email: String, message: String },
+    #[error("{0}")]
+    Message(String),
 }
 
 fn step_of<'c>(campaign: &'c Campaign, id: &str) -> Option<&'c crate::campaign::Step> {

@@ -9,7 +9,7 @@ mod helpers;
 pub mod links;
 pub mod text;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use handlebars::Handlebars;
@@ -43,10 +43,17 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
 }
 
 impl RenderError {
-    fn from_hbs(fallback_template: &str, e: handlebars::RenderError) -> RenderError {
+    /// `files` names the file a registered template came from, so the error
+    /// points at what the author edits (`welcome.html.hbs:3:7`).
+    fn from_hbs(
+        fallback_template: &str,
+        files: impl Fn(&str) -> Option<String>,
+        e: handlebars::RenderError,
+    ) -> RenderError {
         let template = e
             .template_name
-            .clone()
+            .as_deref()
+            .and_then(files)
             .unwrap_or_else(|| fallback_template.to_string());
         let message = match e.reason() {
             handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
@@ -67,10 +74,15 @@ impl RenderError {
 
 /// Every template of a `templates/` directory, compiled.
 pub struct Templates {
+    /// Where the files are: errors name them by path.
+    dir: PathBuf,
     html: Handlebars<'static>,
     text: Handlebars<'static>,
     names: BTreeSet<String>,
     with_text: BTreeSet<String>,
+    /// Partial name → its file under `partials/`, per part, for error messages.
+    html_partials: BTreeMap<String, String>,
+    text_partials: BTreeMap<String, String>,
 }
 
 /// The three rendered parts of a message, before tracking is applied.
@@ -98,10 +110,13 @@ impl Templates {
     /// available to both parts as `{{> NAME}}`.
     pub fn load(dir: &Path) -> Result<Templates, RenderError> {
         let mut t = Templates {
+            dir: dir.to_path_buf(),
             html: registry(true),
             text: registry(false),
             names: BTreeSet::new(),
             with_text: BTreeSet::new(),
+            html_partials: BTreeMap::new(),
+            text_partials: BTreeMap::new(),
         };
         let read_dir = |p: &Path| {
             std::fs::read_dir(p).map_err(|e| RenderError::Load {
@@ -133,15 +148,21 @@ impl Templates {
                 t.text
                     .register_partial(name, &source)
                     .map_err(partial_error)?;
+                t.text_partials
+                    .insert(name.to_string(), format!("partials/{fname}"));
             } else if let Some(name) = fname.strip_suffix(".hbs") {
                 let name = name.strip_suffix(".html").unwrap_or(name);
                 t.html
                     .register_partial(name, &source)
                     .map_err(partial_error)?;
+                t.html_partials
+                    .insert(name.to_string(), format!("partials/{fname}"));
                 if !text_partials.contains(name) {
                     t.text
                         .register_partial(name, text::from_html(&source))
                         .map_err(partial_error)?;
+                    t.text_partials
+                        .insert(name.to_string(), format!("partials/{fname} (text part)"));
                 }
             }
         }
@@ -208,28 +229,58 @@ impl Templates {
         let subject_text = self
             .text
             .render(&skey, context)
-            .map_err(|e| RenderError::from_hbs(&format!("subject of {subject}"), e))?;
-        let html = self
-            .html
-            .render(template, context)
-            .map_err(|e| RenderError::from_hbs(&format!("{template}.html.hbs"), e))?;
-        let text_name = if self.with_text.contains(template) {
-            format!("{template}.txt.hbs")
-        } else {
-            format!("{template}.html.hbs (text part)")
-        };
-        let mut text = self
-            .text
-            .render(template, context)
-            .map_err(|e| RenderError::from_hbs(&text_name, e))?;
+            .map_err(|e| RenderError::from_hbs(&format!("subject of {subject}"), |_| None, e))?;
+        let html = self.html.render(template, context).map_err(|e| {
+            RenderError::from_hbs(
+                &self.path(&format!("{template}.html.hbs")),
+                |n| self.file(n, false),
+                e,
+            )
+        })?;
+        let mut text = self.text.render(template, context).map_err(|e| {
+            RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
+        })?;
         if !self.with_text.contains(template) {
-            text = text::wrap(text.trim_start().to_string());
+            // Block helpers and partials leave indentation and empty lines
+            // behind; one linear pass makes the derived part read like a letter.
+            text = text::wrap(text::tidy(&text));
         }
         Ok(Rendered {
             subject: one_line(&subject_text),
             html,
             text,
         })
+    }
+}
+
+impl Templates {
+    /// The file a registered template or partial came from.
+    fn file(&self, name: &str, text_part: bool) -> Option<String> {
+        if self.names.contains(name) {
+            return Some(if text_part {
+                self.text_file(name)
+            } else {
+                self.path(&format!("{name}.html.hbs"))
+            });
+        }
+        let partials = if text_part {
+            &self.text_partials
+        } else {
+            &self.html_partials
+        };
+        partials.get(name).map(|f| self.path(f))
+    }
+
+    fn text_file(&self, name: &str) -> String {
+        if self.with_text.contains(name) {
+            self.path(&format!("{name}.txt.hbs"))
+        } else {
+            self.path(&format!("{name}.html.hbs (text part)"))
+        }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
     }
 }
 

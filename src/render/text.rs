@@ -149,7 +149,7 @@ pub fn wrap(text: String) -> String {
 }
 
 /// Trims each line and collapses runs of blank lines.
-fn tidy(s: &str) -> String {
+pub fn tidy(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut blank = 0;
     for line in s.lines().map(str::trim) {

@@ -98,6 +98,11 @@ impl TestDb {
     pub fn herald(&self, args: &[&str]) -> Output {
         herald_in(self.dir.path(), &self.url, args)
     }
+
+    /// Like [`TestDb::herald`], with extra `HERALD_*` variables.
+    pub fn herald_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        herald_cmd(self.dir.path(), &self.url, env, args)
+    }
 }
 
 impl TestDb {
@@ -126,6 +131,10 @@ impl TestDb {
 
 /// Runs `herald` with a clean `HERALD_*` environment.
 pub fn herald_in(dir: &Path, database_url: &str, args: &[&str]) -> Output {
+    herald_cmd(dir, database_url, &[], args)
+}
+
+fn herald_cmd(dir: &Path, database_url: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     for (key, _) in std::env::vars() {
         if key.starts_with("HERALD_") {
@@ -135,6 +144,7 @@ pub fn herald_in(dir: &Path, database_url: &str, args: &[&str]) -> Output {
     cmd.current_dir(dir)
         .env("HERALD_DATABASE_URL", database_url)
         .env("HERALD_LOG", "warn")
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .expect("run herald")
@@ -192,4 +202,26 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+/// Compares `actual` with `tests/snapshots/NAME`; `UPDATE_SNAPSHOTS=1` rewrites it.
+pub fn assert_snapshot(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().expect("snapshot dir")).expect("create snapshots");
+        std::fs::write(&path, actual).expect("write snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "no snapshot {}; run with UPDATE_SNAPSHOTS=1 to create it",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual, expected,
+        "snapshot {name} differs; run with UPDATE_SNAPSHOTS=1 if the change is intended"
+    );
 }
