@@ -106,26 +106,9 @@ impl TestDb {
 }
 
 impl TestDb {
-    /// Runs `herald` with extra environment variables.
-    pub fn herald_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
-        let mut cmd = self.command(env, args);
-        cmd.output().expect("run herald")
-    }
-
     /// The `herald` command, ready to spawn, in the test's directory.
     pub fn command(&self, env: &[(&str, &str)], args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("HERALD_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.current_dir(self.dir.path())
-            .env("HERALD_DATABASE_URL", &self.url)
-            .env("HERALD_LOG", "warn")
-            .envs(env.iter().copied())
-            .args(args);
-        cmd
+        command_in(self.dir.path(), &self.url, env, args)
     }
 }
 
@@ -135,6 +118,13 @@ pub fn herald_in(dir: &Path, database_url: &str, args: &[&str]) -> Output {
 }
 
 fn herald_cmd(dir: &Path, database_url: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
+    command_in(dir, database_url, env, args)
+        .output()
+        .expect("run herald")
+}
+
+/// `herald` with a clean `HERALD_*` environment plus `env`, run in `dir`.
+fn command_in(dir: &Path, database_url: &str, env: &[(&str, &str)], args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     for (key, _) in std::env::vars() {
         if key.starts_with("HERALD_") {
@@ -145,9 +135,8 @@ fn herald_cmd(dir: &Path, database_url: &str, env: &[(&str, &str)], args: &[&str
         .env("HERALD_DATABASE_URL", database_url)
         .env("HERALD_LOG", "warn")
         .envs(env.iter().copied())
-        .args(args)
-        .output()
-        .expect("run herald")
+        .args(args);
+    cmd
 }
 
 pub fn stdout(o: &Output) -> String {
