@@ -105,6 +105,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         None,
     ),
     spec(
+        "unsubscribe_mailto",
+        false,
+        "address for mail-based unsubscribes, added to List-Unsubscribe (e.g. unsubscribe@acme.example)",
+        None,
+    ),
+    spec(
         "webhook_secret",
         true,
         "bearer secret required on the bounce/complaint webhook",
@@ -201,6 +207,7 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     pub frequency_cap: Option<FrequencyCap>,
     pub postal_address: Option<String>,
+    pub unsubscribe_mailto: Option<String>,
     pub webhook_secret: Option<String>,
     pub dkim_selector: Option<String>,
     pub dkim_domain: Option<String>,
@@ -392,6 +399,8 @@ impl Settings {
             http_addr,
             frequency_cap,
             postal_address: text("postal_address"),
+            unsubscribe_mailto: text("unsubscribe_mailto")
+                .map(|a| a.trim_start_matches("mailto:").to_string()),
             webhook_secret: text("webhook_secret"),
             dkim_selector: text("dkim_selector"),
             dkim_domain: text("dkim_domain"),

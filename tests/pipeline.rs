@@ -70,6 +70,7 @@ async fn retries_bounces_and_no_double_sends(db: TestDb) {
         ("HERALD_SMTP_URL", url.as_str()),
         ("HERALD_RETRY_BACKOFF", "1s"),
         ("HERALD_MAX_ATTEMPTS", "4"),
+        ("HERALD_UNSUBSCRIBE_MAILTO", "unsubscribe@acme.example"),
     ];
     let out = db.herald_env(&env, &["run", "t"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -79,6 +79,9 @@ struct SettingArgs {
     /// Postal address for message footers
     #[arg(long, env = "HERALD_POSTAL_ADDRESS", global = true)]
     postal_address: Option<String>,
+    /// Address for mail-based unsubscribes, added to List-Unsubscribe
+    #[arg(long, env = "HERALD_UNSUBSCRIBE_MAILTO", global = true)]
+    unsubscribe_mailto: Option<String>,
     /// Bearer secret for the bounce/complaint webhook
     #[arg(
         long,
@@ -205,6 +208,7 @@ fn load_settings(args: &SettingArgs, matches: &ArgMatches) -> anyhow::Result<Set
             "http_addr" => &args.http_addr,
             "frequency_cap" => &args.frequency_cap,
             "postal_address" => &args.postal_address,
+            "unsubscribe_mailto" => &args.unsubscribe_mailto,
             "webhook_secret" => &args.webhook_secret,
             "dkim_selector" => &args.dkim_selector,
             "dkim_domain" => &args.dkim_domain,

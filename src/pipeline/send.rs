@@ -405,13 +405,18 @@ impl Engine {
             email: c.email.clone(),
             message: format!("{e}"),
         })?;
+        let mailto = self
+            .settings
+            .unsubscribe_mailto
+            .as_ref()
+            .map(|a| format!("mailto:{a}?subject=unsubscribe"));
         let env = Envelope {
             from: &campaign.from,
             reply_to: campaign.reply_to.as_ref(),
             to: Mailbox::new(name, address),
             message_id: message_id.to_string(),
             unsubscribe_url: &unsubscribe,
-            unsubscribe_mailto: None,
+            unsubscribe_mailto: mailto.as_deref(),
         };
         let mut msg =
             message::build(&rendered, &env).map_err(|e| BuildError::Message(e.to_string()))?;
