@@ -182,10 +182,10 @@ pub async fn run_campaign(
             now,
         )
         .await?;
-    tracing::info!(campaign = %campaign.name, run = run_id, planned, "run planned");
+    tracing::debug!(campaign = %campaign.name, run = run_id, planned, "run planned");
     let pending = send_until_done(engine, campaign, run_id, wait, stop).await?;
     let counts = engine.store.run_counts(run_id).await?;
-    tracing::info!(campaign = %campaign.name, run = run_id, sent = counts.sent, "run sent");
+    tracing::debug!(campaign = %campaign.name, run = run_id, sent = counts.sent, "run sent");
     Ok(Some(RunReport {
         run_id,
         planned,
