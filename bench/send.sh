@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# End-to-end sending benchmark (delivery pipeline issue): plan, render, SMTP and
+# bookkeeping for N seeded customers into Postfix's smtp-sink on loopback, with
+# no rate limit, on SQLite and on PostgreSQL; beside it, smtp-source blasting the
+# same sink over 8 reused connections (the raw ceiling of the machine).
+#
+#   bash bench/send.sh            # N=100000
+#   N=10000 CONCURRENCY=16 bash bench/send.sh
+#
+# Needs Debian's postfix package (smtp-sink, smtp-source); as root smtp-sink
+# runs with -u postfix. PostgreSQL from HERALD_BENCH_PG_URL
+# (default postgres://postgres@127.0.0.1:5432/postgres).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-100000}
+CONCURRENCY=${CONCURRENCY:-8}
+PORT=${PORT:-2525}
+PG_ADMIN=${HERALD_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+DB=herald_send_$$
+work=$(mktemp -d)
+command -v smtp-sink >/dev/null || { echo "install postfix (smtp-sink)"; exit 1; }
+smtp-sink -u postfix -c 127.0.0.1:$PORT 1000 >"$work/sink.log" 2>&1 &
+sink=$!
+trap 'kill $sink 2>/dev/null; rm -rf "$work"; psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+
+cargo build --release --quiet
+herald=$PWD/target/release/herald
+mkdir -p "$work/campaigns"
+cat >"$work/campaigns/blast.yaml" <<'YAML'
+name: blast
+from: "Acme Journal <journal@acme.example>"
+tracking: true
+audience:
+  attribute: country
+  exists: true
+steps:
+  - id: issue
+    subject: "The Acme Journal: what's new this month"
+    template: newsletter
+YAML
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); N=$N, smtp_concurrency=$CONCURRENCY"
+
+sleep 0.5
+start=$(date +%s.%N)
+smtp-source -d -s 8 -m "$N" -l 4096 -f bench@acme.example -t sink@example.com 127.0.0.1:$PORT
+end=$(date +%s.%N)
+printf '%-44s %8.1f msgs/s\n' "smtp-source -d -s 8, 4 KB messages" "$(echo "$N / ($end - $start)" | bc -l)"
+
+run() { # name url
+  local name=$1 url=$2
+  HERALD_LOG=warn "$herald" --database-url "$url" seed --customers "$N" --seed 7 --anchor 2026-11-01 >/dev/null
+  /usr/bin/time -f '%e %M' -o "$work/time" env HERALD_LOG=warn HERALD_DATABASE_URL="$url" \
+    HERALD_SMTP_URL="smtp://127.0.0.1:$PORT?tls=none" HERALD_SMTP_CONCURRENCY="$CONCURRENCY" \
+    HERALD_SECRET=bench-secret-0123456789 \
+    "$herald" run blast --campaigns "$work/campaigns" --templates templates >"$work/out"
+  read -r secs kb <"$work/time"
+  local sent
+  sent=$(grep -o 'sent [0-9]*' "$work/out" | head -1 | cut -d' ' -f2)
+  printf '%-44s %8.1f msgs/s  (%s sent in %.1f s, peak RSS %d MB)\n' \
+    "herald run, $name" "$(echo "$sent / $secs" | bc -l)" "$sent" "$secs" $((kb / 1024))
+}
+
+run sqlite "sqlite://$work/bench.db"
+psql "$PG_ADMIN" -qc "CREATE DATABASE $DB"
+run postgres "${PG_ADMIN%/*}/$DB"
