@@ -335,3 +335,61 @@ async fn demo_sends_every_campaign_once(db: TestDb) {
     );
 }
 both_backends!(demo, demo_sends_every_campaign_once);
+
+/// SIGTERM drains: messages in flight finish and are recorded, unstarted claims
+/// go back to the queue, and the next run completes with no duplicates.
+async fn sigterm_drains_then_resumes(db: TestDb) {
+    write_campaign(&db, CAMPAIGN);
+    assert!(
+        db.herald(&["seed", "--customers", "150", "--seed", "8"])
+            .status
+            .success()
+    );
+    let listed = db.herald(&["audience", "t", "--list"]);
+    let expected: HashSet<String> = stdout(&listed).lines().map(str::to_string).collect();
+    let server = SmtpServer::accepting().await;
+    server.set_delay(Duration::from_millis(20));
+    let url = server.url();
+    let env = [
+        ("HERALD_SMTP_URL", url.as_str()),
+        ("HERALD_SMTP_CONCURRENCY", "2"),
+    ];
+    let mut child = db.command(&env, &["run", "t"]).spawn().unwrap();
+    let started = Instant::now();
+    while server.received().len() < 10 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a drained stop exits cleanly: {status:?}");
+    let after_stop = server.received().len();
+    assert!(after_stop < expected.len(), "stopped before the end");
+
+    let store = db.store().await;
+    let runs = store.unfinished_runs("t").await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let counts = store.run_counts(runs[0]).await.unwrap();
+    assert_eq!(counts.sending, 0, "nothing left claimed");
+    assert_eq!(
+        counts.sent as usize, after_stop,
+        "every message that went out was recorded"
+    );
+    store.close().await;
+
+    let out = db.herald_env(&env, &["run", "t"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Vec<String> = server.received().iter().map(|r| r.to.clone()).collect();
+    let unique: HashSet<String> = got.iter().cloned().collect();
+    assert_eq!(unique, expected);
+    assert_eq!(
+        got.len(),
+        unique.len(),
+        "no duplicates after a drained stop"
+    );
+}
+both_backends!(sigterm, sigterm_drains_then_resumes);
