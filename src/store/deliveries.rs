@@ -424,32 +424,56 @@ impl Store {
              updated_at = $3 WHERE {}",
             b.in_json_ids("id", 1)
         );
+        // Only deliveries this worker still held become sent, and only those get
+        // an `email_sent`: a claim that expired and moved on is left alone.
         let mark_sent = format!(
             "UPDATE deliveries SET status = 'sent', sent_at = $2, lease_until = NULL, \
-             updated_at = $2 WHERE {} AND status = 'sending'",
+             updated_at = $2 WHERE {} AND status = 'sending' \
+             RETURNING id, customer_id, campaign, step, message_id",
             b.in_json_ids("id", 1)
         );
-        let sent_interactions = format!(
-            "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, delivery_id, data) \
-             SELECT customer_id, 'email_sent', $2, campaign, step, id, {} FROM deliveries WHERE {}",
+        let sent_interactions = "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, \
+             step, delivery_id, data) SELECT customer_id, 'email_sent', $2, campaign, step, id, ";
+        // PostgreSQL does both in one statement (a data-modifying CTE); SQLite
+        // feeds the ids the UPDATE returned into the INSERT.
+        let sent_pg = format!(
+            "WITH sent AS ({mark_sent}) {sent_interactions}{} FROM sent",
+            b.json_object_of("message_id", "message_id")
+        );
+        let sent_sqlite = format!(
+            "{sent_interactions}{} FROM deliveries WHERE {}",
             b.json_object_of("message_id", "message_id"),
             b.in_json_ids("id", 1)
         );
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await.context("starting to record outcomes")?;
             if !sent.is_empty() {
-                sqlx::query(AssertSqlSafe(mark_sent.as_str()))
-                    .bind(&sent_list)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .context("marking deliveries sent")?;
-                sqlx::query(AssertSqlSafe(sent_interactions.as_str()))
-                    .bind(&sent_list)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .context("recording email_sent")?;
+                match b {
+                    Backend::Postgres => {
+                        sqlx::query(AssertSqlSafe(sent_pg.as_str()))
+                            .bind(&sent_list)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .context("marking deliveries sent")?;
+                    }
+                    Backend::Sqlite => {
+                        let marked: Vec<(i64, i64, String, String, Option<String>)> =
+                            sqlx::query_as(AssertSqlSafe(mark_sent.as_str()))
+                                .bind(&sent_list)
+                                .bind(now)
+                                .fetch_all(&mut *tx)
+                                .await
+                                .context("marking deliveries sent")?;
+                        let ids: Vec<i64> = marked.iter().map(|m| m.0).collect();
+                        sqlx::query(AssertSqlSafe(sent_sqlite.as_str()))
+                            .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .context("recording email_sent")?;
+                    }
+                }
             }
             for (reason, ids) in &skipped {
                 sqlx::query(AssertSqlSafe(mark_skipped.as_str()))
