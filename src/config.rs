@@ -430,14 +430,8 @@ impl Settings {
 
 /// Hides secrets: whole values for keys, only the password inside URLs.
 fn mask(name: &str, value: &str) -> String {
-    if let Some((scheme, rest)) = value.split_once("://") {
-        if let Some((userinfo, host)) = rest.rsplit_once('@') {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                return format!("{scheme}://{user}:****@{host}");
-            }
-        }
-        return value.to_string();
+    if value.contains("://") {
+        return crate::store::redact(value);
     }
     if name == "secret" {
         let n = value.split(',').filter(|k| !k.trim().is_empty()).count();
