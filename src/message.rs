@@ -45,7 +45,16 @@ pub struct Envelope<'a> {
 /// A Message-ID on the sender's domain that is unique per delivery and stable
 /// across retries of that delivery.
 pub fn message_id(delivery_id: u64, salt: &str, from: &Mailbox) -> String {
-    format!("herald.{delivery_id}.{salt}@{}", from.email.domain())
+    let (prefix, suffix) = message_id_parts(salt, from);
+    format!("{prefix}{delivery_id}{suffix}")
+}
+
+/// The parts of [`message_id`] around the delivery id, for the store to fill in.
+pub fn message_id_parts(salt: &str, from: &Mailbox) -> (String, String) {
+    (
+        "herald.".to_string(),
+        format!(".{salt}@{}", from.email.domain()),
+    )
 }
 
 #[derive(Clone)]

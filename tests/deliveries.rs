@@ -9,6 +9,8 @@ use herald::store::Store;
 use herald::store::deliveries::{Outcome, Reentry, Trigger};
 
 const ANCHOR: i64 = 1_793_491_200_000; // 2026-11-01
+/// Message-IDs given at first claim: herald.ID.t@acme.example
+const IDS: (&str, &str) = ("herald.", ".t@acme.example");
 
 async fn seeded(db: &TestDb, n: &str) -> Store {
     let out = db.herald(&[
@@ -113,8 +115,14 @@ async fn claims_leases_and_outcomes(db: TestDb) {
         .await
         .unwrap() as usize;
     let lease = ANCHOR + 60_000;
-    let a = store.claim(run, 10, ANCHOR, lease, None).await.unwrap();
-    let b = store.claim(run, 1000, ANCHOR, lease, None).await.unwrap();
+    let a = store
+        .claim(run, 10, (ANCHOR, lease), None, IDS)
+        .await
+        .unwrap();
+    let b = store
+        .claim(run, 1000, (ANCHOR, lease), None, IDS)
+        .await
+        .unwrap();
     assert_eq!(a.len(), 10);
     assert_eq!(a.len() + b.len(), planned);
     assert!(
@@ -124,7 +132,7 @@ async fn claims_leases_and_outcomes(db: TestDb) {
     );
     assert!(
         store
-            .claim(run, 10, ANCHOR, lease, None)
+            .claim(run, 10, (ANCHOR, lease), None, IDS)
             .await
             .unwrap()
             .is_empty()
@@ -138,7 +146,7 @@ async fn claims_leases_and_outcomes(db: TestDb) {
         planned
     );
     let again = store
-        .claim(run, 1000, lease + 2, lease + 60_000, None)
+        .claim(run, 1000, (lease + 2, lease + 60_000), None, IDS)
         .await
         .unwrap();
     assert_eq!(again.len(), planned);
@@ -148,6 +156,7 @@ async fn claims_leases_and_outcomes(db: TestDb) {
             .all(|c| c.attempts == 2 || a.iter().any(|x| x.delivery_id == c.delivery_id))
     );
 
+    // The first claim gave each delivery its Message-ID; the retry kept it.
     let ids: Vec<(i64, String)> = again
         .iter()
         .map(|c| {
@@ -157,7 +166,7 @@ async fn claims_leases_and_outcomes(db: TestDb) {
             )
         })
         .collect();
-    store.set_message_ids(&ids).await.unwrap();
+    assert!(again.iter().zip(&ids).all(|(c, (_, m))| &c.message_id == m));
     let mut outcomes = Vec::new();
     for (i, c) in again.iter().enumerate() {
         let o = match i % 5 {
@@ -193,7 +202,7 @@ async fn claims_leases_and_outcomes(db: TestDb) {
     );
     assert!(
         store
-            .claim(run, 10, lease + 4, lease + 60_000, None)
+            .claim(run, 10, (lease + 4, lease + 60_000), None, IDS)
             .await
             .unwrap()
             .is_empty(),
@@ -236,7 +245,7 @@ async fn claims_leases_and_outcomes(db: TestDb) {
         .await
         .unwrap();
     let claimed = store
-        .claim(run2, 1000, lease + 11, lease + 70_000, Some(lease))
+        .claim(run2, 1000, (lease + 11, lease + 70_000), Some(lease), IDS)
         .await
         .unwrap();
     let of_first = claimed

@@ -8,6 +8,7 @@ mod preview;
 mod progress;
 mod run;
 mod seed;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,6 +118,9 @@ enum Command {
     Demo(run::DemoArgs),
     /// Run one campaign now: plan its audience and send the first step
     Run(run::RunArgs),
+    /// Run schedules, queued runs and retries continuously (Ctrl-C or SIGTERM
+    /// drains in-flight sends and stops)
+    Worker(worker::WorkerArgs),
     /// Check campaign files, and render every step for a sample of customers when
     /// the database has any: every problem, exit 1 when any
     Validate(campaigns::ValidateArgs),
@@ -176,6 +180,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => {
             let store = open_store(&settings).await?;
+            herald::pipeline::jobs::setup(&store).await?;
             println!("schema is up to date ({})", store.backend().name());
             Ok(ExitCode::SUCCESS)
         }
@@ -183,6 +188,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Seed(args) => seed::run(args, &settings).await,
         Command::Demo(args) => run::demo(args, &settings).await,
         Command::Run(args) => run::run(args, &settings).await,
+        Command::Worker(args) => worker::run(args, &settings).await,
         Command::Validate(args) => campaigns::validate(args, &settings).await,
         Command::Preview(args) => preview::run(args, &settings).await,
         Command::Audience(args) => audience::run(args, &settings).await,

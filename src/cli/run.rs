@@ -48,7 +48,7 @@ pub struct DemoArgs {
 
 /// A watch that turns true on Ctrl-C or SIGTERM: senders finish what is in
 /// flight and give back what they had not started.
-fn stop_on_signal() -> watch::Receiver<bool> {
+pub(super) fn stop_on_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -73,7 +73,7 @@ fn stop_on_signal() -> watch::Receiver<bool> {
     rx
 }
 
-async fn engine(
+pub(super) async fn engine(
     store: Store,
     settings: &Settings,
     templates: &Path,

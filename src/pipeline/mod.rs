@@ -6,6 +6,7 @@
 //! outcome — in batched transactions, but before a sender takes its next
 //! message, so a crash can repeat at most the messages in flight.
 
+pub mod jobs;
 pub mod preview;
 pub mod send;
 
@@ -113,7 +114,19 @@ impl Engine {
             }
             _ => None,
         };
+        let limiters = campaigns
+            .iter()
+            .filter_map(|c| {
+                c.limits
+                    .rate
+                    .map(|r| (c.name.clone(), Arc::new(crate::mailer::Limiter::new(r))))
+            })
+            .collect();
         Ok(Engine {
+            limiters: Arc::new(limiters),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.smtp_concurrency.max(1),
+            )),
             mailer: Arc::new(Mailer::new(&settings)?),
             store,
             templates: Arc::new(templates),
@@ -142,6 +155,99 @@ fn reentry(r: campaign::Reentry) -> Reentry {
     }
 }
 
+/// What [`plan_run`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanOutcome {
+    /// A new run, with its first step queued for `planned` customers.
+    Planned { run_id: i64, planned: u64 },
+    /// The tick already has a run (another worker or an earlier job planned it).
+    AlreadyPlanned { run_id: i64 },
+    /// The campaign has no steps.
+    NoSteps,
+}
+
+/// Creates a run and enters the audience in set-based statements. A second call
+/// for the same schedule tick plans nothing, unless the first planner died
+/// before committing (its run is still `planning`): then the tick is planned
+/// again, which is safe because planning is one transaction and idempotent.
+pub async fn plan_run(
+    engine: &Engine,
+    campaign: &Campaign,
+    trigger: Trigger,
+    tick: Option<i64>,
+) -> Result<PlanOutcome, EngineError> {
+    let Some(first) = campaign.steps.first() else {
+        return Ok(PlanOutcome::NoSteps);
+    };
+    let now = engine.clock.now();
+    let store = &engine.store;
+    let run_id = match store.create_run(&campaign.name, trigger, tick, now).await? {
+        Some(id) => id,
+        None => {
+            let existing = match tick {
+                Some(t) => store.run_of_tick(&campaign.name, trigger, t).await?,
+                None => None,
+            };
+            match existing {
+                Some((id, status)) if status == "planning" => {
+                    tracing::info!(campaign = %campaign.name, run = id, "planning a run whose planner stopped");
+                    id
+                }
+                Some((id, _)) => return Ok(PlanOutcome::AlreadyPlanned { run_id: id }),
+                None => return Ok(PlanOutcome::NoSteps),
+            }
+        }
+    };
+    let audience = campaign.audience_sql(store.backend(), now);
+    let planned = store
+        .plan_run(
+            run_id,
+            &campaign.name,
+            &audience,
+            reentry(campaign.reentry),
+            &first.id,
+            now,
+        )
+        .await?;
+    Ok(PlanOutcome::Planned { run_id, planned })
+}
+
+/// What one [`send_pass`] did and what is left.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// What was sent; `None` when the run was already done.
+    pub summary: Option<send::RunSummary>,
+    /// When something of the run is next due (a retry, or a lease held by
+    /// another worker); `None` when nothing is left.
+    pub next: Option<i64>,
+    /// Whether this pass marked the run done.
+    pub finished: bool,
+}
+
+/// Sends what is due in a run now, then marks the run done if nothing is left.
+/// Safe to call from several workers at once: claims are leased.
+pub async fn send_pass(
+    engine: &Engine,
+    campaign: &Campaign,
+    run_id: i64,
+    stop: watch::Receiver<bool>,
+) -> Result<Pass, EngineError> {
+    if engine.store.run_status(run_id).await?.as_deref() != Some("sending") {
+        return Ok(Pass::default());
+    }
+    let summary = engine.send_run(campaign, run_id, stop).await?;
+    let next = engine.store.next_attempt(run_id).await?;
+    let finished = next.is_none();
+    if finished {
+        engine.store.finish_run(run_id, engine.clock.now()).await?;
+    }
+    Ok(Pass {
+        summary: Some(summary),
+        next,
+        finished,
+    })
+}
+
 /// Finishes the campaign's unfinished runs (after a crash or a stop), then
 /// plans a new run and sends it. With `wait`, retries are waited for until the
 /// run is complete or `stop` is set; without, it returns once nothing is due
@@ -155,33 +261,14 @@ pub async fn run_campaign(
     wait: bool,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<RunReport>, EngineError> {
-    let Some(first) = campaign.steps.first() else {
-        return Ok(None);
-    };
     for run_id in engine.store.unfinished_runs(&campaign.name).await? {
         tracing::info!(campaign = %campaign.name, run = run_id, "resuming an unfinished run");
         send_until_done(engine, campaign, run_id, wait, stop.clone()).await?;
     }
-    let now = engine.clock.now();
-    let Some(run_id) = engine
-        .store
-        .create_run(&campaign.name, trigger, tick, now)
-        .await?
-    else {
-        return Ok(None);
+    let (run_id, planned) = match plan_run(engine, campaign, trigger, tick).await? {
+        PlanOutcome::Planned { run_id, planned } => (run_id, planned),
+        PlanOutcome::AlreadyPlanned { .. } | PlanOutcome::NoSteps => return Ok(None),
     };
-    let audience = campaign.audience_sql(engine.store.backend(), now);
-    let planned = engine
-        .store
-        .plan_run(
-            run_id,
-            &campaign.name,
-            &audience,
-            reentry(campaign.reentry),
-            &first.id,
-            now,
-        )
-        .await?;
     tracing::debug!(campaign = %campaign.name, run = run_id, planned, "run planned");
     let pending = send_until_done(engine, campaign, run_id, wait, stop).await?;
     let counts = engine.store.run_counts(run_id).await?;
@@ -195,8 +282,7 @@ pub async fn run_campaign(
 }
 
 /// Sends a run; with `wait`, sleeps until retries (or a dead worker's leases)
-/// come due. Marks the run done when nothing is left. Returns whether
-/// deliveries are still pending.
+/// come due. Returns whether deliveries are still pending.
 async fn send_until_done(
     engine: &Engine,
     campaign: &Campaign,
@@ -205,10 +291,8 @@ async fn send_until_done(
     mut stop: watch::Receiver<bool>,
 ) -> Result<bool, EngineError> {
     loop {
-        engine.send_run(campaign, run_id, stop.clone()).await?;
-        let next = engine.store.next_attempt(run_id).await?;
-        let Some(next) = next else {
-            engine.store.finish_run(run_id, engine.clock.now()).await?;
+        let pass = send_pass(engine, campaign, run_id, stop.clone()).await?;
+        let Some(next) = pass.next else {
             return Ok(false);
         };
         if !wait || *stop.borrow() {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
-use super::{Backend, Context, Store, StoreError, with_pool};
+use super::{Backend, Context, Pool, Store, StoreError, with_pool};
 use crate::clock::Millis;
 use crate::segment::Audience;
 
@@ -51,6 +51,8 @@ pub struct Claimed {
     pub entry_id: i64,
     pub step: String,
     pub attempts: i32,
+    /// Given at the first claim and kept across retries ('' outside a claim).
+    pub message_id: String,
     pub customer_id: i64,
     pub email: String,
     pub external_id: Option<String>,
@@ -144,6 +146,40 @@ impl Store {
         Ok(id)
     }
 
+    /// The run created for a schedule tick, with its status (`planning` means
+    /// its planner died before committing: planning it again is safe).
+    pub async fn run_of_tick(
+        &self,
+        campaign: &str,
+        trigger: Trigger,
+        tick: Millis,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        let row: Option<(i64, String)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, status FROM runs WHERE campaign = $1 AND trigger = $2 AND tick = $3",
+            )
+            .bind(campaign)
+            .bind(trigger.as_str())
+            .bind(tick)
+            .fetch_optional(pool)
+            .await
+        })
+        .context("reading a tick's run")?;
+        Ok(row)
+    }
+
+    /// A run's status: planning, sending, done or failed.
+    pub async fn run_status(&self, run_id: i64) -> Result<Option<String>, StoreError> {
+        let status: Option<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_optional(pool)
+                .await
+        })
+        .context("reading a run's status")?;
+        Ok(status)
+    }
+
     /// Enters the audience into the campaign and queues `first_step` for each new
     /// entry, in one transaction of two set-based statements. Running it twice
     /// for the same run adds nothing. Returns the number of deliveries queued.
@@ -185,25 +221,50 @@ impl Store {
              status, created_at, updated_at) \
              SELECT e.run_id, e.id, e.campaign, $1, e.customer_id, 'queued', $2, $2 \
              FROM entries e WHERE e.run_id = $3 ON CONFLICT DO NOTHING";
+        let _gate = self.write_gate().await;
+        // PostgreSQL queues the deliveries from the entries the INSERT returns
+        // (one statement, no second pass over `entries`); SQLite reads them back.
+        let entries_then_deliveries = format!(
+            "WITH e AS ({entries_sql} RETURNING id, customer_id) \
+             INSERT INTO deliveries (run_id, entry_id, campaign, step, customer_id, \
+             status, created_at, updated_at) \
+             SELECT ${p_run}, e.id, ${p_campaign}, ${}, e.customer_id, 'queued', ${p_now}, ${p_now} \
+             FROM e ON CONFLICT DO NOTHING",
+            n + 5
+        );
         let planned = with_pool!(self, |pool| {
             let mut tx = pool.begin().await.context("starting to plan a run")?;
-            let q = sqlx::query(AssertSqlSafe(entries_sql.as_str()));
-            super::audience::bind_all!(q, &audience.params)
-                .bind(campaign)
-                .bind(run_id)
-                .bind(now)
-                .bind(since)
-                .execute(&mut *tx)
-                .await
-                .context("entering the audience")?;
-            let planned = sqlx::query(deliveries_sql)
-                .bind(first_step)
-                .bind(now)
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await
-                .context("queueing deliveries")?
-                .rows_affected();
+            let planned = if self.backend() == Backend::Postgres {
+                let q = sqlx::query(AssertSqlSafe(entries_then_deliveries.as_str()));
+                super::audience::bind_all!(q, &audience.params)
+                    .bind(campaign)
+                    .bind(run_id)
+                    .bind(now)
+                    .bind(since)
+                    .bind(first_step)
+                    .execute(&mut *tx)
+                    .await
+                    .context("entering the audience")?
+                    .rows_affected()
+            } else {
+                let q = sqlx::query(AssertSqlSafe(entries_sql.as_str()));
+                super::audience::bind_all!(q, &audience.params)
+                    .bind(campaign)
+                    .bind(run_id)
+                    .bind(now)
+                    .bind(since)
+                    .execute(&mut *tx)
+                    .await
+                    .context("entering the audience")?;
+                sqlx::query(deliveries_sql)
+                    .bind(first_step)
+                    .bind(now)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await
+                    .context("queueing deliveries")?
+                    .rows_affected()
+            };
             sqlx::query(
                 "UPDATE runs SET status = 'sending', \
                  planned = (SELECT COUNT(*) FROM deliveries WHERE run_id = $1) WHERE id = $1",
@@ -220,6 +281,7 @@ impl Store {
 
     /// Returns claims whose lease ran out (their worker died) to the queue.
     pub async fn requeue_expired(&self, now: Millis) -> Result<u64, StoreError> {
+        let _gate = self.write_gate().await;
         let n = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE deliveries SET status = 'queued', lease_until = NULL, updated_at = $1 \
@@ -236,27 +298,34 @@ impl Store {
 
     /// Claims up to `limit` due deliveries of a run: marks them `sending` with a
     /// lease (state before the wire) and returns them with their customer.
+    ///
+    /// The first claim of a delivery also gives it its Message-ID,
+    /// `ids.0 || delivery id || ids.1`, which later claims (retries) keep.
     pub async fn claim(
         &self,
         run_id: i64,
         limit: i64,
-        now: Millis,
-        lease_until: Millis,
+        (now, lease_until): (Millis, Millis),
         cap_since: Option<Millis>,
+        ids: (&str, &str),
     ) -> Result<Vec<Claimed>, StoreError> {
         let claim_sql = format!(
             "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = $1, \
-             updated_at = $2 WHERE id IN (SELECT id FROM deliveries WHERE run_id = $3 \
+             updated_at = $2, message_id = COALESCE(message_id, $5 || CAST(id AS TEXT) || $6) \
+             WHERE id IN (SELECT id FROM deliveries WHERE run_id = $3 \
              AND status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $2) \
              ORDER BY id LIMIT $4 {}) RETURNING id",
             self.backend().skip_locked()
         );
         let ids: Vec<i64> = with_pool!(self, |pool| {
+            let _gate = self.write_gate().await;
             sqlx::query_scalar(AssertSqlSafe(claim_sql.as_str()))
                 .bind(lease_until)
                 .bind(now)
                 .bind(run_id)
                 .bind(limit)
+                .bind(ids.0)
+                .bind(ids.1)
                 .fetch_all(pool)
                 .await
         })
@@ -266,7 +335,7 @@ impl Store {
         }
         let id_list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
         let from = format!(
-            "d.id, d.entry_id, d.step, d.attempts FROM deliveries d \
+            "d.id, d.entry_id, d.step, d.attempts, COALESCE(d.message_id, '') FROM deliveries d \
              JOIN customers c ON c.id = d.customer_id WHERE {} ORDER BY d.id",
             self.backend().in_json_ids("d.id", 1)
         );
@@ -288,7 +357,7 @@ impl Store {
         }
         let id_list = serde_json::to_string(customer_ids).unwrap_or_else(|_| "[]".into());
         let from = format!(
-            "CAST(0 AS BIGINT), CAST(0 AS BIGINT), $3, 0 FROM customers c WHERE {} ORDER BY c.id",
+            "CAST(0 AS BIGINT), CAST(0 AS BIGINT), $3, 0, '' FROM customers c WHERE {} ORDER BY c.id",
             self.backend().in_json_ids("c.id", 1)
         );
         self.read_claimed(&from, &id_list, cap_since, step)
@@ -320,6 +389,7 @@ impl Store {
             i64,
             String,
             i32,
+            String,
             i64,
             String,
             Option<String>,
@@ -347,17 +417,18 @@ impl Store {
                 entry_id: r.1,
                 step: r.2,
                 attempts: r.3,
-                customer_id: r.4,
-                email: r.5,
-                external_id: r.6,
-                first_name: r.7,
-                last_name: r.8,
-                timezone: r.9,
-                created_at: r.10,
-                attributes: r.11.0,
-                status: r.12,
-                suppressed: r.13 != 0,
-                recent_sends: r.14,
+                message_id: r.4,
+                customer_id: r.5,
+                email: r.6,
+                external_id: r.7,
+                first_name: r.8,
+                last_name: r.9,
+                timezone: r.10,
+                created_at: r.11,
+                attributes: r.12.0,
+                status: r.13,
+                suppressed: r.14 != 0,
+                recent_sends: r.15,
             })
             .collect())
     }
@@ -445,6 +516,20 @@ impl Store {
             b.json_object_of("message_id", "message_id"),
             b.in_json_ids("id", 1)
         );
+        if b == Backend::Postgres && sent.len() == outcomes.len() {
+            // The common case, all sent: one statement, atomic by itself, so no
+            // BEGIN and COMMIT round trips.
+            if let Pool::Postgres(pool) = &self.pool {
+                sqlx::query(AssertSqlSafe(sent_pg.as_str()))
+                    .bind(&sent_list)
+                    .bind(now)
+                    .execute(pool)
+                    .await
+                    .context("marking deliveries sent")?;
+                return Ok(());
+            }
+        }
+        let _gate = self.write_gate().await;
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await.context("starting to record outcomes")?;
             if !sent.is_empty() {
@@ -569,36 +654,6 @@ impl Store {
             tx.commit().await.context("committing outcomes")?;
             Ok::<_, StoreError>(())
         })
-    }
-
-    /// Sets each delivery's Message-ID before it goes on the wire.
-    pub async fn set_message_ids(&self, ids: &[(i64, String)]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let pairs: Vec<Value> = ids
-            .iter()
-            .map(|(id, m)| serde_json::json!({"id": id, "m": m}))
-            .collect();
-        let payload = Value::Array(pairs).to_string();
-        let sql = match self.backend() {
-            Backend::Sqlite => {
-                "UPDATE deliveries SET message_id = (SELECT json_extract(value, '$.m') FROM json_each($1) \
-                 WHERE json_extract(value, '$.id') = deliveries.id) \
-                 WHERE id IN (SELECT json_extract(value, '$.id') FROM json_each($1))"
-            }
-            Backend::Postgres => {
-                "UPDATE deliveries SET message_id = x.m FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, m text) \
-                 WHERE deliveries.id = x.id"
-            }
-        };
-        with_pool!(self, |pool| sqlx::query(sql)
-            .bind(&payload)
-            .execute(pool)
-            .await
-            .map(|_| ()))
-        .context("setting message ids")?;
-        Ok(())
     }
 
     /// Status counts of a run.

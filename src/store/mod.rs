@@ -76,6 +76,9 @@ pub(crate) enum Pool {
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) pool: Pool,
+    /// SQLite allows one writer at a time; writers of this process queue here
+    /// instead of meeting `SQLITE_BUSY` and sleeping in the busy handler.
+    gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -123,7 +126,19 @@ impl Store {
                 )
             }
         };
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            gate: Default::default(),
+        })
+    }
+
+    /// Held around the hot write transactions on SQLite (none on PostgreSQL,
+    /// whose row locks let writers proceed side by side).
+    pub(crate) async fn write_gate(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.pool {
+            Pool::Sqlite(_) => Some(self.gate.lock().await),
+            Pool::Postgres(_) => None,
+        }
     }
 
     /// Connects and brings the schema up to date.

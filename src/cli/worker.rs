@@ -1,0 +1,79 @@
+//! `herald worker`: schedules, queued jobs and sends, until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use herald::campaign::{self, Campaign, Checks};
+use herald::config::Settings;
+use herald::pipeline::jobs;
+
+use super::open_store;
+use super::run::{engine, stop_on_signal};
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Directory of campaign files
+    #[arg(long, default_value = "campaigns", value_name = "DIR")]
+    campaigns: PathBuf,
+    /// Directory of templates
+    #[arg(long, default_value = "templates", value_name = "DIR")]
+    templates: PathBuf,
+    /// This worker's name in the job tables (default: host name and process id)
+    #[arg(long)]
+    name: Option<String>,
+    /// Queue a run of these campaigns at start (besides their schedules)
+    #[arg(long = "now", value_name = "CAMPAIGN")]
+    now: Vec<String>,
+}
+
+pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let catalog = campaign::load(
+        std::slice::from_ref(&args.campaigns),
+        &Checks {
+            templates: Some(&args.templates),
+        },
+    );
+    if !catalog.problems.is_empty() {
+        for p in &catalog.problems {
+            eprintln!("{p}");
+        }
+        anyhow::bail!("the campaign files have problems; `herald validate` lists them");
+    }
+    let campaigns: Vec<Campaign> = catalog.campaigns.into_iter().map(|(_, c)| c).collect();
+    for wanted in &args.now {
+        if !campaigns.iter().any(|c| &c.name == wanted) {
+            anyhow::bail!(
+                "--now {wanted}: no such campaign in {}",
+                args.campaigns.display()
+            );
+        }
+    }
+    let store = open_store(settings).await?;
+    let engine = Arc::new(engine(store.clone(), settings, &args.templates, &campaigns).await?);
+    for wanted in &args.now {
+        jobs::enqueue_plan(&store, wanted).await?;
+    }
+    let name = args.name.unwrap_or_else(default_name);
+    tracing::info!(
+        worker = %name,
+        campaigns = campaigns.len(),
+        scheduled = campaigns.iter().filter(|c| c.schedule.is_some()).count(),
+        mail = %engine.mailer.describe(),
+        "worker started"
+    );
+    jobs::run_worker(engine, campaigns, &name, stop_on_signal()).await?;
+    store.close().await;
+    tracing::info!(worker = %name, "worker stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "herald".to_string());
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,409 @@
+//! `herald worker`: apalis queues and cron schedules around the pipeline.
+//!
+//! Every apalis type stays in this module. The rest of Herald sees
+//! [`run_worker`] and [`setup`].
+//!
+//! Three kinds of work, all in apalis's SQL storage inside Herald's own
+//! database (apalis-sqlite or apalis-postgres):
+//!
+//! - a cron scheduler per campaign with a `schedule:` (apalis-cron, in the
+//!   campaign's time zone) pushes a [`PlanJob`] for each tick, with the tick as
+//!   idempotency key, so several workers firing the same tick queue one job;
+//! - a [`PlanJob`] creates the run (unique per campaign and tick, so a second
+//!   job for the same tick plans nothing), plans it in set-based statements and
+//!   queues [`SEND_SHARDS`] [`SendJob`]s, so that several workers can share a
+//!   large run;
+//! - a [`SendJob`] sends the run's due deliveries in leased batches until none
+//!   is due now, then either finishes the run or queues itself again for the
+//!   next retry.
+//!
+//! apalis is at-least-once: a job may run twice, or run on two workers. No job
+//! decides who gets a message; the `runs` and `deliveries` rows do, so a second
+//! run of any job is harmless.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{
+    BackendExt, BoxDynError, Data, Monitor, TaskBuilder, TaskSink, WorkerBuilder, WorkerBuilderExt,
+};
+use apalis_cron::{CronScheduler, Tick};
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{Engine, EngineError, PlanOutcome, plan_run, send_pass};
+use crate::campaign::Campaign;
+use crate::store::deliveries::Trigger;
+use crate::store::{Pool, Store};
+
+/// The queue of planning jobs. Named explicitly: apalis would otherwise use
+/// the Rust type path, and moving the type would strand queued jobs.
+pub const PLAN_QUEUE: &str = "herald.plan";
+/// The queue of sending jobs.
+pub const SEND_QUEUE: &str = "herald.send";
+/// Send jobs queued per planned run: up to this many workers (or tasks of one
+/// worker) share a run. Extra jobs find nothing to claim and end at once.
+pub const SEND_SHARDS: usize = 4;
+/// Send jobs one worker runs at a time (runs of different campaigns proceed
+/// side by side; SMTP connections are bounded by `smtp_concurrency` across all).
+const SEND_JOBS_PER_WORKER: usize = 4;
+/// How often a worker polls the queues when idle.
+const POLL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("setting up the job queue tables: {0}")]
+    Setup(String),
+    #[error("queueing a job: {0}")]
+    Push(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the worker stopped with an error: {0}")]
+    Monitor(String),
+}
+
+/// Plan a run of `campaign` (a cron tick's, or one asked for by hand).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanJob {
+    pub campaign: String,
+    /// The tick's time (ms since the epoch) for scheduled runs.
+    pub tick: Option<i64>,
+}
+
+/// Send what is due in one run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendJob {
+    pub campaign: String,
+    pub run_id: i64,
+}
+
+/// Creates apalis's tables (its own migrations, recorded in `_sqlx_migrations`,
+/// apart from Herald's `herald_migrations`). SQLite's storage setup would also
+/// switch the connection to `synchronous = OFF`; only the migrations are run,
+/// so Herald's durability settings stay as they are.
+pub async fn setup(store: &Store) -> Result<(), WorkerError> {
+    // Two workers starting at once on a fresh SQLite file race to record the
+    // same migration (sqlx locks only on PostgreSQL); the loser finds them
+    // applied when it looks again.
+    let mut attempt = 0;
+    loop {
+        let result = match &store.pool {
+            Pool::Sqlite(pool) => SqliteStorage::<()>::migrations()
+                .run(pool)
+                .await
+                .map_err(|e| e.to_string()),
+            Pool::Postgres(pool) => PostgresStorage::<()>::setup(pool)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 3 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "job queue tables: trying again");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => return Err(WorkerError::Setup(e)),
+        }
+    }
+}
+
+/// The two queues on whichever backend the store uses.
+#[derive(Clone)]
+enum Queues {
+    Sqlite {
+        plan: SqliteStorage<PlanJob>,
+        send: SqliteStorage<SendJob>,
+    },
+    Postgres {
+        plan: PostgresStorage<PlanJob>,
+        send: PostgresStorage<SendJob>,
+    },
+}
+
+impl Queues {
+    fn new(store: &Store) -> Queues {
+        match &store.pool {
+            Pool::Sqlite(pool) => {
+                let config = |queue: &str| apalis_sqlite::Config::default().queue(queue);
+                Queues::Sqlite {
+                    plan: SqliteStorage::new(pool).with_config(config(PLAN_QUEUE)),
+                    send: SqliteStorage::new(pool).with_config(config(SEND_QUEUE)),
+                }
+            }
+            Pool::Postgres(pool) => {
+                let config = |queue: &str| apalis_postgres::Config::default().queue(queue);
+                Queues::Postgres {
+                    plan: PostgresStorage::new(pool).with_config(config(PLAN_QUEUE)),
+                    send: PostgresStorage::new(pool).with_config(config(SEND_QUEUE)),
+                }
+            }
+        }
+    }
+
+    async fn push_plan(&self, job: PlanJob) -> Result<(), WorkerError> {
+        let mut task = TaskBuilder::new(job.clone());
+        if let Some(tick) = job.tick {
+            // One job per tick, however many workers fired it.
+            task = task.idempotency_key(format!("{}@{tick}", job.campaign));
+        }
+        let task = task.build();
+        let r = match self {
+            Queues::Sqlite { plan, .. } => plan.clone().push_task(task).await.map_err(show),
+            Queues::Postgres { plan, .. } => plan.clone().push_task(task).await.map_err(show),
+        };
+        r.map_err(WorkerError::Push)
+    }
+
+    async fn push_send(&self, job: SendJob, after: Duration) -> Result<(), WorkerError> {
+        let task = TaskBuilder::new(job).run_after(after).build();
+        let r = match self {
+            Queues::Sqlite { send, .. } => send.clone().push_task(task).await.map_err(show),
+            Queues::Postgres { send, .. } => send.clone().push_task(task).await.map_err(show),
+        };
+        r.map_err(WorkerError::Push)
+    }
+}
+
+fn show(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// What every job handler shares.
+struct Shared {
+    engine: Arc<Engine>,
+    campaigns: HashMap<String, Campaign>,
+    queues: Queues,
+    stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn campaign(&self, name: &str) -> Result<&Campaign, BoxDynError> {
+        self.campaigns.get(name).ok_or_else(|| {
+            format!("campaign {name} is not among the loaded campaign files; job dropped").into()
+        })
+    }
+}
+
+type Ctx = Data<Arc<Shared>>;
+
+async fn on_plan(job: PlanJob, ctx: Ctx) -> Result<(), BoxDynError> {
+    let campaign = ctx.campaign(&job.campaign)?;
+    let trigger = if job.tick.is_some() {
+        Trigger::Schedule
+    } else {
+        Trigger::Manual
+    };
+    match plan_run(&ctx.engine, campaign, trigger, job.tick).await? {
+        PlanOutcome::Planned { run_id, planned } => {
+            tracing::info!(campaign = %campaign.name, run = run_id, planned, tick = ?job.tick, "run planned");
+            for _ in 0..SEND_SHARDS {
+                ctx.queues
+                    .push_send(
+                        SendJob {
+                            campaign: campaign.name.clone(),
+                            run_id,
+                        },
+                        Duration::ZERO,
+                    )
+                    .await?;
+            }
+        }
+        PlanOutcome::AlreadyPlanned { run_id } => {
+            tracing::debug!(campaign = %campaign.name, run = run_id, tick = ?job.tick, "tick already planned by another job")
+        }
+        PlanOutcome::NoSteps => {}
+    }
+    Ok(())
+}
+
+async fn on_send(job: SendJob, ctx: Ctx) -> Result<(), BoxDynError> {
+    let campaign = ctx.campaign(&job.campaign)?;
+    let pass = send_pass(&ctx.engine, campaign, job.run_id, ctx.stop.clone()).await?;
+    if let Some(s) = &pass.summary
+        && (s.sent + s.failed + s.bounced + s.skipped) > 0
+    {
+        tracing::info!(
+            campaign = %campaign.name, run = job.run_id, sent = s.sent, skipped = s.skipped,
+            failed = s.failed, bounced = s.bounced, retried = s.retried, "send pass"
+        );
+    }
+    match pass.next {
+        None if pass.finished => {
+            let c = ctx.engine.store.run_counts(job.run_id).await?;
+            tracing::info!(
+                campaign = %campaign.name, run = job.run_id, sent = c.sent, skipped = c.skipped_total(),
+                failed = c.failed, bounced = c.bounced, "run complete"
+            );
+        }
+        None => {}
+        Some(at) => {
+            // Come back when the next retry (or a dead worker's lease) is due;
+            // at least a second later, and at once after a stop so the next
+            // start carries on.
+            let wait = if *ctx.stop.borrow() {
+                Duration::ZERO
+            } else {
+                let ms = (at - ctx.engine.clock.now()).clamp(1_000, 3_600_000);
+                Duration::from_millis(ms as u64)
+            };
+            ctx.queues.push_send(job, wait).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn on_tick(tick: Tick<Tz>, name: Data<String>, ctx: Ctx) -> Result<(), BoxDynError> {
+    let at = tick.get_timestamp() as i64 * 1000;
+    tracing::info!(campaign = %*name, tick = at, "schedule fired");
+    ctx.queues
+        .push_plan(PlanJob {
+            campaign: name.to_string(),
+            tick: Some(at),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Runs schedules and jobs until `stop` turns true: in-flight sends finish,
+/// unstarted claims go back, and queued jobs stay for the next start.
+///
+/// At start, every unfinished run of a loaded campaign (a crash, a stop, a
+/// `herald run` that was interrupted) gets a send job, so nothing planned is
+/// left behind.
+pub async fn run_worker(
+    engine: Arc<Engine>,
+    campaigns: Vec<Campaign>,
+    name: &str,
+    stop: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    setup(&engine.store).await?;
+    let queues = Queues::new(&engine.store);
+    for c in &campaigns {
+        for run_id in engine
+            .store
+            .unfinished_runs(&c.name)
+            .await
+            .map_err(EngineError::from)?
+        {
+            tracing::info!(campaign = %c.name, run = run_id, "resuming an unfinished run");
+            queues
+                .push_send(
+                    SendJob {
+                        campaign: c.name.clone(),
+                        run_id,
+                    },
+                    Duration::ZERO,
+                )
+                .await?;
+        }
+    }
+    let scheduled: Vec<(String, cron::Schedule, Tz)> = campaigns
+        .iter()
+        .filter_map(|c| {
+            c.schedule
+                .as_ref()
+                .map(|s| (c.name.clone(), s.cron.clone(), c.timezone))
+        })
+        .collect();
+    let shared = Arc::new(Shared {
+        engine,
+        campaigns: campaigns.into_iter().map(|c| (c.name.clone(), c)).collect(),
+        queues: queues.clone(),
+        stop: stop.clone(),
+    });
+    for (campaign, _, tz) in &scheduled {
+        tracing::info!(campaign = %campaign, timezone = %tz, "schedule loaded");
+    }
+    let mut monitor = Monitor::new().shutdown_timeout(Duration::from_secs(60));
+    for (campaign, schedule, tz) in scheduled {
+        let shared = shared.clone();
+        let worker_name = format!("{name}.cron.{campaign}");
+        monitor = monitor.register(move |_| {
+            WorkerBuilder::new(worker_name.clone())
+                .backend(CronScheduler::new(schedule.clone()).with_timezone(tz))
+                .data(campaign.clone())
+                .data(shared.clone())
+                .build(on_tick)
+        });
+    }
+    monitor = match queues {
+        Queues::Sqlite { plan, send } => {
+            let (s1, s2) = (shared.clone(), shared.clone());
+            let (n1, n2) = (format!("{name}.plan"), format!("{name}.send"));
+            monitor
+                .register(move |_| {
+                    WorkerBuilder::new(n1.clone())
+                        .backend(plan.clone().poll_with_interval(POLL))
+                        .data(s1.clone())
+                        .build(on_plan)
+                })
+                .register(move |_| {
+                    WorkerBuilder::new(n2.clone())
+                        .backend(send.clone().poll_with_interval(POLL))
+                        .concurrency(SEND_JOBS_PER_WORKER)
+                        .data(s2.clone())
+                        .build(on_send)
+                })
+        }
+        Queues::Postgres { plan, send } => {
+            let (s1, s2) = (shared.clone(), shared.clone());
+            let (n1, n2) = (format!("{name}.plan"), format!("{name}.send"));
+            monitor
+                .register(move |_| {
+                    WorkerBuilder::new(n1.clone())
+                        .backend(plan.clone().poll_with_interval(POLL))
+                        .data(s1.clone())
+                        .build(on_plan)
+                })
+                .register(move |_| {
+                    WorkerBuilder::new(n2.clone())
+                        .backend(send.clone().poll_with_interval(POLL))
+                        .concurrency(SEND_JOBS_PER_WORKER)
+                        .data(s2.clone())
+                        .build(on_send)
+                })
+        }
+    };
+    let mut stop = stop;
+    monitor
+        .run_with_signal(async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| WorkerError::Monitor(e.to_string()))
+}
+
+/// Queues a plan job by hand (`herald worker --now CAMPAIGN`, tests).
+pub async fn enqueue_plan(store: &Store, campaign: &str) -> Result<(), WorkerError> {
+    setup(store).await?;
+    Queues::new(store)
+        .push_plan(PlanJob {
+            campaign: campaign.to_string(),
+            tick: None,
+        })
+        .await
+}
+
+/// The first tick of the campaign's schedule strictly after `after` (ms since
+/// the epoch), evaluated in the campaign's time zone as the worker's cron
+/// scheduler does; `None` without a schedule.
+pub fn next_tick(campaign: &Campaign, after: i64) -> Option<i64> {
+    use chrono::TimeZone as _;
+    let schedule = campaign.schedule.as_ref()?;
+    let start = campaign.timezone.timestamp_millis_opt(after).single()?;
+    schedule
+        .cron
+        .after(&start)
+        .next()
+        .map(|t| t.timestamp_millis())
+}
