@@ -31,6 +31,10 @@ Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia deseru
 </table></td></tr></table></body></html>
 "#;
 
+/// The allocator the `herald` binary uses (see src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let n: u64 = std::env::var("N")
         .ok()
@@ -93,7 +97,7 @@ fn main() {
             1_790_000_000_000,
         );
         let mut rendered = templates
-            .render("offer", "offer", &context)
+            .render("offer", "offer", context)
             .expect("render");
         rendered.html = tracking.apply(&rendered.html, &unsubscribe);
         let env = Envelope {

@@ -47,8 +47,8 @@ pub const SETTINGS: &[SettingSpec] = &[
     spec(
         "smtp_concurrency",
         false,
-        "messages in flight to the SMTP relay at once",
-        Some("8"),
+        "messages in flight to the SMTP relay at once (per worker process)",
+        Some("16"),
     ),
     spec(
         "max_attempts",
@@ -323,7 +323,7 @@ impl Settings {
                     ));
                 }
             },
-            None => 8,
+            None => 16,
         };
         let max_attempts = match get("max_attempts") {
             Some((v, s)) => match v.trim().parse::<u32>() {

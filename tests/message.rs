@@ -93,7 +93,7 @@ fn escapes_attributes_in_html_but_not_in_text() {
         .render(
             "offer",
             "s",
-            &context("<script>alert(1)</script>\"onload=x"),
+            context("<script>alert(1)</script>\"onload=x"),
         )
         .unwrap();
     assert!(
@@ -125,13 +125,13 @@ fn escapes_attributes_in_html_but_not_in_text() {
 fn missing_variable_names_template_line_and_variable() {
     let (_d, t) = templates();
     let e = t
-        .render("broken", "s", &context("x"))
+        .render("broken", "s", context("x"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("broken.html.hbs:2:"), "{e}");
     assert!(e.contains("\"customer.missing_field\" is missing"), "{e}");
     let e = t
-        .render("nope", "s", &context("x"))
+        .render("nope", "s", context("x"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("no template \"nope\""), "{e}");
@@ -150,7 +150,7 @@ fn eml_parses_back_with_python_email() {
     let unsub = tracking.unsubscribe_url();
     let mut ctx = context("x");
     ctx["unsubscribe_url"] = json!(unsub);
-    let mut r = t.render("offer", "s", &ctx).unwrap();
+    let mut r = t.render("offer", "s", ctx).unwrap();
     r.html = tracking.apply(&r.html, &unsub);
     let from = message::mailbox("Acme Shöp <hello@acme.example>").unwrap();
     let reply = message::mailbox("support@acme.example").unwrap();
@@ -320,7 +320,7 @@ fn rendered_parts_match_snapshots() {
     let unsub = tracking.unsubscribe_url();
     let mut ctx = context("Loves <b>bold</b> & \"quotes\"");
     ctx["unsubscribe_url"] = json!(unsub);
-    let mut r = t.render("offer", "s", &ctx).unwrap();
+    let mut r = t.render("offer", "s", ctx).unwrap();
     r.html = tracking.apply(&r.html, &unsub);
     assert_snapshot("offer.subject.txt", &r.subject);
     assert_snapshot("offer.html", &r.html);

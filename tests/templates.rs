@@ -384,7 +384,7 @@ fn winback_offer_parts_match_snapshots() {
         .render(
             "winback",
             &pipeline::subject_key("winback", "offer"),
-            &context,
+            context,
         )
         .unwrap();
     r.html = tracking.apply(&r.html, &unsubscribe);

@@ -52,7 +52,24 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn terminate(child: &mut Child) {
+/// A worker process that is killed if the test fails before stopping it.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> Worker {
+    Worker(db.command(env, args).spawn().unwrap())
+}
+
+fn terminate(worker: &mut Worker) {
+    let child = &mut worker.0;
     let term = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -85,10 +102,7 @@ async fn queued_run_is_planned_and_sent(db: TestDb) {
     let server = SmtpServer::accepting().await;
     let url = server.url();
     let env = [("HERALD_SMTP_URL", url.as_str())];
-    let mut worker = db
-        .command(&env, &["worker", "--now", "t", "--name", "w1"])
-        .spawn()
-        .unwrap();
+    let mut worker = spawn(&db, &env, &["worker", "--now", "t", "--name", "w1"]);
     wait_for("every message", Duration::from_secs(60), || {
         server.received().len() >= expected.len()
     })
@@ -133,14 +147,8 @@ async fn cron_tick_fires_once_across_workers(db: TestDb) {
     let server = SmtpServer::accepting().await;
     let url = server.url();
     let env = [("HERALD_SMTP_URL", url.as_str())];
-    let mut a = db
-        .command(&env, &["worker", "--name", "a"])
-        .spawn()
-        .unwrap();
-    let mut b = db
-        .command(&env, &["worker", "--name", "b"])
-        .spawn()
-        .unwrap();
+    let mut a = spawn(&db, &env, &["worker", "--name", "a"]);
+    let mut b = spawn(&db, &env, &["worker", "--name", "b"]);
     wait_for("the first tick's messages", Duration::from_secs(90), || {
         server.received().len() >= expected.len()
     })
@@ -187,15 +195,15 @@ async fn worker_finishes_a_killed_run(db: TestDb) {
         ("HERALD_SMTP_CONCURRENCY", "4"),
         ("HERALD_SEND_LEASE", "2s"),
     ];
-    let mut run = db.command(&env, &["run", "t"]).spawn().unwrap();
+    let mut run = spawn(&db, &env, &["run", "t"]);
     wait_for("progress", Duration::from_secs(60), || {
         server.received().len() >= 60
     })
     .await;
-    run.kill().unwrap();
-    let _ = run.wait();
+    run.0.kill().unwrap();
+    let _ = run.0.wait();
     assert!(server.received().len() < expected.len(), "killed mid-run");
-    let mut worker = db.command(&env, &["worker"]).spawn().unwrap();
+    let mut worker = spawn(&db, &env, &["worker"]);
     let started = Instant::now();
     loop {
         let unique: HashSet<String> = server.received().iter().map(|r| r.to.clone()).collect();

@@ -50,7 +50,7 @@ struct SettingArgs {
     /// SMTP-wide rate ceiling, e.g. 50/s
     #[arg(long, env = "HERALD_SMTP_RATE", global = true)]
     smtp_rate: Option<String>,
-    /// Messages in flight to the relay at once (default 8)
+    /// Messages in flight to the relay at once (default 16)
     #[arg(long, env = "HERALD_SMTP_CONCURRENCY", global = true)]
     smtp_concurrency: Option<String>,
     /// Tries per message before a temporary failure is final (default 5)

@@ -433,7 +433,7 @@ impl Engine {
         let mut rendered = self.templates.render(
             &step.template,
             &subject_key(&campaign.name, &step.id),
-            &context,
+            context,
         )?;
         if campaign.tracking {
             rendered.html = tracking.apply(&rendered.html, &unsubscribe);
