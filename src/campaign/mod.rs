@@ -87,6 +87,66 @@ pub struct SendWindow {
     pub to: NaiveTime,
 }
 
+impl SendWindow {
+    /// `at` itself when it falls inside the window in time zone `tz`, else the
+    /// window's next opening. The window opens at `from` on each of `days` and
+    /// closes at `to` the same day, or the next day when `to` is not after
+    /// `from` (a window across midnight belongs to the day it opens). Local
+    /// times that a daylight-saving change skips move to the first instant
+    /// after the gap; times it repeats take their first occurrence.
+    pub fn next_open(&self, at: Millis, tz: Tz) -> Millis {
+        use chrono::{Datelike, Duration, TimeZone};
+        let Some(now) = tz.timestamp_millis_opt(at).single() else {
+            return at;
+        };
+        let today = now.date_naive();
+        let mut best: Option<Millis> = None;
+        // Yesterday's window may still be open (across midnight); a week and a
+        // day ahead always holds an opening when `days` is not empty.
+        for offset in -1..=8i64 {
+            let day = today + Duration::days(offset);
+            if !self.days.contains(&day.weekday()) {
+                continue;
+            }
+            let open = local_millis(tz, day.and_time(self.from));
+            let close_day = if self.to > self.from {
+                day
+            } else {
+                day + Duration::days(1)
+            };
+            let close = local_millis(tz, close_day.and_time(self.to));
+            if open <= at && at < close {
+                return at;
+            }
+            if open > at {
+                best = Some(best.map_or(open, |b: Millis| b.min(open)));
+            }
+        }
+        best.unwrap_or(at)
+    }
+}
+
+/// The instant of a local time in `tz`: the earlier of two in a repeated hour,
+/// the end of the gap for a skipped one.
+fn local_millis(tz: Tz, local: chrono::NaiveDateTime) -> Millis {
+    use chrono::{LocalResult, TimeZone};
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) => t.timestamp_millis(),
+        LocalResult::Ambiguous(a, b) => a.timestamp_millis().min(b.timestamp_millis()),
+        LocalResult::None => {
+            // Walk forward minute by minute to the end of the gap (at most a few hours).
+            let mut probe = local;
+            for _ in 0..24 * 60 {
+                probe += chrono::Duration::minutes(1);
+                if let Some(t) = tz.from_local_datetime(&probe).earliest() {
+                    return t.timestamp_millis();
+                }
+            }
+            tz.from_utc_datetime(&local).timestamp_millis()
+        }
+    }
+}
+
 /// A 5-field cron expression (minute hour day-of-month month day-of-week).
 #[derive(Debug, Clone)]
 pub struct Schedule {

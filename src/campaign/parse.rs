@@ -527,12 +527,14 @@ impl Parser {
         };
         let from = time("from");
         let to = time("to");
+        // `to` before `from` is a window across midnight (22:00 to 06:00);
+        // equal times would be an empty window.
         if let (Some(f), Some(t)) = (from, to)
-            && f >= t
+            && f == t
         {
             self.at(
                 &key(p, "to"),
-                "the window must end after it starts (to > from)",
+                "the window is empty (from = to); for a window across midnight write e.g. from: \"22:00\", to: \"06:00\"",
             );
         }
         if self.issues.len() > before {

@@ -132,3 +132,105 @@ fn schema_is_valid_json_with_every_operator() {
         );
     }
 }
+
+mod send_window {
+    use chrono::{NaiveTime, Weekday};
+
+    use crate::campaign::SendWindow;
+
+    fn ms(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn window(days: &[Weekday], from: &str, to: &str) -> SendWindow {
+        SendWindow {
+            days: days.to_vec(),
+            from: NaiveTime::parse_from_str(from, "%H:%M").unwrap(),
+            to: NaiveTime::parse_from_str(to, "%H:%M").unwrap(),
+        }
+    }
+
+    const WEEKDAYS: [Weekday; 5] = [
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+    ];
+    const EVERY_DAY: [Weekday; 7] = [
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+        Weekday::Sat,
+        Weekday::Sun,
+    ];
+    const BERLIN: chrono_tz::Tz = chrono_tz::Europe::Berlin;
+
+    #[test]
+    fn inside_stays_outside_moves_to_the_next_opening() {
+        let w = window(&WEEKDAYS, "09:00", "18:00");
+        // Wednesday 10:00 in Berlin (UTC+1 in November).
+        let wed = ms("2026-11-25T09:00:00Z");
+        assert_eq!(w.next_open(wed, BERLIN), wed);
+        // Friday 19:00 → Monday 09:00.
+        assert_eq!(
+            w.next_open(ms("2026-11-27T18:00:00Z"), BERLIN),
+            ms("2026-11-30T08:00:00Z")
+        );
+        // Before opening the same day.
+        assert_eq!(
+            w.next_open(ms("2026-11-25T05:00:00Z"), BERLIN),
+            ms("2026-11-25T08:00:00Z")
+        );
+        // The closing minute is outside.
+        assert_eq!(
+            w.next_open(ms("2026-11-25T17:00:00Z"), BERLIN),
+            ms("2026-11-26T08:00:00Z")
+        );
+    }
+
+    #[test]
+    fn windows_across_midnight_belong_to_the_day_they_open() {
+        let w = window(&[Weekday::Mon], "22:00", "06:00");
+        // Tuesday 03:00 is inside Monday's window.
+        let tue_3 = ms("2026-11-24T02:00:00Z");
+        assert_eq!(w.next_open(tue_3, BERLIN), tue_3);
+        // Tuesday 07:00: next Monday 22:00.
+        assert_eq!(
+            w.next_open(ms("2026-11-24T06:00:00Z"), BERLIN),
+            ms("2026-11-30T21:00:00Z")
+        );
+    }
+
+    #[test]
+    fn daylight_saving_changes() {
+        // 29 March 2026: 02:00 → 03:00 in Berlin. 02:30 does not exist that
+        // day: the window opens when the clocks jump, 03:00 CEST = 01:00 UTC.
+        let w = window(&EVERY_DAY, "02:30", "04:00");
+        assert_eq!(
+            w.next_open(ms("2026-03-29T00:00:00Z"), BERLIN),
+            ms("2026-03-29T01:00:00Z")
+        );
+        // A 09:00 window the day after the change opens at 07:00 UTC, not 08:00.
+        let nine = window(&EVERY_DAY, "09:00", "18:00");
+        assert_eq!(
+            nine.next_open(ms("2026-03-28T20:00:00Z"), BERLIN),
+            ms("2026-03-29T07:00:00Z")
+        );
+        // 25 October 2026: 03:00 → 02:00; 02:30 happens twice, the first counts.
+        let w = window(&EVERY_DAY, "02:30", "05:00");
+        assert_eq!(
+            w.next_open(ms("2026-10-24T23:00:00Z"), BERLIN),
+            ms("2026-10-25T00:30:00Z")
+        );
+        // And 09:00 on the 26th is 08:00 UTC again.
+        assert_eq!(
+            nine.next_open(ms("2026-10-25T17:30:00Z"), BERLIN),
+            ms("2026-10-26T08:00:00Z")
+        );
+    }
+}

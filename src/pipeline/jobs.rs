@@ -51,6 +51,9 @@ pub const SEND_SHARDS: usize = 4;
 /// Send jobs one worker runs at a time (runs of different campaigns proceed
 /// side by side; SMTP connections are bounded by `smtp_concurrency` across all).
 const SEND_JOBS_PER_WORKER: usize = 4;
+/// How often follow-up steps are advanced (cron with seconds, in UTC): every
+/// 15 seconds, so a `wait:` is kept to within a quarter minute.
+const ADVANCE_SCHEDULE: &str = "0/15 * * * * *";
 /// How often a worker polls the queues when idle.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -269,6 +272,34 @@ async fn on_tick(tick: Tick<Tz>, name: Data<String>, ctx: Ctx) -> Result<(), Box
     Ok(())
 }
 
+async fn on_advance(tick: Tick, ctx: Ctx) -> Result<(), BoxDynError> {
+    let at = tick.get_timestamp() as i64 * 1000;
+    for campaign in ctx.campaigns.values() {
+        let done = super::sequence::advance(&ctx.engine, campaign, at).await?;
+        let m = done.moved;
+        if m.queued + m.goal + m.exited + done.completed + done.ended > 0 {
+            tracing::info!(
+                campaign = %campaign.name, queued = m.queued, goal = m.goal, exited = m.exited,
+                completed = done.completed, ended = done.ended, "sequence advanced"
+            );
+        }
+        if let Some(run_id) = done.run_id {
+            for _ in 0..SEND_SHARDS {
+                ctx.queues
+                    .push_send(
+                        SendJob {
+                            campaign: campaign.name.clone(),
+                            run_id,
+                        },
+                        Duration::ZERO,
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs schedules and jobs until `stop` turns true: in-flight sends finish,
 /// unstarted claims go back, and queued jobs stay for the next start.
 ///
@@ -320,6 +351,19 @@ pub async fn run_worker(
         tracing::info!(campaign = %campaign, timezone = %tz, "schedule loaded");
     }
     let mut monitor = Monitor::new().shutdown_timeout(Duration::from_secs(60));
+    let advance_schedule: cron::Schedule = ADVANCE_SCHEDULE
+        .parse()
+        .map_err(|e| WorkerError::Setup(format!("advance schedule: {e}")))?;
+    {
+        let shared = shared.clone();
+        let worker_name = format!("{name}.advance");
+        monitor = monitor.register(move |_| {
+            WorkerBuilder::new(worker_name.clone())
+                .backend(CronScheduler::new(advance_schedule.clone()))
+                .data(shared.clone())
+                .build(on_advance)
+        });
+    }
     for (campaign, schedule, tz) in scheduled {
         let shared = shared.clone();
         let worker_name = format!("{name}.cron.{campaign}");

@@ -9,6 +9,7 @@
 pub mod jobs;
 pub mod preview;
 pub mod send;
+pub mod sequence;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -281,6 +282,10 @@ pub async fn run_campaign(
     }))
 }
 
+/// The longest `herald run` waits for a retry or a send window before it
+/// returns and leaves the rest to `herald worker`.
+const WAIT_AT_MOST: i64 = 15 * 60 * 1000;
+
 /// Sends a run; with `wait`, sleeps until retries (or a dead worker's leases)
 /// come due. Returns whether deliveries are still pending.
 async fn send_until_done(
@@ -295,7 +300,8 @@ async fn send_until_done(
         let Some(next) = pass.next else {
             return Ok(false);
         };
-        if !wait || *stop.borrow() {
+        if !wait || *stop.borrow() || next - engine.clock.now() > WAIT_AT_MOST {
+            // Far-off work (a send window hours away) is the worker's.
             return Ok(true);
         }
         // Poll at least every second: the rows in the way may be held by another
@@ -344,8 +350,11 @@ pub async fn dry_run(engine: &Engine, campaign: &Campaign) -> Result<DryRun, Eng
             .store
             .customers_as_claims(chunk, &first.id, cap_since)
             .await?;
-        let (sendable, skips) = engine.triage(campaign, claims);
-        for (_, outcome) in skips {
+        let send::Triage { send, skip, defer } = engine.triage(campaign, claims);
+        // A dry run renders for everyone it would send to, now or in the window.
+        let mut sendable = send;
+        sendable.extend(defer.into_iter().map(|(c, _)| c));
+        for (_, outcome) in skip {
             if let crate::store::deliveries::Outcome::Skipped { reason } = outcome {
                 *skipped.entry(reason).or_default() += 1;
             }

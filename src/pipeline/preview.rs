@@ -108,8 +108,9 @@ pub async fn preview(
     let claims = store
         .customers_as_claims(&[customer_id], &step.id, cap_since)
         .await?;
-    let (sendable, skipped) = engine.triage(campaign, claims.clone());
-    let would_skip = skipped.into_iter().find_map(|(_, o)| match o {
+    let super::send::Triage { send, skip, .. } = engine.triage(campaign, claims.clone());
+    let sendable = send;
+    let would_skip = skip.into_iter().find_map(|(_, o)| match o {
         crate::store::deliveries::Outcome::Skipped { reason } => Some(reason),
         _ => None,
     });

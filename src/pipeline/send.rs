@@ -42,6 +42,14 @@ pub enum EngineError {
     },
 }
 
+/// Claims sorted by [`Engine::triage`].
+pub(crate) struct Triage {
+    pub send: Vec<Claimed>,
+    pub skip: Vec<(i64, Outcome)>,
+    /// With the time the window opens for them.
+    pub defer: Vec<(Claimed, Millis)>,
+}
+
 /// What a send pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunSummary {
@@ -50,6 +58,8 @@ pub struct RunSummary {
     pub failed: u64,
     pub bounced: u64,
     pub skipped: u64,
+    /// Put back until the send window opens.
+    pub deferred: u64,
     /// Whether queued deliveries are left (waiting for a retry, or stopped).
     pub pending: bool,
 }
@@ -174,8 +184,9 @@ impl Engine {
                 }
             }
         }
-        let (skipped, pending) = claimed?;
+        let (skipped, deferred, pending) = claimed?;
         summary.skipped += skipped;
+        summary.deferred += deferred;
         summary.pending |= pending;
         written?;
         if let Some((reply, count)) = refused {
@@ -189,7 +200,8 @@ impl Engine {
     }
 
     /// Claims batches and hands them to the senders until nothing is due or
-    /// the run is halted. Returns (skipped, whether deliveries are pending).
+    /// the run is halted. Returns (skipped, deferred, whether deliveries are
+    /// pending).
     async fn feed(
         &self,
         campaign: &Campaign,
@@ -198,12 +210,13 @@ impl Engine {
         shared: &Senders,
         work: mpsc::Sender<Work>,
         outcomes: &mpsc::Sender<Recorded>,
-    ) -> Result<(u64, bool), EngineError> {
+    ) -> Result<(u64, u64, bool), EngineError> {
         let (prefix, suffix) = message::message_id_parts(&campaign.name, &campaign.from);
         let mut skipped = 0u64;
+        let mut deferred = 0u64;
         loop {
             if shared.halted() {
-                return Ok((skipped, true));
+                return Ok((skipped, deferred, true));
             }
             let now = self.clock.now();
             self.store.requeue_expired(now).await?;
@@ -222,13 +235,21 @@ impl Engine {
                 )
                 .await?;
             if claimed.is_empty() {
-                return Ok((skipped, false));
+                return Ok((skipped, deferred, false));
             }
-            let (sendable, skips) = self.triage(campaign, claimed);
-            skipped += skips.len() as u64;
-            for (id, outcome) in skips {
+            let Triage {
+                send: sendable,
+                skip,
+                defer,
+            } = self.triage(campaign, claimed);
+            skipped += skip.len() as u64;
+            deferred += defer.len() as u64;
+            let defer = defer
+                .into_iter()
+                .map(|(c, at)| (c.delivery_id, Outcome::Deferred { at }));
+            for (id, outcome) in skip.into_iter().chain(defer) {
                 if outcomes.send((id, outcome, None)).await.is_err() {
-                    return Ok((skipped, true));
+                    return Ok((skipped, deferred, true));
                 }
             }
             let events = Arc::new(self.events(campaign, &sendable).await?);
@@ -238,22 +259,24 @@ impl Engine {
                     events: events.clone(),
                 };
                 if work.send(item).await.is_err() {
-                    return Ok((skipped, true));
+                    return Ok((skipped, deferred, true));
                 }
             }
         }
     }
 
-    /// Splits claims into those to send and those to skip (with the reason):
-    /// the customer's status and the suppression list are checked again at send
-    /// time, and the frequency cap applies across campaigns.
-    pub(crate) fn triage(
-        &self,
-        campaign: &Campaign,
-        claimed: Vec<Claimed>,
-    ) -> (Vec<Claimed>, Vec<(i64, Outcome)>) {
-        let mut send = Vec::with_capacity(claimed.len());
-        let mut skip = Vec::new();
+    /// Sorts claims: those to send now; those to skip (with the reason): the
+    /// customer's status and the suppression list are checked again at send
+    /// time, and the frequency cap applies across campaigns; and those to defer
+    /// to the next opening of the campaign's send window, in the customer's
+    /// time zone (else the campaign's).
+    pub(crate) fn triage(&self, campaign: &Campaign, claimed: Vec<Claimed>) -> Triage {
+        let now = self.clock.now();
+        let mut t = Triage {
+            send: Vec::with_capacity(claimed.len()),
+            skip: Vec::new(),
+            defer: Vec::new(),
+        };
         for c in claimed {
             let reason = if c.status != "subscribed" {
                 Some(c.status.clone())
@@ -270,12 +293,25 @@ impl Engine {
             } else {
                 None
             };
-            match reason {
-                Some(reason) => skip.push((c.delivery_id, Outcome::Skipped { reason })),
-                None => send.push(c),
+            if let Some(reason) = reason {
+                t.skip.push((c.delivery_id, Outcome::Skipped { reason }));
+                continue;
             }
+            if let Some(window) = &campaign.send_window {
+                let tz = c
+                    .timezone
+                    .as_deref()
+                    .and_then(|z| z.parse::<chrono_tz::Tz>().ok())
+                    .unwrap_or(campaign.timezone);
+                let open = window.next_open(now, tz);
+                if open > now {
+                    t.defer.push((c, open));
+                    continue;
+                }
+            }
+            t.send.push(c);
         }
-        (send, skip)
+        t
     }
 
     /// `events.KIND` for every customer of the batch, one query per kind.
@@ -480,10 +516,8 @@ async fn sender(engine: Engine, shared: Arc<Senders>) -> RunSummary {
         };
         if shared.halted() {
             // Not started: give the claim back untouched.
-            let outcome = Outcome::Retry {
+            let outcome = Outcome::Deferred {
                 at: engine.clock.now(),
-                error: "released at shutdown".into(),
-                unknown: false,
             };
             part.pending = true;
             let _ = shared.outcomes.send((c.delivery_id, outcome, None)).await;
@@ -503,6 +537,7 @@ async fn sender(engine: Engine, shared: Arc<Senders>) -> RunSummary {
             Outcome::Retry { .. } => part.retried += 1,
             Outcome::Failed { .. } => part.failed += 1,
             Outcome::Skipped { .. } => part.skipped += 1,
+            Outcome::Deferred { .. } => part.deferred += 1,
             Outcome::Bounced {
                 code,
                 text,
@@ -540,6 +575,7 @@ impl RunSummary {
         self.failed += o.failed;
         self.bounced += o.bounced;
         self.skipped += o.skipped;
+        self.deferred += o.deferred;
         self.pending |= o.pending;
     }
 }

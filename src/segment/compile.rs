@@ -28,6 +28,12 @@ pub struct Context<'a> {
     /// Number of the first placeholder (`$1` unless the predicate is embedded in
     /// a statement with parameters of its own).
     pub first_param: usize,
+    /// For `when:` and `goal:`: the alias of the customer's campaign entry in
+    /// the enclosing statement (`entries e`). Then `opened:`/`clicked:` look at
+    /// the messages of this entry only, counting human opens (machine opens
+    /// never trigger a follow-up), and event conditions count only interactions
+    /// since the entry.
+    pub entry: Option<&'a str>,
 }
 
 impl<'a> Context<'a> {
@@ -37,7 +43,14 @@ impl<'a> Context<'a> {
             now,
             campaign,
             first_param: 1,
+            entry: None,
         }
+    }
+
+    /// The same context for conditions about one entry (`when:`, `goal:`).
+    pub fn for_entry(mut self, alias: &'a str) -> Self {
+        self.entry = Some(alias);
+        self
     }
 }
 
@@ -69,6 +82,20 @@ impl Audience {
              ORDER BY random() LIMIT {limit}",
             self.predicate
         )
+    }
+}
+
+/// Compiles a condition as it stands, without the audience's subscription and
+/// suppression checks: for `when:` and `goal:` (send time checks those).
+pub fn compile_condition(condition: &Condition, cx: &Context<'_>) -> Audience {
+    let mut w = Writer {
+        cx,
+        params: Vec::new(),
+    };
+    let predicate = w.condition(condition);
+    Audience {
+        predicate,
+        params: w.params,
     }
 }
 
@@ -373,6 +400,9 @@ impl Writer<'_, '_> {
         if let Some(span) = e.within {
             sql.push_str(&format!(" AND i.occurred_at >= {}", self.cutoff(span)));
         }
+        if let Some(entry) = self.cx.entry {
+            sql.push_str(&format!(" AND i.occurred_at >= {entry}.entered_at"));
+        }
         for FieldTest { path, op } in &e.filters {
             let test = self.json("i.data", path, op);
             sql.push_str(&format!(" AND ({test})"));
@@ -412,13 +442,34 @@ impl Writer<'_, '_> {
     }
 
     fn engagement(&mut self, kind: &str, step: &str) -> String {
+        let human = kind == "email_opened";
         let kind = self.text(kind);
-        let campaign = self.text(self.cx.campaign);
         let step = self.text(step);
-        format!(
-            "EXISTS (SELECT 1 FROM interactions i WHERE i.customer_id = c.id AND i.kind = {kind} \
-             AND i.campaign = {campaign} AND i.step = {step})"
-        )
+        match self.cx.entry {
+            // This entry's message of that step, on the customer's index.
+            Some(entry) => {
+                let machine = if human {
+                    format!(
+                        " AND {}",
+                        self.cx.backend.json_flag_unset("i.data", "machine")
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    "EXISTS (SELECT 1 FROM interactions i WHERE i.customer_id = {entry}.customer_id \
+                     AND i.kind = {kind} AND i.delivery_id = (SELECT dx.id FROM deliveries dx \
+                     WHERE dx.entry_id = {entry}.id AND dx.step = {step}){machine})"
+                )
+            }
+            None => {
+                let campaign = self.text(self.cx.campaign);
+                format!(
+                    "EXISTS (SELECT 1 FROM interactions i WHERE i.customer_id = c.id AND i.kind = {kind} \
+                     AND i.campaign = {campaign} AND i.step = {step})"
+                )
+            }
+        }
     }
 }
 

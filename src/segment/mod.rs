@@ -23,7 +23,7 @@ use serde_json::Number;
 
 use crate::quantity::Span;
 
-pub use compile::{Audience, Context, Param, compile};
+pub use compile::{Audience, Context, Param, compile, compile_condition};
 
 /// A node of an audience, `when:` or `goal:` tree.
 #[derive(Debug, Clone, PartialEq)]

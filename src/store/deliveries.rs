@@ -90,6 +90,11 @@ pub enum Outcome {
     Skipped {
         reason: String,
     },
+    /// Back to the queue until `at` without using up an attempt: outside the
+    /// send window, or given back unstarted at shutdown.
+    Deferred {
+        at: Millis,
+    },
 }
 
 /// Counts of a run's deliveries by status, and skips by reason.
@@ -193,7 +198,7 @@ impl Store {
         now: Millis,
     ) -> Result<u64, StoreError> {
         let n = audience.params.len();
-        let (p_campaign, p_run, p_now, p_since) = (n + 1, n + 2, n + 3, n + 4);
+        let (p_campaign, p_run, p_now, p_since, p_step) = (n + 1, n + 2, n + 3, n + 4, n + 5);
         let allowed = match reentry {
             Reentry::Never => "prev.customer_id IS NULL".to_string(),
             Reentry::Always => "prev.customer_id IS NULL OR prev.active = 0".to_string(),
@@ -206,8 +211,8 @@ impl Store {
             _ => now,
         };
         let entries_sql = format!(
-            "INSERT INTO entries (campaign, customer_id, seq, run_id, entered_at, state, updated_at) \
-             SELECT ${p_campaign}, a.id, COALESCE(prev.max_seq, 0) + 1, ${p_run}, ${p_now}, 'active', ${p_now} \
+            "INSERT INTO entries (campaign, customer_id, seq, run_id, entered_at, state, updated_at, step) \
+             SELECT ${p_campaign}, a.id, COALESCE(prev.max_seq, 0) + 1, ${p_run}, ${p_now}, 'active', ${p_now}, ${p_step} \
              FROM (SELECT c.id FROM customers c WHERE {}) a \
              LEFT JOIN (SELECT customer_id, MAX(seq) AS max_seq, MAX(entered_at) AS last_entered, \
                                SUM(CASE WHEN state = 'active' THEN 1 ELSE 0 END) AS active \
@@ -228,9 +233,8 @@ impl Store {
             "WITH e AS ({entries_sql} RETURNING id, customer_id) \
              INSERT INTO deliveries (run_id, entry_id, campaign, step, customer_id, \
              status, created_at, updated_at) \
-             SELECT ${p_run}, e.id, ${p_campaign}, ${}, e.customer_id, 'queued', ${p_now}, ${p_now} \
-             FROM e ON CONFLICT DO NOTHING",
-            n + 5
+             SELECT ${p_run}, e.id, ${p_campaign}, ${p_step}, e.customer_id, 'queued', ${p_now}, ${p_now} \
+             FROM e ON CONFLICT DO NOTHING"
         );
         let planned = with_pool!(self, |pool| {
             let mut tx = pool.begin().await.context("starting to plan a run")?;
@@ -253,6 +257,7 @@ impl Store {
                     .bind(run_id)
                     .bind(now)
                     .bind(since)
+                    .bind(first_step)
                     .execute(&mut *tx)
                     .await
                     .context("entering the audience")?;
@@ -600,6 +605,19 @@ impl Store {
                         .context("marking a delivery failed")?;
                     }
                     Outcome::Skipped { .. } => {}
+                    Outcome::Deferred { at } => {
+                        sqlx::query(
+                            "UPDATE deliveries SET status = 'queued', next_attempt_at = $2, \
+                             attempts = attempts - 1, lease_until = NULL, updated_at = $3 \
+                             WHERE id = $1 AND status = 'sending'",
+                        )
+                        .bind(id)
+                        .bind(at)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .context("deferring a delivery")?;
+                    }
                     Outcome::Bounced {
                         code,
                         text,

@@ -48,6 +48,15 @@ impl Backend {
         }
     }
 
+    /// True unless the JSON column's top-level `key` is `true` (absent, null or
+    /// false all count as unset).
+    pub fn json_flag_unset(self, column: &str, key: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("coalesce(json_extract({column}, '$.{key}'), 0) <> 1"),
+            Backend::Postgres => format!("coalesce({column} -> '{key}' <> 'true'::jsonb, true)"),
+        }
+    }
+
     /// A one-key JSON object built from a column, for INSERT … SELECT into a JSON column.
     pub fn json_object_of(self, key: &str, column: &str) -> String {
         match self {

@@ -106,6 +106,23 @@ impl TestDb {
 }
 
 impl TestDb {
+    /// Rows of two integer columns (the second may be NULL) from a query run
+    /// over a connection of its own: for checking what the code under test wrote.
+    pub async fn pairs(&self, sql: &str) -> Vec<(i64, Option<i64>)> {
+        use sqlx::Connection as _;
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+            }
+        }
+    }
+
     /// The `herald` command, ready to spawn, in the test's directory.
     pub fn command(&self, env: &[(&str, &str)], args: &[&str]) -> Command {
         command_in(self.dir.path(), &self.url, env, args)

@@ -1,0 +1,82 @@
+//! Follow-up steps: on each tick, move every due customer of a campaign to its
+//! next step, in set-based statements (see [`crate::store::sequence`]).
+
+use crate::campaign::Campaign;
+use crate::segment::{self, Audience};
+use crate::store::deliveries::Trigger;
+use crate::store::sequence::{Moved, Transition};
+
+use super::{Engine, EngineError};
+
+/// What one advance of a campaign did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Advanced {
+    /// The sequence run holding the follow-ups queued now, if any.
+    pub run_id: Option<i64>,
+    pub moved: Moved,
+    pub completed: u64,
+    /// Entries ended because their last message failed, bounced or was skipped.
+    pub ended: u64,
+}
+
+/// Advances `campaign` as of the engine's clock: completes entries whose last
+/// step was sent, ends those whose message will never go, and for each step
+/// after the first queues it for the customers whose previous step was sent
+/// at least its `wait` ago — unless they reached the goal since entering, or
+/// the step's `when:` does not hold for them (they leave the sequence, with
+/// the reason). `tick` names the advance: several workers advancing with the
+/// same tick queue one run between them.
+pub async fn advance(
+    engine: &Engine,
+    campaign: &Campaign,
+    tick: i64,
+) -> Result<Advanced, EngineError> {
+    let mut out = Advanced::default();
+    let Some(last) = campaign.steps.last() else {
+        return Ok(out);
+    };
+    let store = &engine.store;
+    let now = engine.clock.now();
+    if campaign.steps.len() > 1 {
+        let Some(run_id) = store
+            .create_run(&campaign.name, Trigger::Sequence, Some(tick), now)
+            .await?
+        else {
+            return Ok(out);
+        };
+        let cx = segment::Context::new(store.backend(), now, &campaign.name).for_entry("e");
+        let goal: Option<Audience> = campaign
+            .goal
+            .as_ref()
+            .map(|g| segment::compile_condition(g, &cx));
+        for pair in campaign.steps.windows(2) {
+            let (from, to) = (&pair[0], &pair[1]);
+            let when: Option<Audience> =
+                to.when.as_ref().map(|w| segment::compile_condition(w, &cx));
+            let moved = store
+                .advance(
+                    &Transition {
+                        campaign: &campaign.name,
+                        from_step: &from.id,
+                        to_step: &to.id,
+                        cutoff: now - to.wait.map(|w| w.as_millis()).unwrap_or(0),
+                        when: when.as_ref(),
+                        goal: goal.as_ref(),
+                    },
+                    run_id,
+                    now,
+                )
+                .await?;
+            out.moved.goal += moved.goal;
+            out.moved.exited += moved.exited;
+            out.moved.queued += moved.queued;
+        }
+        if store.open_sequence_run(run_id).await? > 0 {
+            out.run_id = Some(run_id);
+        }
+    }
+    let settled = store.settle_entries(&campaign.name, &last.id, now).await?;
+    out.completed = settled.completed;
+    out.ended = settled.exited;
+    Ok(out)
+}
