@@ -9,3 +9,8 @@ ALTER TABLE entries ADD COLUMN goal_at BIGINT;
 -- (campaign, state) is a prefix of the new index.
 DROP INDEX entries_campaign_state;
 CREATE INDEX entries_campaign_state_step ON entries (campaign, state, step);
+-- The frequency cap looks up a customer's sent messages; queued rows (a
+-- planned run, a sequence step) need not be indexed for it, and inserting
+-- them is cheaper without.
+DROP INDEX deliveries_customer_sent;
+CREATE INDEX deliveries_customer_sent ON deliveries (customer_id, sent_at) WHERE status = 'sent';

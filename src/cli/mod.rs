@@ -1,6 +1,7 @@
 //! Command-line interface: one small function per subcommand. The only place that
 //! prints for humans; business logic lives in the library.
 
+mod advance;
 mod audience;
 mod campaigns;
 mod import;
@@ -122,6 +123,9 @@ enum Command {
     /// Run schedules, queued runs and retries continuously (Ctrl-C or SIGTERM
     /// drains in-flight sends and stops)
     Worker(worker::WorkerArgs),
+    /// Move customers whose next step is due to it now (the worker does this
+    /// every 15 seconds): goals, `when:` conditions, completions
+    Advance(advance::AdvanceArgs),
     /// Where a campaign's customers stand: per step queued, sending and waiting
     /// for the next step, when the next sends are due, and how entries ended
     Status(status::StatusArgs),
@@ -194,6 +198,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args, &settings).await,
         Command::Worker(args) => worker::run(args, &settings).await,
         Command::Status(args) => status::run(args, &settings).await,
+        Command::Advance(args) => advance::run(args, &settings).await,
         Command::Validate(args) => campaigns::validate(args, &settings).await,
         Command::Preview(args) => preview::run(args, &settings).await,
         Command::Audience(args) => audience::run(args, &settings).await,

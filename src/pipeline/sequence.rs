@@ -2,7 +2,6 @@
 //! next step, in set-based statements (see [`crate::store::sequence`]).
 
 use crate::campaign::Campaign;
-use crate::segment::{self, Audience};
 use crate::store::deliveries::Trigger;
 use crate::store::sequence::{Moved, Transition};
 
@@ -44,15 +43,8 @@ pub async fn advance(
         else {
             return Ok(out);
         };
-        let cx = segment::Context::new(store.backend(), now, &campaign.name).for_entry("e");
-        let goal: Option<Audience> = campaign
-            .goal
-            .as_ref()
-            .map(|g| segment::compile_condition(g, &cx));
         for pair in campaign.steps.windows(2) {
             let (from, to) = (&pair[0], &pair[1]);
-            let when: Option<Audience> =
-                to.when.as_ref().map(|w| segment::compile_condition(w, &cx));
             let moved = store
                 .advance(
                     &Transition {
@@ -60,8 +52,8 @@ pub async fn advance(
                         from_step: &from.id,
                         to_step: &to.id,
                         cutoff: now - to.wait.map(|w| w.as_millis()).unwrap_or(0),
-                        when: when.as_ref(),
-                        goal: goal.as_ref(),
+                        when: to.when.as_ref(),
+                        goal: campaign.goal.as_ref(),
                     },
                     run_id,
                     now,

@@ -15,9 +15,9 @@
 use sqlx::AssertSqlSafe;
 
 use super::audience::bind_all;
-use super::{Context, Store, StoreError, with_pool};
+use super::{Backend, Context, Store, StoreError, with_pool};
 use crate::clock::Millis;
-use crate::segment::{Audience, Param};
+use crate::segment::{self, Audience, Condition, Param};
 
 /// One step-to-step move of a campaign's entries.
 #[derive(Debug, Clone)]
@@ -27,10 +27,26 @@ pub struct Transition<'a> {
     pub to_step: &'a str,
     /// Entries whose `from_step` message was sent at or before this are due.
     pub cutoff: Millis,
-    /// `to_step`'s `when:`, compiled over customers `c` and entries `e`.
-    pub when: Option<&'a Audience>,
-    /// The campaign's `goal:`, compiled over customers `c` and entries `e`.
-    pub goal: Option<&'a Audience>,
+    /// `to_step`'s `when:`.
+    pub when: Option<&'a Condition>,
+    /// The campaign's `goal:`.
+    pub goal: Option<&'a Condition>,
+}
+
+impl Transition<'_> {
+    /// A condition about the entry `e` of customer `c`, its placeholders
+    /// numbered from `first`.
+    fn compile(
+        &self,
+        condition: &Condition,
+        now: Millis,
+        backend: Backend,
+        first: usize,
+    ) -> Audience {
+        let mut cx = segment::Context::new(backend, now, self.campaign).for_entry("e");
+        cx.first_param = first;
+        segment::compile_condition(condition, &cx)
+    }
 }
 
 /// What a transition did.
@@ -83,11 +99,17 @@ impl Store {
         run_id: i64,
         now: Millis,
     ) -> Result<Moved, StoreError> {
+        if self.backend() == Backend::Postgres {
+            return self.advance_in_one(t, run_id, now).await;
+        }
         let mut moved = Moved::default();
+        let goal = t.goal.map(|g| t.compile(g, now, self.backend(), 1));
+        let when = t.when.map(|w| t.compile(w, now, self.backend(), 1));
+        let (goal, when) = (goal.as_ref(), when.as_ref());
         let _gate = self.write_gate().await;
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await.context("starting a transition")?;
-            if let Some(goal) = t.goal {
+            if let Some(goal) = goal {
                 let n = goal.params.len();
                 let (c, f, x, now_p) = (n + 1, n + 2, n + 3, n + 4);
                 let sql = format!(
@@ -110,7 +132,7 @@ impl Store {
                     .context("marking goals reached")?
                     .rows_affected();
             }
-            if let Some(when) = t.when {
+            if let Some(when) = when {
                 let n = when.params.len();
                 let (c, f, x, now_p, reason) = (n + 1, n + 2, n + 3, n + 4, n + 5);
                 let sql = format!(
@@ -167,6 +189,71 @@ impl Store {
             Ok::<_, StoreError>(())
         })?;
         Ok(moved)
+    }
+
+    /// PostgreSQL: the whole transition as one statement. The due entries are
+    /// found and both conditions evaluated once (a materialised CTE); the goal,
+    /// exit and queue writes touch disjoint rows.
+    async fn advance_in_one(
+        &self,
+        t: &Transition<'_>,
+        run_id: i64,
+        now: Millis,
+    ) -> Result<Moved, StoreError> {
+        let backend = self.backend();
+        let goal = t.goal.map(|g| t.compile(g, now, backend, 1));
+        let g = goal.as_ref().map_or(0, |a| a.params.len());
+        let when = t.when.map(|w| t.compile(w, now, backend, g + 1));
+        let b = g + when.as_ref().map_or(0, |a| a.params.len());
+        let (c, f, x, now_p, reason, run, to) = (b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
+        let goal_sql = goal.as_ref().map_or("false".to_string(), |a| {
+            format!("COALESCE(({}), false)", a.predicate)
+        });
+        let when_sql = when.as_ref().map_or("true".to_string(), |a| {
+            format!("COALESCE(({}), false)", a.predicate)
+        });
+        let sql = format!(
+            "WITH due AS MATERIALIZED (SELECT e.id, e.customer_id, {goal_sql} AS goal, {when_sql} AS ok \
+               FROM entries e JOIN customers c ON c.id = e.customer_id WHERE {due}), \
+             g AS (UPDATE entries SET state = 'goal', exit_reason = 'goal', goal_at = ${now_p}, \
+               finished_at = ${now_p}, updated_at = ${now_p} FROM due \
+               WHERE entries.id = due.id AND entries.state = 'active' AND due.goal RETURNING 1), \
+             x AS (UPDATE entries SET state = 'exited', exit_reason = ${reason}, finished_at = ${now_p}, \
+               updated_at = ${now_p} FROM due WHERE entries.id = due.id AND entries.state = 'active' \
+               AND NOT due.goal AND NOT due.ok RETURNING 1), \
+             q AS (INSERT INTO deliveries (run_id, entry_id, campaign, step, customer_id, status, \
+               created_at, updated_at) SELECT ${run}, due.id, ${c}, ${to}, due.customer_id, 'queued', \
+               ${now_p}, ${now_p} FROM due WHERE NOT due.goal AND due.ok ON CONFLICT DO NOTHING \
+               RETURNING entry_id), \
+             s AS (UPDATE entries SET step = ${to}, updated_at = ${now_p} FROM q \
+               WHERE entries.id = q.entry_id AND entries.state = 'active' RETURNING 1) \
+             SELECT (SELECT COUNT(*) FROM g), (SELECT COUNT(*) FROM x), (SELECT COUNT(*) FROM q), \
+               (SELECT COUNT(*) FROM s)",
+            due = due(c, f, x)
+        );
+        let mut params: Vec<Param> = Vec::new();
+        params.extend(goal.iter().flat_map(|a| a.params.iter().cloned()));
+        params.extend(when.iter().flat_map(|a| a.params.iter().cloned()));
+        params.extend([
+            Param::Text(t.campaign.into()),
+            Param::Text(t.from_step.into()),
+            Param::Int(t.cutoff),
+            Param::Int(now),
+            Param::Text(format!("when: {}", t.to_step)),
+            Param::Int(run_id),
+            Param::Text(t.to_step.into()),
+        ]);
+        let counts: (i64, i64, i64, i64) = with_pool!(self, |pool| {
+            bind_all!(sqlx::query_as(AssertSqlSafe(sql)), &params)
+                .fetch_one(pool)
+                .await
+        })
+        .context("advancing entries")?;
+        Ok(Moved {
+            goal: counts.0 as u64,
+            exited: counts.1 as u64,
+            queued: counts.2 as u64,
+        })
     }
 
     /// Completes active entries whose last step was sent, and ends those whose
