@@ -8,6 +8,7 @@ mod preview;
 mod progress;
 mod run;
 mod seed;
+mod serve;
 mod worker;
 
 use std::path::PathBuf;
@@ -121,6 +122,9 @@ enum Command {
     /// Run schedules, queued runs and retries continuously (Ctrl-C or SIGTERM
     /// drains in-flight sends and stops)
     Worker(worker::WorkerArgs),
+    /// Run the tracking service alone (opens, clicks, unsubscribes, bounce
+    /// webhook) on http_addr; Ctrl-C or SIGTERM writes every event accepted and stops
+    Serve(serve::ServeArgs),
     /// Check campaign files, and render every step for a sample of customers when
     /// the database has any: every problem, exit 1 when any
     Validate(campaigns::ValidateArgs),
@@ -189,6 +193,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => run::demo(args, &settings).await,
         Command::Run(args) => run::run(args, &settings).await,
         Command::Worker(args) => worker::run(args, &settings).await,
+        Command::Serve(args) => serve::run(args, &settings).await,
         Command::Validate(args) => campaigns::validate(args, &settings).await,
         Command::Preview(args) => preview::run(args, &settings).await,
         Command::Audience(args) => audience::run(args, &settings).await,
