@@ -20,7 +20,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url =
         std::env::var("HERALD_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_string());
     let secrets: Vec<String> = std::env::var("HERALD_SECRET")
-        .map(|s| s.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+        .map(|s| {
+            s.split(',')
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     let store = Store::open(&url).await?;
     let signer = Signer::new(&store.tracking_keys(&secrets, now_millis()).await?)?;

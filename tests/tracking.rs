@@ -24,7 +24,8 @@ use tokio::sync::oneshot;
 
 const SECRET: &str = "tracking-test-secret-0123456789";
 const HOOK: &str = "hook-secret-abcdef0123456789";
-const HUMAN: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)";
+const HUMAN: &str =
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)";
 const HOUR: i64 = 3_600_000;
 
 const CAMPAIGN: &str = r#"name: t
@@ -42,7 +43,8 @@ const TEMPLATE: &str = r#"<html><body><p>Hi {{default customer.first_name "there
 <a href="https://acme.example/shop?a=1&amp;b=2">Shop</a> <a href="https://acme.example/sale">Sale</a>
 <a href="{{unsubscribe_url}}">Unsubscribe</a></body></html>"#;
 
-const CUSTOMERS: &str = "email,first_name,country\nann@x.example,Ann,DE\nbob@x.example,Bob,DE\ncat@x.example,Cat,DE\n";
+const CUSTOMERS: &str =
+    "email,first_name,country\nann@x.example,Ann,DE\nbob@x.example,Bob,DE\ncat@x.example,Cat,DE\n";
 
 /// The tracking service of one test, on its own port.
 struct Server {
@@ -55,7 +57,7 @@ impl Server {
     async fn start(store: Store, clock: Arc<dyn Clock>, webhook: Option<&str>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut settings = Settings::for_database("unused://");
+        let mut settings = Settings::for_database("sqlite://not-opened.db");
         settings.secrets = vec![SECRET.to_string()];
         settings.webhook_secret = webhook.map(str::to_string);
         settings.public_url = format!("http://{addr}");
@@ -78,7 +80,10 @@ impl Server {
     }
 
     async fn get(&self, path: &str, user_agent: Option<&str>) -> Response {
-        let headers: Vec<(&str, &str)> = user_agent.map(|ua| ("User-Agent", ua)).into_iter().collect();
+        let headers: Vec<(&str, &str)> = user_agent
+            .map(|ua| ("User-Agent", ua))
+            .into_iter()
+            .collect();
         http::get(self.addr, path, &headers).await
     }
 
@@ -238,7 +243,14 @@ async fn opens_and_clicks(db: TestDb) {
     );
     assert!(r.body.starts_with(b"GIF89a") && r.body.len() == 42);
     // HEAD answers alike and records nothing.
-    let head = http::request(server.addr, "HEAD", &ann.pixel, &[("User-Agent", HUMAN)], b"").await;
+    let head = http::request(
+        server.addr,
+        "HEAD",
+        &ann.pixel,
+        &[("User-Agent", HUMAN)],
+        b"",
+    )
+    .await;
     assert_eq!(head.status, 200);
 
     assert_eq!(ann.clicks.len(), 2, "{:?}", ann.clicks);
@@ -284,32 +296,45 @@ async fn machine_opens_are_flagged(db: TestDb) {
     let cases: [(Option<&str>, i64, Option<&str>); 6] = [
         (Some("Mozilla/5.0"), HOUR, Some("apple_mpp")),
         (
-            Some("Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"),
+            Some(
+                "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+            ),
             HOUR,
             None,
         ),
         (Some(HUMAN), 1_000, Some("soon_after_send")),
         (Some(HUMAN), 2 * HOUR, None),
         (None, HOUR, Some("no_user_agent")),
-        (Some("Mozilla/5.0 (compatible; Barracuda Sentinel)"), HOUR, Some("scanner")),
+        (
+            Some("Mozilla/5.0 (compatible; Barracuda Sentinel)"),
+            HOUR,
+            Some("scanner"),
+        ),
     ];
+    // Distinct times (+ i ms) tell the rows apart.
     for (i, (ua, after, _)) in cases.iter().enumerate() {
-        clock.set(sent + after);
+        clock.set(sent + after + i as i64);
         let r = server.get(&m[0].pixel, *ua).await;
         assert_eq!(r.status, 200);
         // One at a time, so the rows come in this order.
         wait_count(&store, "email_opened", i as i64 + 1).await;
     }
-    let mut opens = store
+    let opens = store
         .interactions_of(m[0].customer_id, "email_opened")
         .await
         .unwrap();
-    opens.reverse();
     assert_eq!(opens.len(), cases.len());
-    for ((ua, after, reason), (at, data)) in cases.iter().zip(&opens) {
-        assert_eq!(*at, sent + after);
+    for (i, (ua, after, reason)) in cases.iter().enumerate() {
+        let (_, data) = opens
+            .iter()
+            .find(|(at, _)| *at == sent + after + i as i64)
+            .unwrap_or_else(|| panic!("no open for case {i}"));
         assert_eq!(data["machine"], Value::Bool(reason.is_some()), "{ua:?}");
-        assert_eq!(data.get("machine_reason").and_then(Value::as_str), *reason, "{ua:?}");
+        assert_eq!(
+            data.get("machine_reason").and_then(Value::as_str),
+            *reason,
+            "{ua:?}"
+        );
     }
     server.stop().await.unwrap();
     store.close().await;
@@ -344,7 +369,11 @@ async fn bad_tokens_get_404_and_write_nothing(db: TestDb) {
     for p in &pixels {
         let r = server.get(p, Some(HUMAN)).await;
         assert_eq!(r.status, 404, "{p}");
-        assert_eq!(r.header("content-type"), Some("image/gif"), "still an image: {p}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("image/gif"),
+            "still an image: {p}"
+        );
     }
     let clicks = [
         format!(
@@ -387,7 +416,11 @@ async fn bad_tokens_get_404_and_write_nothing(db: TestDb) {
     for kind in ["email_opened", "email_clicked", "unsubscribed"] {
         assert_eq!(store.count_interactions(kind).await.unwrap(), 0, "{kind}");
     }
-    let ann_now = store.customer_by_email("ann@x.example").await.unwrap().unwrap();
+    let ann_now = store
+        .customer_by_email("ann@x.example")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ann_now.status, "subscribed");
     store.close().await;
 }
@@ -402,10 +435,21 @@ async fn unsubscribe_confirms_on_get_and_acts_once_on_post(db: TestDb) {
     // A link scanner's GET changes nothing.
     let page = server.get(&ann.unsubscribe, Some(HUMAN)).await;
     assert_eq!(page.status, 200);
-    assert!(page.text().contains("<form method=\"post\">"), "{}", page.text());
+    assert!(
+        page.text().contains("<form method=\"post\">"),
+        "{}",
+        page.text()
+    );
     let status = |email: &'static str| {
         let store = store.clone();
-        async move { store.customer_by_email(email).await.unwrap().unwrap().status }
+        async move {
+            store
+                .customer_by_email(email)
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+        }
     };
     assert_eq!(status("ann@x.example").await, "subscribed");
 
@@ -426,7 +470,11 @@ async fn unsubscribe_confirms_on_get_and_acts_once_on_post(db: TestDb) {
     // Durable before the answer: no waiting here.
     assert_eq!(status("ann@x.example").await, "unsubscribed");
     assert_eq!(
-        store.suppression_of("ann@x.example").await.unwrap().as_deref(),
+        store
+            .suppression_of("ann@x.example")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("unsubscribed")
     );
     let recorded = store
@@ -483,7 +531,10 @@ async fn unsubscribe_confirms_on_get_and_acts_once_on_post(db: TestDb) {
     server.stop().await.unwrap();
     store.close().await;
 }
-both_backends!(unsubscribe, unsubscribe_confirms_on_get_and_acts_once_on_post);
+both_backends!(
+    unsubscribe,
+    unsubscribe_confirms_on_get_and_acts_once_on_post
+);
 
 async fn webhook_reports(db: TestDb) {
     let store = db.store().await;
@@ -502,8 +553,12 @@ async fn webhook_reports(db: TestDb) {
             http::request(addr, "POST", "/webhook", &headers, body.as_bytes()).await
         }
     };
-    let hard = r#"{"email": "Ann@X.example", "type": "hard", "detail": "550 5.1.1 no such user"}"#;
-    for bad in [None, Some(format!("Bearer {HOOK}x")), Some(format!("Basic {HOOK}"))] {
+    let hard = r#"{"email": "ann@X.EXAMPLE", "type": "hard", "detail": "550 5.1.1 no such user"}"#;
+    for bad in [
+        None,
+        Some(format!("Bearer {HOOK}x")),
+        Some(format!("Basic {HOOK}")),
+    ] {
         let r = post(bad.clone(), hard.to_string()).await;
         assert_eq!(r.status, 401, "{bad:?}");
         assert_eq!(r.header("www-authenticate"), Some("Bearer"));
@@ -514,13 +569,24 @@ async fn webhook_reports(db: TestDb) {
     assert_eq!(r.status, 200, "{}", r.text());
     let answer: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(answer["recorded"], 1);
-    let a = store.customer_by_email("ann@x.example").await.unwrap().unwrap();
+    let a = store
+        .customer_by_email("ann@x.example")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(a.status, "bounced");
     assert_eq!(
-        store.suppression_of("ann@x.example").await.unwrap().as_deref(),
+        store
+            .suppression_of("ann@x.example")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("hard_bounce")
     );
-    let bounce = store.interactions_of(ann.customer_id, "email_bounced").await.unwrap();
+    let bounce = store
+        .interactions_of(ann.customer_id, "email_bounced")
+        .await
+        .unwrap();
     assert_eq!(bounce[0].1["type"], "hard");
     assert_eq!(bounce[0].1["detail"], "550 5.1.1 no such user");
 
@@ -528,10 +594,17 @@ async fn webhook_reports(db: TestDb) {
     let soft = serde_json::json!({"message_id": bob.message_id, "type": "soft", "detail": "452 mailbox full"});
     let r = post(Some(auth.clone()), soft.to_string()).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let b = store.customer_by_email("bob@x.example").await.unwrap().unwrap();
+    let b = store
+        .customer_by_email("bob@x.example")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(b.status, "subscribed");
     assert_eq!(store.suppression_of("bob@x.example").await.unwrap(), None);
-    let soft_rows = store.interactions_of(bob.customer_id, "email_bounced").await.unwrap();
+    let soft_rows = store
+        .interactions_of(bob.customer_id, "email_bounced")
+        .await
+        .unwrap();
     assert_eq!(soft_rows.len(), 1);
     assert_eq!(soft_rows[0].1["hard"], false);
 
@@ -540,23 +613,53 @@ async fn webhook_reports(db: TestDb) {
                     {"email": "nobody@x.example", "type": "hard"}]"#;
     let r = post(Some(auth.clone()), batch.to_string()).await;
     let answer: Value = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!((answer["recorded"].as_u64(), answer["unknown"].as_u64()), (Some(1), Some(1)), "{answer}");
+    assert_eq!(
+        (answer["recorded"].as_u64(), answer["unknown"].as_u64()),
+        (Some(1), Some(1)),
+        "{answer}"
+    );
     let again = post(Some(auth.clone()), batch.to_string()).await;
     let answer: Value = serde_json::from_slice(&again.body).unwrap();
-    assert_eq!(answer["duplicates"], 1, "a retried report changes nothing: {answer}");
-    let c = store.customer_by_email("cat@x.example").await.unwrap().unwrap();
-    assert_eq!(c.status, "complained");
-    assert_eq!(store.interactions_of(cat.customer_id, "email_complained").await.unwrap().len(), 1);
     assert_eq!(
-        store.suppression_of("cat@x.example").await.unwrap().as_deref(),
+        answer["duplicates"], 1,
+        "a retried report changes nothing: {answer}"
+    );
+    let c = store
+        .customer_by_email("cat@x.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.status, "complained");
+    assert_eq!(
+        store
+            .interactions_of(cat.customer_id, "email_complained")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .suppression_of("cat@x.example")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("complaint")
     );
     assert_eq!(
-        store.suppression_of("nobody@x.example").await.unwrap().as_deref(),
+        store
+            .suppression_of("nobody@x.example")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("hard_bounce")
     );
 
-    for bad in [r#"{"type": "hard"}"#, r#"{"email": "a@b.example", "type": "bounce"}"#, "not json"] {
+    for bad in [
+        r#"{"type": "hard"}"#,
+        r#"{"email": "a@b.example", "type": "bounce"}"#,
+        "not json",
+    ] {
         let r = post(Some(auth.clone()), bad.to_string()).await;
         assert_eq!(r.status, 400, "{bad}");
         assert!(r.text().contains("error"), "{}", r.text());
@@ -565,7 +668,14 @@ async fn webhook_reports(db: TestDb) {
 
     // Without a configured secret there is no webhook.
     let closed = Server::start(store.clone(), Arc::new(SystemClock), None).await;
-    let r = http::request(closed.addr, "POST", "/webhook", &[("Authorization", auth.as_str())], hard.as_bytes()).await;
+    let r = http::request(
+        closed.addr,
+        "POST",
+        "/webhook",
+        &[("Authorization", auth.as_str())],
+        hard.as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 404);
     closed.stop().await.unwrap();
     store.close().await;
@@ -588,8 +698,18 @@ async fn health_readiness_and_a_database_outage(db: TestDb) {
     let r = server.get(&m[0].pixel, Some(HUMAN)).await;
     assert_eq!(r.status, 200);
     assert!(r.body.starts_with(b"GIF89a"));
-    let r = http::request(server.addr, "POST", &m[0].unsubscribe, &[], b"List-Unsubscribe=One-Click").await;
-    assert_eq!(r.status, 503, "an unsubscribe that was not stored is not confirmed");
+    let r = http::request(
+        server.addr,
+        "POST",
+        &m[0].unsubscribe,
+        &[],
+        b"List-Unsubscribe=One-Click",
+    )
+    .await;
+    assert_eq!(
+        r.status, 503,
+        "an unsubscribe that was not stored is not confirmed"
+    );
     match server.stop().await {
         Err(TrackingError::Unflushed { lost, .. }) => assert_eq!(lost, 1),
         other => panic!("expected the lost open to be reported, got {other:?}"),
@@ -607,7 +727,10 @@ async fn lock_writes(db: &TestDb) -> WriteLock {
     match db.backend {
         Backend::Sqlite => {
             let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
             WriteLock::Sqlite(c)
         }
         Backend::Postgres => {
@@ -665,7 +788,10 @@ async fn shutdown_writes_every_accepted_open(db: TestDb) {
     let stopping = tokio::spawn(server.stop());
     let started = Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_ok() {
-        assert!(started.elapsed() < Duration::from_secs(10), "still listening");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still listening"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     unlock_writes(lock).await;
@@ -686,7 +812,10 @@ async fn herald_serve_stops_cleanly_on_sigterm(db: TestDb) {
     let m = send_campaign(&db, TEMPLATE, CUSTOMERS, "http://t.example");
     let mut child = db
         .command(
-            &[("HERALD_SECRET", SECRET), ("HERALD_HTTP_ADDR", "127.0.0.1:0")],
+            &[
+                ("HERALD_SECRET", SECRET),
+                ("HERALD_HTTP_ADDR", "127.0.0.1:0"),
+            ],
             &["serve"],
         )
         .stdout(std::process::Stdio::piped())
@@ -703,7 +832,12 @@ async fn herald_serve_stops_cleanly_on_sigterm(db: TestDb) {
         .unwrap_or_else(|| panic!("no address in {line:?}"));
     for msg in &m {
         for _ in 0..10 {
-            assert_eq!(http::get(addr, &msg.pixel, &[("User-Agent", HUMAN)]).await.status, 200);
+            assert_eq!(
+                http::get(addr, &msg.pixel, &[("User-Agent", HUMAN)])
+                    .await
+                    .status,
+                200
+            );
         }
     }
     assert_eq!(http::get(addr, "/readyz", &[]).await.status, 200);
@@ -776,7 +910,9 @@ async fn chromium_opens_and_clicks(db: TestDb) {
             !in_ci(),
             "CI=true but Chromium is not installed: .ci/run installs Debian's chromium package"
         );
-        eprintln!("skipped: Chromium not installed (apt-get install chromium) — the real-browser test did not run");
+        eprintln!(
+            "skipped: Chromium not installed (apt-get install chromium) — the real-browser test did not run"
+        );
         return;
     };
     let store = db.store().await;
@@ -788,19 +924,40 @@ async fn chromium_opens_and_clicks(db: TestDb) {
          <a href=\"{{{{unsubscribe_url}}}}\">Unsubscribe</a></body></html>",
         landing.addr
     );
-    let m = send_campaign(&db, &template, "email,country\nann@x.example,DE\n", &server.url());
+    let m = send_campaign(
+        &db,
+        &template,
+        "email,country\nann@x.example,DE\n",
+        &server.url(),
+    );
     let ann = &m[0];
-    assert!(ann.html.contains(&format!("{}/o/", server.url())), "{}", ann.html);
+    assert!(
+        ann.html.contains(&format!("{}/o/", server.url())),
+        "{}",
+        ann.html
+    );
     let page = db.path("message.html");
     std::fs::write(&page, &ann.html).unwrap();
     let profile = tempfile::tempdir().unwrap();
 
     // Open the message: the browser fetches the pixel.
-    let dom = chromium_dump_dom(binary, profile.path(), &format!("file://{}", page.display())).await;
+    let dom = chromium_dump_dom(
+        binary,
+        profile.path(),
+        &format!("file://{}", page.display()),
+    )
+    .await;
     assert!(dom.contains("Shop now"), "{dom}");
     wait_count(&store, "email_opened", 1).await;
-    let opened = store.interactions_of(ann.customer_id, "email_opened").await.unwrap();
-    assert_eq!(opened[0].1["machine"], true, "a headless browser is a machine: {:?}", opened[0].1);
+    let opened = store
+        .interactions_of(ann.customer_id, "email_opened")
+        .await
+        .unwrap();
+    assert_eq!(
+        opened[0].1["machine"], true,
+        "a headless browser is a machine: {:?}",
+        opened[0].1
+    );
 
     // Follow the link as written in the message: tracked, redirected, landed.
     assert_eq!(ann.clicks.len(), 1);
@@ -809,7 +966,10 @@ async fn chromium_opens_and_clicks(db: TestDb) {
     assert!(dom.contains("Welcome to the shop"), "{dom}");
     assert_eq!(landing.hits(), ["/landing?from=email"]);
     wait_count(&store, "email_clicked", 1).await;
-    let clicked = store.interactions_of(ann.customer_id, "email_clicked").await.unwrap();
+    let clicked = store
+        .interactions_of(ann.customer_id, "email_clicked")
+        .await
+        .unwrap();
     assert_eq!(
         clicked[0].1["url"],
         format!("http://{}/landing?from=email", landing.addr)

@@ -19,7 +19,10 @@ pub async fn run(_args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCo
         .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
     let addr = listener.local_addr()?;
     // One line on stdout, so scripts (and tests binding port 0) learn the address.
-    println!("herald serve: listening on http://{addr} (links point at {})", settings.public_url);
+    println!(
+        "herald serve: listening on http://{addr} (links point at {})",
+        settings.public_url
+    );
     let clock: std::sync::Arc<dyn herald::clock::Clock> =
         std::sync::Arc::new(herald::clock::SystemClock);
     let totals =

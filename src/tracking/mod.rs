@@ -288,7 +288,10 @@ async fn unsubscribe(
         Value::from(if one_click { "one_click" } else { "page" }),
     );
     if let Some(ua) = user_agent(&headers) {
-        data.insert("user_agent".into(), Value::from(ua.chars().take(200).collect::<String>()));
+        data.insert(
+            "user_agent".into(),
+            Value::from(ua.chars().take(200).collect::<String>()),
+        );
     }
     match app
         .store

@@ -157,7 +157,10 @@ pub async fn apply(store: &Store, reports: &[Report], now: Millis) -> Result<App
             data,
             status,
             suppression,
-            external_id: r.id.as_deref().map(|id| format!("webhook:{}", truncate(id, 200))),
+            external_id: r
+                .id
+                .as_deref()
+                .map(|id| format!("webhook:{}", truncate(id, 200))),
         };
         if store.record_feedback(&feedback, now).await? {
             applied.recorded += 1;
@@ -229,9 +232,10 @@ mod tests {
         let one = parse(br#"{"email":"A@Example.com","type":"hard","detail":"550"}"#).unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].kind, ReportType::Hard);
-        let many =
-            parse(br#"[{"message_id":"<x@y>","type":"soft"},{"email":"b@c.de","type":"complaint"}]"#)
-                .unwrap();
+        let many = parse(
+            br#"[{"message_id":"<x@y>","type":"soft"},{"email":"b@c.de","type":"complaint"}]"#,
+        )
+        .unwrap();
         assert_eq!(many.len(), 2);
         assert_eq!(
             parse(br#"{"type":"hard"}"#).unwrap_err(),

@@ -130,9 +130,7 @@ pub async fn run(
                     // The senders are gone (shutdown): give up after a few tries.
                     if rx.is_closed() && tries >= FINAL_TRIES {
                         tracing::error!(error = %e, events = buf.len(), "tracking events lost");
-                        counters
-                            .lost
-                            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                        counters.lost.fetch_add(buf.len() as u64, Ordering::Relaxed);
                         last_error = Some(e);
                         break;
                     }
@@ -146,7 +144,11 @@ pub async fn run(
     }
 }
 
-async fn write_batch(store: &Store, events: &[Event], counters: &Counters) -> Result<(), StoreError> {
+async fn write_batch(
+    store: &Store,
+    events: &[Event],
+    counters: &Counters,
+) -> Result<(), StoreError> {
     let mut ids: Vec<i64> = events.iter().map(|e| e.delivery_id).collect();
     ids.sort_unstable();
     ids.dedup();
