@@ -432,6 +432,24 @@ async fn unsubscribe_confirms_on_get_and_acts_once_on_post(db: TestDb) {
     let m = send_campaign(&db, TEMPLATE, CUSTOMERS, &server.url());
     let (ann, bob, cat) = (&m[0], &m[1], &m[2]);
 
+    // A preview's link (delivery 0) changes nothing either.
+    let preview = Signer::new(&[SECRET.to_string()]).unwrap().sign(&Token {
+        purpose: Purpose::Unsubscribe,
+        delivery_id: 0,
+        customer_id: ann.customer_id as u64,
+        link: None,
+    });
+    let r = http::request(
+        server.addr,
+        "POST",
+        &format!("/u/{preview}"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"List-Unsubscribe=One-Click",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("preview"), "{}", r.text());
+
     // A link scanner's GET changes nothing.
     let page = server.get(&ann.unsubscribe, Some(HUMAN)).await;
     assert_eq!(page.status, 200);

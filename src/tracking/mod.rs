@@ -279,7 +279,10 @@ async fn unsubscribe(
     let Ok(customer_id) = i64::try_from(t.customer_id) else {
         return pages::not_found();
     };
-    let delivery_id = i64::try_from(t.delivery_id).ok().filter(|id| *id > 0);
+    // A preview's link (delivery 0) names a real customer, who never got it.
+    let Some(delivery_id) = i64::try_from(t.delivery_id).ok().filter(|id| *id > 0) else {
+        return pages::preview_unsubscribe();
+    };
     let one_click = memchr::memmem::find(&body, b"List-Unsubscribe=One-Click").is_some()
         || memchr::memmem::find(&body, b"name=\"List-Unsubscribe\"").is_some();
     let mut data = Map::new();
@@ -295,7 +298,7 @@ async fn unsubscribe(
     }
     match app
         .store
-        .unsubscribe(customer_id, delivery_id, &data, app.clock.now())
+        .unsubscribe(customer_id, Some(delivery_id), &data, app.clock.now())
         .await
     {
         Ok(Unsubscribed::Now | Unsubscribed::Already | Unsubscribed::UnknownCustomer) => {

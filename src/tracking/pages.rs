@@ -79,6 +79,14 @@ pub fn unsubscribed() -> Response {
     )
 }
 
+pub fn preview_unsubscribe() -> Response {
+    page(
+        StatusCode::OK,
+        "Preview",
+        "<p>This link comes from a preview: nothing was changed.</p>",
+    )
+}
+
 pub fn not_found() -> Response {
     page(
         StatusCode::NOT_FOUND,
