@@ -63,14 +63,14 @@ bench() { # NAME URL
     HERALD_LOG=warn HERALD_DATABASE_URL=$url HERALD_SMTP_URL="smtp://127.0.0.1:$PORT?tls=none" \
         HERALD_SMTP_CONCURRENCY="$CONCURRENCY" HERALD_SECRET=bench-secret-0123456789 \
         /usr/bin/time -f '%M' -o "$work/rss" \
-        "$HERALD" worker --campaigns "$work/campaigns" --templates "$ROOT/templates" --now everyone &
+        "$HERALD" worker --no-http --campaigns "$work/campaigns" --templates "$ROOT/templates" --now everyone &
     local worker=$!
     # Wait for the run to be planned and then finished.
     until [[ $(sql "$url" "SELECT COUNT(*) FROM runs WHERE campaign = 'everyone' AND status = 'done'") -gt $before ]]; do
         sleep 0.5
     done
     end=$(date +%s.%N)
-    pkill -TERM -f "^$HERALD worker --campaigns $work/campaigns" || true
+    pkill -TERM -f "^$HERALD worker --no-http --campaigns $work/campaigns" || true
     wait $worker || true
     local sent
     sent=$(sql "$url" "SELECT planned FROM runs WHERE campaign = 'everyone' ORDER BY id DESC LIMIT 1")

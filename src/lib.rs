@@ -17,3 +17,4 @@ pub mod seed;
 pub mod segment;
 pub mod store;
 pub mod token;
+pub mod tracking;

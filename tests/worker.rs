@@ -64,8 +64,11 @@ impl Drop for Worker {
     }
 }
 
+/// Workers in these tests share no port: the tracking service binds port 0.
 fn spawn(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> Worker {
-    Worker(db.command(env, args).spawn().unwrap())
+    let mut env = env.to_vec();
+    env.push(("HERALD_HTTP_ADDR", "127.0.0.1:0"));
+    Worker(db.command(&env, args).spawn().unwrap())
 }
 
 fn terminate(worker: &mut Worker) {

@@ -9,6 +9,7 @@ mod preview;
 mod progress;
 mod run;
 mod seed;
+mod serve;
 mod status;
 mod worker;
 
@@ -129,6 +130,9 @@ enum Command {
     /// Where a campaign's customers stand: per step queued, sending and waiting
     /// for the next step, when the next sends are due, and how entries ended
     Status(status::StatusArgs),
+    /// Run the tracking service alone (opens, clicks, unsubscribes, bounce
+    /// webhook) on http_addr; Ctrl-C or SIGTERM writes every event accepted and stops
+    Serve(serve::ServeArgs),
     /// Check campaign files, and render every step for a sample of customers when
     /// the database has any: every problem, exit 1 when any
     Validate(campaigns::ValidateArgs),
@@ -199,6 +203,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => worker::run(args, &settings).await,
         Command::Status(args) => status::run(args, &settings).await,
         Command::Advance(args) => advance::run(args, &settings).await,
+        Command::Serve(args) => serve::run(args, &settings).await,
         Command::Validate(args) => campaigns::validate(args, &settings).await,
         Command::Preview(args) => preview::run(args, &settings).await,
         Command::Audience(args) => audience::run(args, &settings).await,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::Args;
 use herald::campaign::{self, Campaign, Checks};
 use herald::config::Settings;
@@ -26,6 +27,10 @@ pub struct WorkerArgs {
     /// Queue a run of these campaigns at start (besides their schedules)
     #[arg(long = "now", value_name = "CAMPAIGN")]
     now: Vec<String>,
+    /// Do not run the tracking service (opens, clicks, unsubscribes, webhook)
+    /// on http_addr; run it elsewhere with `herald serve`
+    #[arg(long)]
+    no_http: bool,
 }
 
 pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -63,7 +68,40 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
         mail = %engine.mailer.describe(),
         "worker started"
     );
-    jobs::run_worker(engine, campaigns, &name, stop_on_signal()).await?;
+    let stop = stop_on_signal();
+    let http = if args.no_http {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} for the tracking service (set http_addr, or --no-http)",
+                    settings.http_addr
+                )
+            })?;
+        tracing::info!(address = %listener.local_addr()?, public_url = %settings.public_url, "tracking service listening");
+        let mut until = stop.clone();
+        let shutdown = async move {
+            while !*until.borrow() {
+                if until.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let (store, settings) = (store.clone(), settings.clone());
+        Some(tokio::spawn(async move {
+            herald::tracking::serve(store, &settings, listener, shutdown).await
+        }))
+    };
+    let worked = jobs::run_worker(engine, campaigns, &name, stop).await;
+    if let Some(http) = http {
+        match http.await {
+            Ok(result) => result?,
+            Err(e) => anyhow::bail!("the tracking service ended abnormally: {e}"),
+        }
+    }
+    worked?;
     store.close().await;
     tracing::info!(worker = %name, "worker stopped");
     Ok(ExitCode::SUCCESS)

@@ -86,15 +86,8 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, SetupError> {
         let templates = templates_for(templates_dir, campaigns)?;
-        let secrets = if settings.secrets.is_empty() {
-            tracing::warn!(
-                "no secret configured: signing tracking links with a key generated for this database; set HERALD_SECRET in production"
-            );
-            vec![store.generated_key("tracking", clock.now()).await?]
-        } else {
-            settings.secrets.clone()
-        };
-        let signer = Signer::new(&secrets)?;
+        // The tracking service verifies with the same list (`Store::tracking_keys`).
+        let signer = Signer::new(&store.tracking_keys(&settings.secrets, clock.now()).await?)?;
         let dkim = match (
             &settings.dkim_selector,
             &settings.dkim_domain,

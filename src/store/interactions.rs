@@ -72,6 +72,7 @@ impl Store {
     /// already stored are skipped. Returns how many were inserted.
     pub async fn write_interactions(&self, rows: &[InteractionWrite]) -> Result<u64, StoreError> {
         let mut inserted = 0;
+        let _gate = self.write_gate().await;
         with_pool!(self, |pool| {
             let mut tx = pool
                 .begin()

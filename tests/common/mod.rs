@@ -7,6 +7,7 @@
 //! and passes without running.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod smtp;
 
 use std::path::{Path, PathBuf};
