@@ -12,6 +12,7 @@ pub mod dialect;
 pub mod interactions;
 mod nodelay;
 pub mod seed;
+pub mod stats;
 
 use std::str::FromStr;
 use std::time::Duration;
