@@ -286,6 +286,7 @@ pub struct Series {
 
 const HOUR: Millis = 3_600_000;
 const DAY: Millis = 24 * HOUR;
+const MAX_BUCKETS: Millis = 5_000;
 
 /// Hourly buckets for a campaign active up to three days, daily otherwise;
 /// empty buckets between the first and the last are filled in with zeros.
@@ -300,9 +301,16 @@ pub async fn campaign_series(store: &Store, stats: &CampaignStats) -> Result<Ser
     let mut buckets = Vec::new();
     if let (Some(first), Some(last)) = (found.first(), found.last()) {
         let (first, last) = (first.at, last.at);
+        // Hourly up to three days or daily: a few thousand buckets at most,
+        // unless a stray timestamp lies far away; then keep the sparse list.
+        if (last - first) / bucket > MAX_BUCKETS {
+            return Ok(Series {
+                bucket,
+                buckets: found,
+            });
+        }
         let mut it = found.into_iter().peekable();
         let mut at = first;
-        // At most a few thousand buckets (hourly ≤ 3 days, or one per day).
         while at <= last {
             match it.peek() {
                 Some(b) if b.at == at => buckets.extend(it.next()),
