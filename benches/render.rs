@@ -96,9 +96,7 @@ fn main() {
             None,
             1_790_000_000_000,
         );
-        let mut rendered = templates
-            .render("offer", "offer", context)
-            .expect("render");
+        let mut rendered = templates.render("offer", "offer", context).expect("render");
         rendered.html = tracking.apply(&rendered.html, &unsubscribe);
         let env = Envelope {
             from: &from,

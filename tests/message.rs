@@ -90,11 +90,7 @@ fn context(note: &str) -> Value {
 fn escapes_attributes_in_html_but_not_in_text() {
     let (_d, t) = templates();
     let r = t
-        .render(
-            "offer",
-            "s",
-            context("<script>alert(1)</script>\"onload=x"),
-        )
+        .render("offer", "s", context("<script>alert(1)</script>\"onload=x"))
         .unwrap();
     assert!(
         !r.html.contains("<script>") && !r.html.contains("\"onload="),
@@ -130,10 +126,7 @@ fn missing_variable_names_template_line_and_variable() {
         .to_string();
     assert!(e.contains("broken.html.hbs:2:"), "{e}");
     assert!(e.contains("\"customer.missing_field\" is missing"), "{e}");
-    let e = t
-        .render("nope", "s", context("x"))
-        .unwrap_err()
-        .to_string();
+    let e = t.render("nope", "s", context("x")).unwrap_err().to_string();
     assert!(e.contains("no template \"nope\""), "{e}");
 }
 

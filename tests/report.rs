@@ -93,7 +93,11 @@ fn png_stats(path: &Path) -> (u32, u32, usize, f64) {
     let mut buf = vec![0; reader.output_buffer_size().expect("buffer size")];
     let info = reader.next_frame(&mut buf).expect("a frame");
     let channels = info.color_type.samples();
-    assert!(channels >= 3, "colour screenshot, got {:?}", info.color_type);
+    assert!(
+        channels >= 3,
+        "colour screenshot, got {:?}",
+        info.color_type
+    );
     let mut colours = HashSet::new();
     let mut inked = 0usize;
     let pixels = (info.width * info.height) as usize;
@@ -136,7 +140,11 @@ async fn report_renders_in_chromium(db: TestDb) {
     write_campaign(&db);
     let out = db.herald(&["report", CAMPAIGN, "--out", "report.html"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("wrote report.html"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("wrote report.html"),
+        "{}",
+        stdout(&out)
+    );
     let page = db.path("report.html");
     let html = std::fs::read_to_string(&page).unwrap();
     assert_self_contained(&html);
@@ -162,18 +170,16 @@ async fn report_renders_in_chromium(db: TestDb) {
     let (w, h, colours, inked) = png_stats(&png);
     assert_eq!((w, h), (1200, 2000));
     assert!(colours >= 200, "only {colours} distinct colours");
-    assert!(inked > 0.15, "only {:.1}% of pixels are not white", inked * 100.0);
-    // Keep a copy to look at: target/report-screenshot-BACKEND.png
-    if let Some(target) = std::env::var_os("CARGO_TARGET_TMPDIR") {
-        let _ = std::fs::copy(
-            &png,
-            Path::new(&target).join(format!("report-{}.png", db.backend.name())),
-        );
-        let _ = std::fs::copy(
-            &page,
-            Path::new(&target).join(format!("report-{}.html", db.backend.name())),
-        );
-    }
+    assert!(
+        inked > 0.15,
+        "only {:.1}% of pixels are not white",
+        inked * 100.0
+    );
+    // Keep a copy to look at: TARGET/tmp/report-BACKEND.{png,html}
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let name = format!("report-{}", db.backend.name());
+    let _ = std::fs::copy(&png, keep.join(format!("{name}.png")));
+    let _ = std::fs::copy(&page, keep.join(format!("{name}.html")));
 }
 both_backends!(report_in_chromium, report_renders_in_chromium);
 
@@ -199,7 +205,10 @@ fn chromium_console_check_sees_errors() {
         "{console:#?}"
     );
     let (_, _, colours, inked) = png_stats(&png);
-    assert!(colours < 200 || inked < 0.15, "a near-empty page looks blank");
+    assert!(
+        colours < 200 || inked < 0.15,
+        "a near-empty page looks blank"
+    );
 }
 
 async fn empty_campaign_report(db: TestDb) {
@@ -253,7 +262,9 @@ fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
         if !valid_name(name) || name.contains(':') {
             return Err(format!("bad label name {name:?}"));
         }
-        rest = rest[eq + 1..].strip_prefix('"').ok_or("label value must be quoted")?;
+        rest = rest[eq + 1..]
+            .strip_prefix('"')
+            .ok_or("label value must be quoted")?;
         let mut value = String::new();
         let mut chars = rest.char_indices();
         let end = loop {
@@ -344,8 +355,13 @@ fn parse_exposition(text: &str) -> Result<BTreeMap<String, Family>, String> {
         if fields.next().is_some() {
             return Err(err("trailing fields".into()));
         }
-        let family = current.clone().ok_or_else(|| err("sample before TYPE".into()))?;
-        let kind = families[&family].kind.clone().ok_or_else(|| err("no TYPE".into()))?;
+        let family = current
+            .clone()
+            .ok_or_else(|| err("sample before TYPE".into()))?;
+        let kind = families[&family]
+            .kind
+            .clone()
+            .ok_or_else(|| err("no TYPE".into()))?;
         let belongs = match kind.as_str() {
             "histogram" => [
                 format!("{family}_bucket"),
@@ -358,7 +374,7 @@ fn parse_exposition(text: &str) -> Result<BTreeMap<String, Family>, String> {
         if !belongs {
             return Err(err(format!("sample outside its family {family}")));
         }
-        if kind == "counter" && !(value >= 0.0) {
+        if kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(err("negative counter".into()));
         }
         if !seen.insert(format!("{name}{labels:?}")) {
@@ -393,7 +409,11 @@ fn parse_exposition(text: &str) -> Result<BTreeMap<String, Family>, String> {
             let sum = f.samples.iter().find(|s| s.0.ends_with("_sum"));
             match (count, sum) {
                 (Some(c), Some(_)) if c.2 == buckets[buckets.len() - 1].1 => {}
-                _ => return Err(format!("{name}: _count must equal the +Inf bucket, _sum present")),
+                _ => {
+                    return Err(format!(
+                        "{name}: _count must equal the +Inf bucket, _sum present"
+                    ));
+                }
             }
         }
     }
@@ -408,7 +428,9 @@ fn sample(f: &BTreeMap<String, Family>, name: &str, label: Option<(&str, &str)>)
     f[family]
         .samples
         .iter()
-        .find(|s| s.0 == name && label.is_none_or(|(k, v)| s.1.get(k).map(String::as_str) == Some(v)))
+        .find(|s| {
+            s.0 == name && label.is_none_or(|(k, v)| s.1.get(k).map(String::as_str) == Some(v))
+        })
         .unwrap_or_else(|| panic!("no sample {name} {label:?}"))
         .2
 }
@@ -416,11 +438,11 @@ fn sample(f: &BTreeMap<String, Family>, name: &str, label: Option<(&str, &str)>)
 #[test]
 fn the_parser_rejects_malformed_text() {
     for bad in [
-        "x 1\n",                                               // no TYPE
-        "# TYPE x counter\nx 1\n",                             // no HELP
-        "# HELP x h\n# TYPE x counter\nx{a=\"1} 1\n",          // unterminated
-        "# HELP x h\n# TYPE x counter\nx -1\n",                // negative counter
-        "# HELP x h\n# TYPE x counter\nx 1",                   // no final newline
+        "x 1\n",                                      // no TYPE
+        "# TYPE x counter\nx 1\n",                    // no HELP
+        "# HELP x h\n# TYPE x counter\nx{a=\"1} 1\n", // unterminated
+        "# HELP x h\n# TYPE x counter\nx -1\n",       // negative counter
+        "# HELP x h\n# TYPE x counter\nx 1",          // no final newline
         "# HELP h h\n# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
     ] {
         assert!(parse_exposition(bad).is_err(), "accepted {bad:?}");
@@ -472,7 +494,9 @@ async fn metrics_endpoint_speaks_prometheus(db: TestDb) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
-        axum::serve(listener, metrics::router(m, store)).await.unwrap();
+        axum::serve(listener, metrics::router(m, store))
+            .await
+            .unwrap();
     });
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -490,7 +514,10 @@ async fn metrics_endpoint_speaks_prometheus(db: TestDb) {
     );
     let f = parse_exposition(body).unwrap_or_else(|e| panic!("{e}\n{body}"));
 
-    assert_eq!(f["herald_messages_sent_total"].kind.as_deref(), Some("counter"));
+    assert_eq!(
+        f["herald_messages_sent_total"].kind.as_deref(),
+        Some("counter")
+    );
     assert_eq!(sample(&f, "herald_messages_sent_total", None), 3.0);
     assert_eq!(sample(&f, "herald_messages_retried_total", None), 1.0);
     assert_eq!(sample(&f, "herald_messages_failed_total", None), 1.0);
@@ -510,12 +537,23 @@ async fn metrics_endpoint_speaks_prometheus(db: TestDb) {
     assert_eq!(sample(&f, "herald_send_latency_seconds_count", None), 3.0);
     assert!((sample(&f, "herald_send_latency_seconds_sum", None) - 2.032).abs() < 1e-9);
     assert_eq!(
-        sample(&f, "herald_send_latency_seconds_bucket", Some(("le", "0.05"))),
+        sample(
+            &f,
+            "herald_send_latency_seconds_bucket",
+            Some(("le", "0.05"))
+        ),
         2.0
     );
-    assert_eq!(sample(&f, "herald_rate_limit_wait_seconds_count", None), 2.0);
     assert_eq!(
-        sample(&f, "herald_rate_limit_wait_seconds_bucket", Some(("le", "0.0001"))),
+        sample(&f, "herald_rate_limit_wait_seconds_count", None),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &f,
+            "herald_rate_limit_wait_seconds_bucket",
+            Some(("le", "0.0001"))
+        ),
         1.0
     );
 }

@@ -69,7 +69,12 @@ async fn scripted_figures_match(db: TestDb) {
         (7, 2, 2, 11)
     );
     assert_eq!(
-        (offer.opened, offer.opened_human, offer.opens, offer.opens_human),
+        (
+            offer.opened,
+            offer.opened_human,
+            offer.opens,
+            offer.opens_human
+        ),
         (3, 2, 5, 3)
     );
     assert_eq!((offer.clicked, offer.clicks), (2, 4));
@@ -87,7 +92,12 @@ async fn scripted_figures_match(db: TestDb) {
     // A conversion event and window given on the command line win over the goal.
     let v = stats_json(
         &db,
-        &["--conversion-event", "purchase", "--conversion-window", "2d"],
+        &[
+            "--conversion-event",
+            "purchase",
+            "--conversion-window",
+            "2d",
+        ],
     );
     assert_eq!(v["conversion"]["source"], "option");
     assert_eq!(v["conversion"]["window"], "2d");
@@ -112,9 +122,15 @@ async fn scripted_figures_match(db: TestDb) {
         .take(4)
         .collect();
     assert_eq!(table.len(), 4, "{text}");
-    assert!(table[1].starts_with("offer ") && table[3].starts_with("total "), "{text}");
+    assert!(
+        table[1].starts_with("offer ") && table[3].starts_with("total "),
+        "{text}"
+    );
     let end = table[0].len();
-    assert!(table.iter().all(|l| l.len() == end), "right-aligned columns:\n{text}");
+    assert!(
+        table.iter().all(|l| l.len() == end),
+        "right-aligned columns:\n{text}"
+    );
 }
 both_backends!(scripted_figures, scripted_figures_match);
 
@@ -134,7 +150,11 @@ async fn every_campaign_without_a_name(db: TestDb) {
     // No campaign file: steps in planned order, no goal, a warning.
     let out = db.herald(&["stats", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("campaign file not used"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("campaign file not used"),
+        "{}",
+        stderr(&out)
+    );
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let all = v.as_array().expect("an array without CAMPAIGN");
     assert_eq!(all.len(), 1);
@@ -146,6 +166,10 @@ async fn every_campaign_without_a_name(db: TestDb) {
 
     let out = db.herald(&["stats", "--conversion-window", "soon"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("--conversion-window"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--conversion-window"),
+        "{}",
+        stderr(&out)
+    );
 }
 both_backends!(every_campaign, every_campaign_without_a_name);

@@ -215,14 +215,25 @@ fn human(s: &CampaignStats) -> String {
             .totals
             .skipped_by_reason
             .iter()
-            .map(|(r, n)| format!("{} {n}", if r.is_empty() { "(none)".into() } else { clean(r) }))
+            .map(|(r, n)| {
+                format!(
+                    "{} {n}",
+                    if r.is_empty() {
+                        "(none)".into()
+                    } else {
+                        clean(r)
+                    }
+                )
+            })
             .collect();
         out.push_str(&format!("skipped by reason: {}\n", reasons.join(", ")));
     }
     if !s.totals.links.is_empty() {
         out.push_str("top links (clicks, people):\n");
         for l in s.totals.links.iter().take(5) {
-            out.push_str(&format!("  {:>6} {:>6}  {}\n", l.clicks,
+            out.push_str(&format!(
+                "  {:>6} {:>6}  {}\n",
+                l.clicks,
                 l.clicked,
                 clean(&l.url)
             ));

@@ -235,16 +235,22 @@ impl Templates {
             .text
             .render_with_context(&skey, context)
             .map_err(|e| RenderError::from_hbs(&format!("subject of {subject}"), |_| None, e))?;
-        let html = self.html.render_with_context(template, context).map_err(|e| {
-            RenderError::from_hbs(
-                &self.path(&format!("{template}.html.hbs")),
-                |n| self.file(n, false),
-                e,
-            )
-        })?;
-        let mut text = self.text.render_with_context(template, context).map_err(|e| {
-            RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
-        })?;
+        let html = self
+            .html
+            .render_with_context(template, context)
+            .map_err(|e| {
+                RenderError::from_hbs(
+                    &self.path(&format!("{template}.html.hbs")),
+                    |n| self.file(n, false),
+                    e,
+                )
+            })?;
+        let mut text = self
+            .text
+            .render_with_context(template, context)
+            .map_err(|e| {
+                RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
+            })?;
         if !self.with_text.contains(template) {
             // Block helpers and partials leave indentation and empty lines
             // behind; one linear pass makes the derived part read like a letter.

@@ -82,8 +82,9 @@ svg .note{font-size:12px;fill:#69708a}
 .legend i{display:inline-block;width:12px;height:12px;border-radius:3px;margin-right:6px;vertical-align:-1px}
 .step{font-weight:600;margin:10px 0 2px}
 table{width:100%;border-collapse:collapse;font-size:13px}
-th,td{padding:7px 8px;text-align:right;border-bottom:1px solid #eceef4;white-space:nowrap}
-th{color:#69708a;font-weight:600;font-size:12px;text-transform:uppercase;letter-spacing:.5px}
+th,td{padding:7px 6px;text-align:right;border-bottom:1px solid #eceef4;white-space:nowrap}
+th{color:#69708a;font-weight:600;font-size:11px;text-transform:uppercase;letter-spacing:.3px}
+table.figures{font-size:12.5px}
 th:first-child,td:first-child{text-align:left}
 tr.total td{font-weight:700;border-top:2px solid #d9dce8}
 td.url{text-align:left;white-space:normal;word-break:break-all;max-width:520px}
@@ -284,7 +285,11 @@ fn funnel(h: &mut String, s: &CampaignStats) {
     }
     for step in &s.steps {
         let label = step.step.as_deref().unwrap_or("");
-        let _ = write!(h, r#"<div class="step">{}</div>"#, escape(&short(label, 60)));
+        let _ = write!(
+            h,
+            r#"<div class="step">{}</div>"#,
+            escape(&short(label, 60))
+        );
         let rows = [
             ("Entered", step.entered, ENTERED, None),
             ("Sent", step.sent, SENT, None),
@@ -353,7 +358,9 @@ fn conversions(h: &mut String, s: &CampaignStats) {
 }
 
 fn links(h: &mut String, s: &CampaignStats) {
-    h.push_str(r#"<section class="card"><h2>Top links</h2><p class="sub">Clicks per link, all steps</p>"#);
+    h.push_str(
+        r#"<section class="card"><h2>Top links</h2><p class="sub">Clicks per link, all steps</p>"#,
+    );
     let links = &s.totals.links;
     if links.is_empty() {
         h.push_str(r#"<p class="muted">No clicks yet.</p></section>"#);
@@ -376,7 +383,7 @@ fn links(h: &mut String, s: &CampaignStats) {
 }
 
 fn table(h: &mut String, s: &CampaignStats) {
-    h.push_str(r#"<section class="card"><h2>Figures by step</h2><p class="sub">Opened, clicked, unsubscribed and converted count people; opens and clicks count events</p><div class="scroll"><table><tr><th>Step</th><th>Entered</th><th>Sent</th><th>Bounced</th><th>Failed</th><th>Skipped</th><th>Opened</th><th>Human</th><th>Opens</th><th>Clicked</th><th>CTR</th><th>Unsub.</th><th>Compl.</th><th>Converted</th><th>Conv. rate</th></tr>"#);
+    h.push_str(r#"<section class="card"><h2>Figures by step</h2><p class="sub">Opened, clicked, unsubscribed and converted count people; opens and clicks count events</p><div class="scroll"><table class="figures"><tr><th>Step</th><th>Entered</th><th>Sent</th><th>Bounced</th><th>Failed</th><th>Skipped</th><th>Opened</th><th>Human</th><th>Opens</th><th>Clicked</th><th>CTR</th><th>Unsub.</th><th>Compl.</th><th>Converted</th><th>Conv. rate</th></tr>"#);
     let row = |h: &mut String, label: &str, x: &StepStats, class: &str| {
         let _ = write!(
             h,
@@ -424,12 +431,7 @@ fn skips(h: &mut String, s: &CampaignStats) {
         } else {
             reason
         };
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td></tr>",
-            escape(label),
-            num(*n)
-        );
+        let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", escape(label), num(*n));
     }
     h.push_str("</table></section>");
 }

@@ -300,10 +300,7 @@ impl Store {
         let mut steps: Vec<Counts> = steps.into_values().collect();
         steps.sort_by_key(|c| {
             let step = c.step.clone().unwrap_or_default();
-            (
-                first_planned.get(&step).copied().unwrap_or(i64::MAX),
-                step,
-            )
+            (first_planned.get(&step).copied().unwrap_or(i64::MAX), step)
         });
         out.steps = steps;
         Ok(out)

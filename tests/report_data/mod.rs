@@ -196,30 +196,89 @@ pub fn scripted() -> Scenario {
     // c1: two human opens, a click on each link.
     s.on(1, "offer", "email_opened", T0 + HOUR, human.clone());
     s.on(1, "offer", "email_opened", T0 + 2 * HOUR, json!({}));
-    s.on(1, "offer", "email_clicked", T0 + 2 * HOUR, json!({"url": LINK_A, "link": 0}));
-    s.on(1, "offer", "email_clicked", T0 + 3 * HOUR, json!({"url": LINK_B, "link": 1}));
+    s.on(
+        1,
+        "offer",
+        "email_clicked",
+        T0 + 2 * HOUR,
+        json!({"url": LINK_A, "link": 0}),
+    );
+    s.on(
+        1,
+        "offer",
+        "email_clicked",
+        T0 + 3 * HOUR,
+        json!({"url": LINK_B, "link": 1}),
+    );
     // c2: a machine open only.
     s.on(2, "offer", "email_opened", T0 + 2 * MIN, machine.clone());
     // c3: machine, then human; link A twice.
     s.on(3, "offer", "email_opened", T0 + 4 * MIN, machine.clone());
     s.on(3, "offer", "email_opened", T0 + 5 * HOUR, human.clone());
-    s.on(3, "offer", "email_clicked", T0 + 5 * HOUR, json!({"url": LINK_A, "link": 0}));
-    s.on(3, "offer", "email_clicked", T0 + 6 * HOUR, json!({"url": LINK_A, "link": 0}));
+    s.on(
+        3,
+        "offer",
+        "email_clicked",
+        T0 + 5 * HOUR,
+        json!({"url": LINK_A, "link": 0}),
+    );
+    s.on(
+        3,
+        "offer",
+        "email_clicked",
+        T0 + 6 * HOUR,
+        json!({"url": LINK_A, "link": 0}),
+    );
     // c1 opens the reminder too; c2 clicks it (link B) after a machine open.
-    s.on(1, "reminder", "email_opened", T0 + 3 * DAY + HOUR, human.clone());
-    s.on(2, "reminder", "email_opened", T0 + 3 * DAY + 3 * MIN, machine.clone());
-    s.on(2, "reminder", "email_clicked", T0 + 3 * DAY + 2 * HOUR, json!({"url": LINK_B, "link": 1}));
+    s.on(
+        1,
+        "reminder",
+        "email_opened",
+        T0 + 3 * DAY + HOUR,
+        human.clone(),
+    );
+    s.on(
+        2,
+        "reminder",
+        "email_opened",
+        T0 + 3 * DAY + 3 * MIN,
+        machine.clone(),
+    );
+    s.on(
+        2,
+        "reminder",
+        "email_clicked",
+        T0 + 3 * DAY + 2 * HOUR,
+        json!({"url": LINK_B, "link": 1}),
+    );
     // c5 unsubscribes, c6 complains; c7 bounces after being sent.
-    s.on(5, "offer", "unsubscribed", T0 + DAY, json!({"method": "one-click"}));
+    s.on(
+        5,
+        "offer",
+        "unsubscribed",
+        T0 + DAY,
+        json!({"method": "one-click"}),
+    );
     s.on(6, "offer", "email_complained", T0 + DAY, json!({}));
-    s.on(7, "offer", "email_bounced", T0 + 2 * HOUR, json!({"type": "Permanent", "detail": "mailbox full"}));
+    s.on(
+        7,
+        "offer",
+        "email_bounced",
+        T0 + 2 * HOUR,
+        json!({"type": "Permanent", "detail": "mailbox full"}),
+    );
     // Purchases. c1: inside the offer's window. c2: eight days after the offer
     // (outside; c2's reminder came at T0+3d, so inside the reminder's).
     // c3: inside both. c4: inside, but 5 < 10 fails the goal's `where:`.
     // c5: before the send. c6: exactly at the window's end (outside).
     s.own(1, "purchase", T0 + DAY, json!({"amount": 50}));
     s.own(2, "purchase", T0 + 8 * DAY, json!({"amount": 30}));
-    s.own(3, "purchase", T0 + 3 * DAY + 2 * HOUR, json!({"amount": 20.5}));
+    s.own(
+        3,
+        "purchase",
+        T0 + 3 * DAY + 2 * HOUR,
+        json!({"amount": 20.5}),
+    );
     s.own(4, "purchase", T0 + HOUR, json!({"amount": 5}));
     s.own(5, "purchase", T0 - HOUR, json!({"amount": 99}));
     s.own(6, "purchase", T0 + 6 * MIN + 7 * DAY, json!({"amount": 15}));
@@ -239,7 +298,9 @@ pub fn scripted() -> Scenario {
 
 /// A deterministic larger campaign for the report: `n` customers.
 pub fn generated(n: i64, seed: u64) -> Scenario {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut rnd = move || {
         state = state
             .wrapping_mul(6364136223846793005)
@@ -265,7 +326,8 @@ pub fn generated(n: i64, seed: u64) -> Scenario {
             ("skipped", Some(reasons[(rnd() * 3.0) as usize % 3]))
         };
         let sent_at = (status == "sent").then(|| T0 + (rnd() * 6.0 * HOUR as f64) as i64);
-        s.deliveries.push(d(next_id, c, "offer", status, reason, sent_at));
+        s.deliveries
+            .push(d(next_id, c, "offer", status, reason, sent_at));
         next_id += 1;
     }
     let offers = s.deliveries.clone();
@@ -275,7 +337,13 @@ pub fn generated(n: i64, seed: u64) -> Scenario {
         let c = o.customer;
         let mut opened = false;
         if rnd() < 0.2 {
-            s.on(c, "offer", "email_opened", sent + 5_000, json!({"machine": true}));
+            s.on(
+                c,
+                "offer",
+                "email_opened",
+                sent + 5_000,
+                json!({"machine": true}),
+            );
         }
         if rnd() < 0.5 {
             opened = true;
@@ -289,7 +357,12 @@ pub fn generated(n: i64, seed: u64) -> Scenario {
                 let at = sent + (rnd() * 40.0 * HOUR as f64) as i64;
                 s.on(c, "offer", "email_clicked", at, json!({"url": link}));
                 if rnd() < 0.4 {
-                    s.own(c, "purchase", at + (rnd() * 9.0 * DAY as f64) as i64, json!({"amount": (rnd() * 120.0).round()}));
+                    s.own(
+                        c,
+                        "purchase",
+                        at + (rnd() * 9.0 * DAY as f64) as i64,
+                        json!({"amount": (rnd() * 120.0).round()}),
+                    );
                 }
             }
         }
@@ -303,13 +376,20 @@ pub fn generated(n: i64, seed: u64) -> Scenario {
     }
     for c in reminded {
         let sent = T0 + 2 * DAY + (rnd() * 4.0 * HOUR as f64) as i64;
-        s.deliveries.push(d(next_id, c, "reminder", "sent", None, Some(sent)));
+        s.deliveries
+            .push(d(next_id, c, "reminder", "sent", None, Some(sent)));
         next_id += 1;
         if rnd() < 0.3 {
             let at = sent + (rnd() * rnd() * 20.0 * HOUR as f64) as i64;
             s.on(c, "reminder", "email_opened", at, json!({}));
             if rnd() < 0.3 {
-                s.on(c, "reminder", "email_clicked", at + MIN, json!({"url": LINK_B}));
+                s.on(
+                    c,
+                    "reminder",
+                    "email_clicked",
+                    at + MIN,
+                    json!({"url": LINK_B}),
+                );
                 if rnd() < 0.5 {
                     s.own(c, "purchase", at + HOUR, json!({"amount": 40}));
                 }
@@ -447,7 +527,11 @@ pub struct Rule<'a> {
 /// The figures for `step` (`None`: the whole campaign) from the lists alone.
 pub fn expected(s: &Scenario, step: Option<&str>, rule: &Rule<'_>) -> Expected {
     let in_step = |x: Option<&str>| step.is_none() || x == step;
-    let ds: Vec<&Delivery> = s.deliveries.iter().filter(|d| in_step(Some(d.step))).collect();
+    let ds: Vec<&Delivery> = s
+        .deliveries
+        .iter()
+        .filter(|d| in_step(Some(d.step)))
+        .collect();
     let es: Vec<&Event> = s
         .events
         .iter()
@@ -543,13 +627,19 @@ pub fn from_json(v: &Value) -> Expected {
         converted: n("converted"),
         ..Default::default()
     };
-    for (k, c) in v["skipped_by_reason"].as_object().expect("skipped_by_reason") {
+    for (k, c) in v["skipped_by_reason"]
+        .as_object()
+        .expect("skipped_by_reason")
+    {
         x.skipped_by_reason.insert(k.clone(), c.as_i64().unwrap());
     }
     for l in v["links"].as_array().expect("links") {
         x.links.insert(
             l["url"].as_str().unwrap().to_string(),
-            (l["clicks"].as_i64().unwrap(), l["clicked"].as_i64().unwrap()),
+            (
+                l["clicks"].as_i64().unwrap(),
+                l["clicked"].as_i64().unwrap(),
+            ),
         );
     }
     x
