@@ -1,5 +1,6 @@
 //! `herald stats [CAMPAIGN] [--json]`: a campaign's figures per step.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -98,22 +99,27 @@ pub async fn run(args: StatsArgs, settings: &Settings) -> anyhow::Result<ExitCod
         all.push(load_stats(&store, name, &args.source).await?);
     }
     store.close().await;
+    let mut text = String::new();
     if args.json {
-        let text = match (&args.campaign, all.as_slice()) {
+        text = match (&args.campaign, all.as_slice()) {
             (Some(_), [one]) => serde_json::to_string_pretty(one)?,
             _ => serde_json::to_string_pretty(&all)?,
         };
-        println!("{text}");
-        return Ok(ExitCode::SUCCESS);
+        text.push('\n');
+    } else if all.is_empty() {
+        text.push_str("no campaign has deliveries yet\n");
     }
-    if all.is_empty() {
-        println!("no campaign has deliveries yet");
-    }
-    for (i, s) in all.iter().enumerate() {
+    for (i, s) in all.iter().enumerate().filter(|_| !args.json) {
         if i > 0 {
-            println!();
+            text.push('\n');
         }
-        print!("{}", human(s));
+        text.push_str(&human(s));
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // A reader that stops early (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
     }
     Ok(ExitCode::SUCCESS)
 }
