@@ -2,7 +2,8 @@
 # Times `herald stats` and `herald report` on a seeded database with one large
 # synthetic campaign: deliveries for every 5th customer (two steps), email_sent
 # for each, ~40 % opens (a fifth by machines), ~8 % clicks on three links,
-# ~0.5 % unsubscribes; conversions are the seeded purchases.
+# ~0.5 % unsubscribes, sent in October 2026 so that the seeded purchases
+# (before the anchor 2026-11-01) give conversions.
 #
 #   bench/stats.sh [CUSTOMERS]           default 1000000 (about 10 interactions each)
 #
@@ -33,18 +34,18 @@ cd "$BENCH_DIR"
 # The campaign, in SQL both backends accept (integer division, no JSON
 # functions); @J marks where PostgreSQL needs a cast of text to jsonb.
 CAMPAIGN_SQL="
-INSERT INTO runs (id, campaign, trigger, status, created_at) VALUES (900001, 'bench', 'manual', 'done', 1793491200000);
+INSERT INTO runs (id, campaign, trigger, status, created_at) VALUES (900001, 'bench', 'manual', 'done', 1790812800000);
 INSERT INTO entries (id, campaign, customer_id, seq, run_id, entered_at, updated_at)
-  SELECT id, 'bench', id, 1, 900001, 1793491200000, 1793491200000 FROM customers WHERE id % 5 = 0;
+  SELECT 9000000000 + id, 'bench', id, 1, 900001, 1790812800000, 1790812800000 FROM customers WHERE id % 5 = 0;
 INSERT INTO deliveries (run_id, entry_id, campaign, step, customer_id, status, reason, sent_at, created_at, updated_at)
-  SELECT 900001, id, 'bench', 'offer', id,
+  SELECT 900001, 9000000000 + id, 'bench', 'offer', id,
          CASE WHEN id % 97 = 0 THEN 'bounced' WHEN id % 89 = 0 THEN 'skipped' ELSE 'sent' END,
          CASE WHEN id % 97 = 0 THEN '550 5.1.1 no such user' WHEN id % 89 = 0 THEN 'frequency_cap' END,
-         CASE WHEN id % 97 <> 0 AND id % 89 <> 0 THEN 1793491200000 + (id % 3600) * 1000 END,
-         1793491200000, 1793491200000
+         CASE WHEN id % 97 <> 0 AND id % 89 <> 0 THEN 1790812800000 + (id % 3600) * 1000 END,
+         1790812800000, 1790812800000
   FROM customers WHERE id % 5 = 0;
 INSERT INTO deliveries (run_id, entry_id, campaign, step, customer_id, status, sent_at, created_at, updated_at)
-  SELECT 900001, id, 'bench', 'reminder', id, 'sent', 1793750400000 + (id % 3600) * 1000, 1793750400000, 1793750400000
+  SELECT 900001, 9000000000 + id, 'bench', 'reminder', id, 'sent', 1791072000000 + (id % 3600) * 1000, 1791072000000, 1791072000000
   FROM customers WHERE id % 10 = 0;
 INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, delivery_id, data)
   SELECT customer_id, 'email_sent', sent_at, campaign, step, id, '{}' FROM deliveries WHERE campaign = 'bench' AND status = 'sent';
