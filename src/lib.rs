@@ -13,6 +13,7 @@ pub mod message;
 pub mod pipeline;
 pub mod quantity;
 pub mod render;
+pub mod report;
 pub mod seed;
 pub mod segment;
 pub mod store;

@@ -66,7 +66,15 @@ impl Server {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            tracking::serve_with_clock(store, &settings, listener, shutdown, clock).await
+            tracking::serve_with_clock(
+                store,
+                &settings,
+                listener,
+                shutdown,
+                clock,
+                axum::Router::new(),
+            )
+            .await
         });
         Server {
             addr,

@@ -99,13 +99,30 @@ async fn scalar(db: &TestDb, sql: &str) -> i64 {
 }
 
 /// A run queued with `--now` goes through the plan and send queues of apalis's
-/// SQL storage in Herald's database; SIGTERM stops the worker cleanly.
+/// SQL storage in Herald's database; the worker's HTTP service answers
+/// `/metrics` with what it sent; SIGTERM stops the worker cleanly.
 async fn queued_run_is_planned_and_sent(db: TestDb) {
     let expected = setup(&db, None, "150");
     let server = SmtpServer::accepting().await;
     let url = server.url();
-    let env = [("HERALD_SMTP_URL", url.as_str())];
-    let mut worker = spawn(&db, &env, &["worker", "--now", "t", "--name", "w1"]);
+    // A free port for the worker's HTTP service.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let http_addr = addr.to_string();
+    let mut worker = Worker(
+        db.command(
+            &[
+                ("HERALD_SMTP_URL", url.as_str()),
+                ("HERALD_HTTP_ADDR", http_addr.as_str()),
+            ],
+            &["worker", "--now", "t", "--name", "w1"],
+        )
+        .spawn()
+        .unwrap(),
+    );
+
     wait_for("every message", Duration::from_secs(60), || {
         server.received().len() >= expected.len()
     })

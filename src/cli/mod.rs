@@ -7,9 +7,11 @@ mod campaigns;
 mod import;
 mod preview;
 mod progress;
+mod report;
 mod run;
 mod seed;
 mod serve;
+mod stats;
 mod status;
 mod worker;
 
@@ -142,6 +144,10 @@ enum Command {
     Audience(audience::AudienceArgs),
     /// Print the JSON Schema of campaign files
     Schema,
+    /// A campaign's figures per step: sends, bounces, opens, clicks, conversions
+    Stats(stats::StatsArgs),
+    /// Write a campaign's report as one self-contained HTML file with charts
+    Report(report::ReportArgs),
 }
 
 /// Exit code when some input rows were rejected but the rest was applied.
@@ -208,6 +214,8 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Preview(args) => preview::run(args, &settings).await,
         Command::Audience(args) => audience::run(args, &settings).await,
         Command::Schema => Ok(campaigns::schema()),
+        Command::Stats(args) => stats::run(args, &settings).await,
+        Command::Report(args) => report::run(args, &settings).await,
     }
 }
 

@@ -25,8 +25,15 @@ pub async fn run(_args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCo
     );
     let clock: std::sync::Arc<dyn herald::clock::Clock> =
         std::sync::Arc::new(herald::clock::SystemClock);
-    let totals =
-        tracking::serve_with_clock(store.clone(), settings, listener, stop_signal(), clock).await;
+    let totals = tracking::serve_with_clock(
+        store.clone(),
+        settings,
+        listener,
+        stop_signal(),
+        clock,
+        herald::report::metrics::router(herald::report::metrics::Metrics::new(), store.clone()),
+    )
+    .await;
     store.close().await;
     let totals = totals?;
     println!(

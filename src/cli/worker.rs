@@ -90,8 +90,9 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
             }
         };
         let (store, settings) = (store.clone(), settings.clone());
+        let metrics = herald::report::metrics::router(engine.metrics.clone(), store.clone());
         Some(tokio::spawn(async move {
-            herald::tracking::serve(store, &settings, listener, shutdown).await
+            herald::tracking::serve(store, &settings, listener, shutdown, metrics).await
         }))
     };
     let worked = jobs::run_worker(engine, campaigns, &name, stop).await;

@@ -80,6 +80,8 @@ pub struct Engine {
     /// `smtp_concurrency` permits: messages between render and recorded
     /// outcome, across every run this process sends at once.
     pub slots: Arc<Semaphore>,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: crate::report::metrics::Metrics,
 }
 
 /// A sender's result on its way to the writer; the ack says it is committed.
@@ -139,6 +141,7 @@ impl Engine {
                 self.store.clone(),
                 self.clock.clone(),
                 out_rx.clone(),
+                self.metrics.clone(),
             ));
         }
         let shared = Arc::new(Senders {
@@ -358,7 +361,9 @@ impl Engine {
             }
         };
         if let Some(l) = limiter {
+            let waited = std::time::Instant::now();
             l.wait().await;
+            self.metrics.observe_rate_limit_wait(waited.elapsed());
         }
         let to: lettre::Address = match c.email.parse() {
             Ok(a) => a,
@@ -369,6 +374,7 @@ impl Engine {
             }
         };
         let file_id = format!("{}-{}-{}", campaign.name, sanitize(&c.step), c.delivery_id);
+        let started = std::time::Instant::now();
         let result = self
             .mailer
             .send(Outgoing {
@@ -378,6 +384,7 @@ impl Engine {
                 message: &bytes,
             })
             .await;
+        self.metrics.observe_send_latency(started.elapsed());
         match result {
             Ok(_) => Outcome::Sent {
                 message_id: message_id.to_string(),
@@ -630,6 +637,7 @@ async fn write_outcomes(
     store: Store,
     clock: Arc<dyn Clock>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Recorded>>>,
+    metrics: crate::report::metrics::Metrics,
 ) -> Result<(), StoreError> {
     let mut buf: Vec<Recorded> = Vec::with_capacity(256);
     loop {
@@ -638,6 +646,9 @@ async fn write_outcomes(
         }
         let batch: Vec<(i64, Outcome)> = buf.iter().map(|(id, o, _)| (*id, o.clone())).collect();
         store.record_outcomes(&batch, clock.now()).await?;
+        for (_, outcome) in &batch {
+            metrics.outcome(outcome);
+        }
         for (_, _, ack) in buf.drain(..) {
             if let Some(ack) = ack {
                 let _ = ack.send(());

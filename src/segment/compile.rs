@@ -116,6 +116,28 @@ pub fn compile(condition: &Condition, cx: &Context<'_>) -> Audience {
     }
 }
 
+/// The `where:` tests of an event condition as one predicate over an
+/// interaction row `i` (TRUE when there are none). Reports use it to count the
+/// goal event of a campaign after each send.
+pub fn event_filters(filters: &[FieldTest], cx: &Context<'_>) -> Audience {
+    let mut w = Writer {
+        cx,
+        params: Vec::new(),
+    };
+    let parts: Vec<String> = filters
+        .iter()
+        .map(|FieldTest { path, op }| format!("({})", w.json("i.data", path, op)))
+        .collect();
+    Audience {
+        predicate: if parts.is_empty() {
+            TRUE.to_string()
+        } else {
+            parts.join(" AND ")
+        },
+        params: w.params,
+    }
+}
+
 const TRUE: &str = "1 = 1";
 const FALSE: &str = "1 = 0";
 

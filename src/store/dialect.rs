@@ -224,3 +224,27 @@ impl Backend {
         }
     }
 }
+
+/// JSON access with a key fixed in Herald's own code (never from data), for
+/// the reports' aggregates over `interactions.data`.
+impl Backend {
+    /// TRUE when `doc`.`key` is JSON `true`; FALSE (never NULL) otherwise.
+    pub fn json_key_true(self, doc: &str, key: &'static str) -> String {
+        match self {
+            Backend::Sqlite => format!("coalesce(json_type({doc}, '$.{key}') = 'true', 1 = 0)"),
+            Backend::Postgres => format!("coalesce(({doc} -> '{key}') = 'true'::jsonb, 1 = 0)"),
+        }
+    }
+
+    /// The string at `doc`.`key`, NULL when it is missing or not a string.
+    pub fn json_key_text(self, doc: &str, key: &'static str) -> String {
+        match self {
+            Backend::Sqlite => format!(
+                "(CASE WHEN json_type({doc}, '$.{key}') = 'text' THEN json_extract({doc}, '$.{key}') END)"
+            ),
+            Backend::Postgres => format!(
+                "(CASE WHEN jsonb_typeof({doc} -> '{key}') = 'string' THEN {doc} ->> '{key}' END)"
+            ),
+        }
+    }
+}

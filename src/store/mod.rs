@@ -13,6 +13,7 @@ pub mod interactions;
 mod nodelay;
 pub mod seed;
 pub mod sequence;
+pub mod stats;
 pub mod tracking;
 
 use std::str::FromStr;

@@ -80,15 +80,26 @@ type App = State<Arc<Shared>>;
 ///
 /// Tokens are verified with the same keys the send pipeline signs with
 /// ([`Store::tracking_keys`]).
+///
+/// `extra` routes are served beside the tracking routes (the worker mounts
+/// `/metrics` this way); pass `Router::new()` for none.
 pub async fn serve(
     store: Store,
     settings: &Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    extra: Router,
 ) -> Result<(), TrackingError> {
-    serve_with_clock(store, settings, listener, shutdown, Arc::new(SystemClock))
-        .await
-        .map(|_| ())
+    serve_with_clock(
+        store,
+        settings,
+        listener,
+        shutdown,
+        Arc::new(SystemClock),
+        extra,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// [`serve`] with the clock events are stamped with; returns what was done.
@@ -98,6 +109,7 @@ pub async fn serve_with_clock(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     clock: Arc<dyn Clock>,
+    extra: Router,
 ) -> Result<Totals, TrackingError> {
     let signer = Signer::new(&store.tracking_keys(&settings.secrets, clock.now()).await?)?;
     let counters = Arc::new(Counters::default());
@@ -115,7 +127,7 @@ pub async fn serve_with_clock(
             .filter(|s| !s.is_empty())
             .map(webhook::Secret::new),
     });
-    let served = axum::serve(listener, router(shared))
+    let served = axum::serve(listener, router(shared).merge(extra))
         .with_graceful_shutdown(shutdown)
         .await;
     // The router and with it every sender is gone: the writer drains and ends.
