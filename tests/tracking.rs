@@ -72,7 +72,7 @@ impl Server {
                 listener,
                 shutdown,
                 clock,
-                axum::Router::new(),
+                herald::report::metrics::Metrics::new(),
             )
             .await
         });
@@ -289,6 +289,13 @@ async fn opens_and_clicks(db: TestDb) {
     assert_eq!(clicked[0].1["link"], 0);
     assert_eq!(clicked[1].1["url"], "https://acme.example/sale");
     assert_eq!(clicked[1].1["link"], 1);
+    // The same service answers /metrics, with tracking events by kind.
+    let metrics = http::get(server.addr, "/metrics", &[]).await.text();
+    assert!(
+        metrics.contains("herald_tracking_events_total{kind=\"email_opened\"} 1")
+            && metrics.contains("herald_tracking_events_total{kind=\"email_clicked\"} 2"),
+        "{metrics}"
+    );
     let totals = server.stop().await.unwrap();
     assert_eq!((totals.accepted, totals.written), (3, 3));
     store.close().await;

@@ -31,7 +31,7 @@ pub async fn run(_args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCo
         listener,
         stop_signal(),
         clock,
-        herald::report::metrics::router(herald::report::metrics::Metrics::new(), store.clone()),
+        herald::report::metrics::Metrics::new(),
     )
     .await;
     store.close().await;

@@ -90,7 +90,7 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
             }
         };
         let (store, settings) = (store.clone(), settings.clone());
-        let metrics = herald::report::metrics::router(engine.metrics.clone(), store.clone());
+        let metrics = engine.metrics.clone();
         Some(tokio::spawn(async move {
             herald::tracking::serve(store, &settings, listener, shutdown, metrics).await
         }))

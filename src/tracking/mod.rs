@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::report::metrics::Metrics;
 use crate::store::tracking::Unsubscribed;
 use crate::store::{Store, StoreError};
 use crate::token::{Purpose, Signer, Token, TokenError};
@@ -71,6 +72,7 @@ struct Shared {
     events: mpsc::Sender<Event>,
     counters: Arc<Counters>,
     webhook: Option<webhook::Secret>,
+    metrics: Metrics,
 }
 
 type App = State<Arc<Shared>>;
@@ -81,14 +83,14 @@ type App = State<Arc<Shared>>;
 /// Tokens are verified with the same keys the send pipeline signs with
 /// ([`Store::tracking_keys`]).
 ///
-/// `extra` routes are served beside the tracking routes (the worker mounts
-/// `/metrics` this way); pass `Router::new()` for none.
+/// `metrics` counts tracking events by kind, and is served at `/metrics`
+/// (with whatever else feeds it, such as the worker's send pipeline).
 pub async fn serve(
     store: Store,
     settings: &Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    extra: Router,
+    metrics: Metrics,
 ) -> Result<(), TrackingError> {
     serve_with_clock(
         store,
@@ -96,7 +98,7 @@ pub async fn serve(
         listener,
         shutdown,
         Arc::new(SystemClock),
-        extra,
+        metrics,
     )
     .await
     .map(|_| ())
@@ -109,7 +111,7 @@ pub async fn serve_with_clock(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     clock: Arc<dyn Clock>,
-    extra: Router,
+    metrics: Metrics,
 ) -> Result<Totals, TrackingError> {
     let signer = Signer::new(&store.tracking_keys(&settings.secrets, clock.now()).await?)?;
     let counters = Arc::new(Counters::default());
@@ -126,7 +128,9 @@ pub async fn serve_with_clock(
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(webhook::Secret::new),
+        metrics: metrics.clone(),
     });
+    let extra = crate::report::metrics::router(metrics, shared.store.clone());
     let served = axum::serve(listener, router(shared).merge(extra))
         .with_graceful_shutdown(shutdown)
         .await;
@@ -216,6 +220,10 @@ impl Shared {
             machine: machine::by_user_agent(user_agent(headers)),
             link: t.link,
         };
+        self.metrics.tracking_event(match kind {
+            Kind::Open => "email_opened",
+            Kind::Click => "email_clicked",
+        });
         writer::enqueue(&self.events, &self.counters, event).await;
     }
 }
@@ -313,9 +321,11 @@ async fn unsubscribe(
         .unsubscribe(customer_id, Some(delivery_id), &data, app.clock.now())
         .await
     {
-        Ok(Unsubscribed::Now | Unsubscribed::Already | Unsubscribed::UnknownCustomer) => {
+        Ok(Unsubscribed::Now) => {
+            app.metrics.tracking_event("unsubscribed");
             pages::unsubscribed()
         }
+        Ok(Unsubscribed::Already | Unsubscribed::UnknownCustomer) => pages::unsubscribed(),
         Err(e) => {
             tracing::error!(error = %e, customer = customer_id, "unsubscribe failed");
             pages::try_again()
@@ -363,10 +373,18 @@ async fn report(State(app): App, request: Request) -> Response {
         }
     };
     match webhook::apply(&app.store, &reports, app.clock.now()).await {
-        Ok(applied) => json(
-            StatusCode::OK,
-            serde_json::to_value(applied).unwrap_or(Value::Null),
-        ),
+        Ok(applied) => {
+            for r in &reports {
+                app.metrics.tracking_event(match r.kind {
+                    webhook::ReportType::Hard | webhook::ReportType::Soft => "email_bounced",
+                    webhook::ReportType::Complaint => "email_complained",
+                });
+            }
+            json(
+                StatusCode::OK,
+                serde_json::to_value(applied).unwrap_or(Value::Null),
+            )
+        }
         Err(e) => {
             tracing::error!(error = %e, "webhook reports failed");
             json(
