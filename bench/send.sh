@@ -6,6 +6,7 @@
 #
 #   bash bench/send.sh            # N=100000
 #   N=10000 CONCURRENCY=16 bash bench/send.sh
+#   SKIP_SQLITE=1 bash bench/send.sh   # PostgreSQL only
 #
 # Needs Debian's postfix package (smtp-sink, smtp-source); as root smtp-sink
 # runs with -u postfix. PostgreSQL from HERALD_BENCH_PG_URL
@@ -60,6 +61,6 @@ run() { # name url
     "herald run, $name" "$(echo "$sent / $secs" | bc -l)" "$sent" "$secs" $((kb / 1024))
 }
 
-run sqlite "sqlite://$work/bench.db"
+[[ ${SKIP_SQLITE:-0} = 1 ]] || run sqlite "sqlite://$work/bench.db"
 psql "$PG_ADMIN" -qc "CREATE DATABASE $DB"
 run postgres "${PG_ADMIN%/*}/$DB"

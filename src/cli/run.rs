@@ -158,7 +158,10 @@ fn print_report(name: &str, r: &RunReport, engine: &Engine) {
         c.failed,
         c.bounced,
         if r.pending {
-            format!(", {} waiting to retry", c.queued + c.sending)
+            format!(
+                ", {} queued for later (a retry or the campaign's send window; `herald worker` sends them)",
+                c.queued + c.sending
+            )
         } else {
             String::new()
         },
