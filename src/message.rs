@@ -129,15 +129,26 @@ fn body(content: String) -> Body {
 
 /// The text with CRLF line endings, if it is valid as an 8bit body.
 fn eight_bit(text: &str) -> Option<Vec<u8>> {
-    let text = text.strip_suffix('\n').unwrap_or(text);
-    let mut out = Vec::with_capacity(text.len() + text.len() / 32 + 2);
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.len() > 998 || line.bytes().any(|b| b == b'\r' || b == 0) {
+    let text = text.strip_suffix('\n').unwrap_or(text).as_bytes();
+    // NUL anywhere, or a CR that does not end a line, rules 8bit out; memchr
+    // scans for both at once instead of testing every byte.
+    for at in memchr::memchr2_iter(b'\r', 0, text) {
+        if text[at] == 0 || text.get(at + 1).is_some_and(|b| *b != b'\n') {
             return None;
         }
-        out.extend_from_slice(line.as_bytes());
+    }
+    let mut out = Vec::with_capacity(text.len() + text.len() / 32 + 2);
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len()));
+    for end in ends {
+        let line = &text[start..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > 998 {
+            return None;
+        }
+        out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
+        start = end + 1;
     }
     Some(out)
 }
