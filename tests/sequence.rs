@@ -221,23 +221,16 @@ async fn three_steps_with_engagement_and_goal(db: TestDb) {
 
     // Day 1: opens (human and machine) and purchases.
     let mut events = Vec::new();
-    for &i in &opened {
-        events.push(interaction(
-            s.ids[i],
-            "email_opened",
-            T0 + DAY,
-            Some((offer_of(i), "offer")),
-            json!({"machine": false}),
-        ));
-    }
-    for &i in &machine_only {
-        events.push(interaction(
-            s.ids[i],
-            "email_opened",
-            T0 + DAY,
-            Some((offer_of(i), "offer")),
-            json!({"machine": true}),
-        ));
+    for (who, machine) in [(&opened, false), (&machine_only, true)] {
+        for &i in who {
+            events.push(interaction(
+                s.ids[i],
+                "email_opened",
+                T0 + DAY,
+                Some((offer_of(i), "offer")),
+                json!({ "machine": machine }),
+            ));
+        }
     }
     for &i in &bought {
         events.push(interaction(

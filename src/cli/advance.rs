@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use herald::campaign::{self, Campaign, Checks};
+use herald::campaign::Campaign;
 use herald::config::Settings;
 use herald::pipeline::sequence;
 
 use super::open_store;
-use super::run::engine;
+use super::run::{engine, load_campaigns};
 
 #[derive(Args, Debug)]
 pub struct AdvanceArgs {
@@ -26,19 +26,7 @@ pub struct AdvanceArgs {
 }
 
 pub async fn run(args: AdvanceArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let catalog = campaign::load(
-        std::slice::from_ref(&args.campaigns),
-        &Checks {
-            templates: Some(&args.templates),
-        },
-    );
-    if !catalog.problems.is_empty() {
-        for p in &catalog.problems {
-            eprintln!("{p}");
-        }
-        anyhow::bail!("the campaign files have problems; `herald validate` lists them");
-    }
-    let all: Vec<Campaign> = catalog.campaigns.into_iter().map(|(_, c)| c).collect();
+    let all = load_campaigns(&args.campaigns, &args.templates)?;
     for wanted in &args.campaigns_to_advance {
         if !all.iter().any(|c| &c.name == wanted) {
             anyhow::bail!("no campaign {wanted} in {}", args.campaigns.display());

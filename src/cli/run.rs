@@ -48,7 +48,7 @@ pub struct DemoArgs {
 
 /// A watch that turns true on Ctrl-C or SIGTERM: senders finish what is in
 /// flight and give back what they had not started.
-pub(super) fn stop_on_signal() -> watch::Receiver<bool> {
+pub(super) fn stop_on_signal(what: &'static str) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -67,7 +67,7 @@ pub(super) fn stop_on_signal() -> watch::Receiver<bool> {
             _ = ctrl_c => {},
             _ = term => {},
         }
-        tracing::warn!("stopping: finishing messages in flight");
+        tracing::warn!("{what}");
         let _ = tx.send(true);
     });
     rx
@@ -126,7 +126,7 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<ExitCode>
         Trigger::Manual,
         None,
         true,
-        stop_on_signal(),
+        stop_on_signal("stopping: finishing messages in flight"),
     )
     .await?;
     store.close().await;
@@ -169,11 +169,13 @@ fn print_report(name: &str, r: &RunReport, engine: &Engine) {
     );
 }
 
-pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+/// Every campaign in `dir`, checked against `templates`; any problem prints
+/// and fails the command (the worker, demo and advance need all of them valid).
+pub(super) fn load_campaigns(dir: &Path, templates: &Path) -> anyhow::Result<Vec<Campaign>> {
     let catalog = campaign::load(
-        std::slice::from_ref(&args.campaigns),
+        &[dir.to_path_buf()],
         &Checks {
-            templates: Some(&args.templates),
+            templates: Some(templates),
         },
     );
     if !catalog.problems.is_empty() {
@@ -182,7 +184,11 @@ pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCod
         }
         anyhow::bail!("the campaign files have problems; `herald validate` lists them");
     }
-    let campaigns: Vec<Campaign> = catalog.campaigns.into_iter().map(|(_, c)| c).collect();
+    Ok(catalog.campaigns.into_iter().map(|(_, c)| c).collect())
+}
+
+pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let campaigns = load_campaigns(&args.campaigns, &args.templates)?;
     let store = open_store(settings).await?;
     println!(
         "Herald demo on {}",
@@ -202,7 +208,7 @@ pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCod
         args.customers - totals.customers
     );
     let engine = engine(store.clone(), settings, &args.templates, &campaigns).await?;
-    let stop = stop_on_signal();
+    let stop = stop_on_signal("stopping: finishing messages in flight");
     for campaign in &campaigns {
         match pipeline::run_campaign(&engine, campaign, Trigger::Manual, None, true, stop.clone())
             .await?

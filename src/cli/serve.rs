@@ -8,6 +8,7 @@ use herald::config::Settings;
 use herald::tracking;
 
 use super::open_store;
+use super::run::stop_on_signal;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {}
@@ -29,7 +30,9 @@ pub async fn run(_args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCo
         store.clone(),
         settings,
         listener,
-        stop_signal(),
+        herald::pipeline::stopped(stop_on_signal(
+            "stopping: answering requests in progress, then writing every event accepted",
+        )),
         clock,
         herald::report::metrics::Metrics::new(),
     )
@@ -41,25 +44,4 @@ pub async fn run(_args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCo
         totals.accepted, totals.written, totals.transactions, totals.dropped
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("stopping: answering requests in progress, then writing every event accepted");
 }

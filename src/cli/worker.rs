@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use herald::campaign::{self, Campaign, Checks};
 use herald::config::Settings;
 use herald::pipeline::jobs;
 
 use super::open_store;
-use super::run::{engine, stop_on_signal};
+use super::run::{engine, load_campaigns, stop_on_signal};
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -34,19 +33,7 @@ pub struct WorkerArgs {
 }
 
 pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let catalog = campaign::load(
-        std::slice::from_ref(&args.campaigns),
-        &Checks {
-            templates: Some(&args.templates),
-        },
-    );
-    if !catalog.problems.is_empty() {
-        for p in &catalog.problems {
-            eprintln!("{p}");
-        }
-        anyhow::bail!("the campaign files have problems; `herald validate` lists them");
-    }
-    let campaigns: Vec<Campaign> = catalog.campaigns.into_iter().map(|(_, c)| c).collect();
+    let campaigns = load_campaigns(&args.campaigns, &args.templates)?;
     for wanted in &args.now {
         if !campaigns.iter().any(|c| &c.name == wanted) {
             anyhow::bail!(
@@ -68,7 +55,7 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
         mail = %engine.mailer.describe(),
         "worker started"
     );
-    let stop = stop_on_signal();
+    let stop = stop_on_signal("stopping: finishing messages in flight");
     let http = if args.no_http {
         None
     } else {
@@ -81,14 +68,7 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
                 )
             })?;
         tracing::info!(address = %listener.local_addr()?, public_url = %settings.public_url, "tracking service listening");
-        let mut until = stop.clone();
-        let shutdown = async move {
-            while !*until.borrow() {
-                if until.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
+        let shutdown = herald::pipeline::stopped(stop.clone());
         let (store, settings) = (store.clone(), settings.clone());
         let metrics = engine.metrics.clone();
         Some(tokio::spawn(async move {

@@ -162,6 +162,18 @@ impl Queues {
         r.map_err(WorkerError::Push)
     }
 
+    /// Queues [`SEND_SHARDS`] send jobs for a newly planned run.
+    async fn share_run(&self, campaign: &str, run_id: i64) -> Result<(), WorkerError> {
+        for _ in 0..SEND_SHARDS {
+            let job = SendJob {
+                campaign: campaign.to_string(),
+                run_id,
+            };
+            self.push_send(job, Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
     async fn push_send(&self, job: SendJob, after: Duration) -> Result<(), WorkerError> {
         let task = TaskBuilder::new(job).run_after(after).build();
         let r = match self {
@@ -204,17 +216,7 @@ async fn on_plan(job: PlanJob, ctx: Ctx) -> Result<(), BoxDynError> {
     match plan_run(&ctx.engine, campaign, trigger, job.tick).await? {
         PlanOutcome::Planned { run_id, planned } => {
             tracing::info!(campaign = %campaign.name, run = run_id, planned, tick = ?job.tick, "run planned");
-            for _ in 0..SEND_SHARDS {
-                ctx.queues
-                    .push_send(
-                        SendJob {
-                            campaign: campaign.name.clone(),
-                            run_id,
-                        },
-                        Duration::ZERO,
-                    )
-                    .await?;
-            }
+            ctx.queues.share_run(&campaign.name, run_id).await?;
         }
         PlanOutcome::AlreadyPlanned { run_id } => {
             tracing::debug!(campaign = %campaign.name, run = run_id, tick = ?job.tick, "tick already planned by another job")
@@ -284,17 +286,7 @@ async fn on_advance(tick: Tick, ctx: Ctx) -> Result<(), BoxDynError> {
             );
         }
         if let Some(run_id) = done.run_id {
-            for _ in 0..SEND_SHARDS {
-                ctx.queues
-                    .push_send(
-                        SendJob {
-                            campaign: campaign.name.clone(),
-                            run_id,
-                        },
-                        Duration::ZERO,
-                    )
-                    .await?;
-            }
+            ctx.queues.share_run(&campaign.name, run_id).await?;
         }
     }
     Ok(())
@@ -375,52 +367,35 @@ pub async fn run_worker(
                 .build(on_tick)
         });
     }
+    // The two storages are different types with the same worker set-up.
+    macro_rules! register_queues {
+        ($plan:expr, $send:expr) => {{
+            let (plan, send) = ($plan, $send);
+            let (s1, s2) = (shared.clone(), shared.clone());
+            let (n1, n2) = (format!("{name}.plan"), format!("{name}.send"));
+            monitor
+                .register(move |_| {
+                    WorkerBuilder::new(n1.clone())
+                        .backend(plan.clone().poll_with_interval(POLL))
+                        .data(s1.clone())
+                        .build(on_plan)
+                })
+                .register(move |_| {
+                    WorkerBuilder::new(n2.clone())
+                        .backend(send.clone().poll_with_interval(POLL))
+                        .concurrency(SEND_JOBS_PER_WORKER)
+                        .data(s2.clone())
+                        .build(on_send)
+                })
+        }};
+    }
     monitor = match queues {
-        Queues::Sqlite { plan, send } => {
-            let (s1, s2) = (shared.clone(), shared.clone());
-            let (n1, n2) = (format!("{name}.plan"), format!("{name}.send"));
-            monitor
-                .register(move |_| {
-                    WorkerBuilder::new(n1.clone())
-                        .backend(plan.clone().poll_with_interval(POLL))
-                        .data(s1.clone())
-                        .build(on_plan)
-                })
-                .register(move |_| {
-                    WorkerBuilder::new(n2.clone())
-                        .backend(send.clone().poll_with_interval(POLL))
-                        .concurrency(SEND_JOBS_PER_WORKER)
-                        .data(s2.clone())
-                        .build(on_send)
-                })
-        }
-        Queues::Postgres { plan, send } => {
-            let (s1, s2) = (shared.clone(), shared.clone());
-            let (n1, n2) = (format!("{name}.plan"), format!("{name}.send"));
-            monitor
-                .register(move |_| {
-                    WorkerBuilder::new(n1.clone())
-                        .backend(plan.clone().poll_with_interval(POLL))
-                        .data(s1.clone())
-                        .build(on_plan)
-                })
-                .register(move |_| {
-                    WorkerBuilder::new(n2.clone())
-                        .backend(send.clone().poll_with_interval(POLL))
-                        .concurrency(SEND_JOBS_PER_WORKER)
-                        .data(s2.clone())
-                        .build(on_send)
-                })
-        }
+        Queues::Sqlite { plan, send } => register_queues!(plan, send),
+        Queues::Postgres { plan, send } => register_queues!(plan, send),
     };
-    let mut stop = stop;
     monitor
         .run_with_signal(async move {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    break;
-                }
-            }
+            super::stopped(stop).await;
             Ok(())
         })
         .await

@@ -133,6 +133,15 @@ impl Engine {
     }
 }
 
+/// Completes once `stop` turns true (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// What one run of a campaign did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunReport {

@@ -238,29 +238,26 @@ impl Store {
         );
         let planned = with_pool!(self, |pool| {
             let mut tx = pool.begin().await.context("starting to plan a run")?;
-            let planned = if self.backend() == Backend::Postgres {
-                let q = sqlx::query(AssertSqlSafe(entries_then_deliveries.as_str()));
-                super::audience::bind_all!(q, &audience.params)
-                    .bind(campaign)
-                    .bind(run_id)
-                    .bind(now)
-                    .bind(since)
-                    .bind(first_step)
-                    .execute(&mut *tx)
-                    .await
-                    .context("entering the audience")?
-                    .rows_affected()
+            let postgres = self.backend() == Backend::Postgres;
+            let enter = if postgres {
+                &entries_then_deliveries
             } else {
-                let q = sqlx::query(AssertSqlSafe(entries_sql.as_str()));
-                super::audience::bind_all!(q, &audience.params)
-                    .bind(campaign)
-                    .bind(run_id)
-                    .bind(now)
-                    .bind(since)
-                    .bind(first_step)
-                    .execute(&mut *tx)
-                    .await
-                    .context("entering the audience")?;
+                &entries_sql
+            };
+            let q = sqlx::query(AssertSqlSafe(enter.as_str()));
+            let entered = super::audience::bind_all!(q, &audience.params)
+                .bind(campaign)
+                .bind(run_id)
+                .bind(now)
+                .bind(since)
+                .bind(first_step)
+                .execute(&mut *tx)
+                .await
+                .context("entering the audience")?
+                .rows_affected();
+            let planned = if postgres {
+                entered
+            } else {
                 sqlx::query(deliveries_sql)
                     .bind(first_step)
                     .bind(now)
@@ -489,15 +486,30 @@ impl Store {
         // Skips come in groups (everyone unsubscribed, everyone over the cap):
         // one statement per reason.
         let mut skipped: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+        // Deferrals come in groups too (everyone in a time zone waits for the
+        // same opening; a shutdown gives everything back at once): one
+        // statement per time.
+        let mut deferred: std::collections::BTreeMap<Millis, Vec<i64>> = Default::default();
         for (id, o) in outcomes {
-            if let Outcome::Skipped { reason } = o {
-                skipped.entry(reason.as_str()).or_default().push(*id);
+            match o {
+                Outcome::Skipped { reason } => {
+                    skipped.entry(reason.as_str()).or_default().push(*id)
+                }
+                Outcome::Deferred { at } => deferred.entry(*at).or_default().push(*id),
+                _ => {}
             }
         }
         let b = self.backend();
         let mark_skipped = format!(
             "UPDATE deliveries SET status = 'skipped', reason = $2, lease_until = NULL, \
              updated_at = $3 WHERE {}",
+            b.in_json_ids("id", 1)
+        );
+        // Back to the queue until the time, the claim's attempt given back.
+        let mark_deferred = format!(
+            "UPDATE deliveries SET status = 'queued', next_attempt_at = $2, \
+             attempts = attempts - 1, lease_until = NULL, updated_at = $3 \
+             WHERE {} AND status = 'sending'",
             b.in_json_ids("id", 1)
         );
         // Only deliveries this worker still held become sent, and only those get
@@ -574,6 +586,15 @@ impl Store {
                     .await
                     .context("marking deliveries skipped")?;
             }
+            for (at, ids) in &deferred {
+                sqlx::query(AssertSqlSafe(mark_deferred.as_str()))
+                    .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+                    .bind(at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .context("deferring deliveries")?;
+            }
             for (id, outcome) in outcomes {
                 match outcome {
                     Outcome::Sent { .. } => {}
@@ -604,20 +625,7 @@ impl Store {
                         .await
                         .context("marking a delivery failed")?;
                     }
-                    Outcome::Skipped { .. } => {}
-                    Outcome::Deferred { at } => {
-                        sqlx::query(
-                            "UPDATE deliveries SET status = 'queued', next_attempt_at = $2, \
-                             attempts = attempts - 1, lease_until = NULL, updated_at = $3 \
-                             WHERE id = $1 AND status = 'sending'",
-                        )
-                        .bind(id)
-                        .bind(at)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .context("deferring a delivery")?;
-                    }
+                    Outcome::Skipped { .. } | Outcome::Deferred { .. } => {}
                     Outcome::Bounced {
                         code,
                         text,
