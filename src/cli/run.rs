@@ -209,8 +209,11 @@ pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCod
     );
     let engine = engine(store.clone(), settings, &args.templates, &campaigns).await?;
     let stop = stop_on_signal("stopping: finishing messages in flight");
+    // The outbox never asks for a retry, so what is left after a pass waits for
+    // a send window (up to hours): the demo reports it rather than waiting.
+    let wait = settings.smtp_url.is_some();
     for campaign in &campaigns {
-        match pipeline::run_campaign(&engine, campaign, Trigger::Manual, None, true, stop.clone())
+        match pipeline::run_campaign(&engine, campaign, Trigger::Manual, None, wait, stop.clone())
             .await?
         {
             Some(r) => print_report(&campaign.name, &r, &engine),
