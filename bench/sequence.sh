@@ -64,8 +64,8 @@ bench() { # NAME URL
         DELETE FROM entries WHERE campaign = 'followup';
         DELETE FROM runs WHERE campaign = 'followup';
         INSERT INTO runs (campaign, trigger, status, created_at, planned) VALUES ('followup', 'manual', 'done', $sent, 0);
-        INSERT INTO entries (campaign, customer_id, seq, run_id, entered_at, state, updated_at, step)
-          SELECT 'followup', id, 1, (SELECT MAX(id) FROM runs WHERE campaign = 'followup'), $sent, 'active', $sent, 'first'
+        INSERT INTO entries (campaign, customer_id, seq, run_id, entered_at, state, updated_at)
+          SELECT 'followup', id, 1, (SELECT MAX(id) FROM runs WHERE campaign = 'followup'), $sent, 'active', $sent
           FROM customers WHERE id <= $N;
         INSERT INTO deliveries (run_id, entry_id, campaign, step, customer_id, status, attempts, sent_at, created_at, updated_at)
           SELECT run_id, id, campaign, 'first', customer_id, 'sent', 1, $sent, $sent, $sent FROM entries WHERE campaign = 'followup';

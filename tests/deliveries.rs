@@ -31,6 +31,7 @@ fn audience() -> Audience {
     Audience {
         predicate: "c.status = $1 AND c.id % 2 = $2".into(),
         params: vec![Param::Text("subscribed".into()), Param::Int(0)],
+        reads_customer: true,
     }
 }
 

@@ -39,8 +39,13 @@ steps:
     template: hello
   - id: last
     wait: 2d
+    # the attribute test holds for everyone: it makes the transition read
+    # the customer row as well as the engagement
     when:
-      clicked: reminder
+      all:
+        - clicked: reminder
+        - attribute: country
+          exists: true
     subject: "Last chance"
     template: hello
 goal:

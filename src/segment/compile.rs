@@ -60,6 +60,10 @@ impl<'a> Context<'a> {
 pub struct Audience {
     pub predicate: String,
     pub params: Vec<Param>,
+    /// Whether the predicate reads the customer row `c` (attributes, columns).
+    /// A condition about an entry that doesn't can be evaluated without
+    /// joining `customers`.
+    pub reads_customer: bool,
 }
 
 impl Audience {
@@ -91,11 +95,13 @@ pub fn compile_condition(condition: &Condition, cx: &Context<'_>) -> Audience {
     let mut w = Writer {
         cx,
         params: Vec::new(),
+        reads_customer: false,
     };
     let predicate = w.condition(condition);
     Audience {
         predicate,
         params: w.params,
+        reads_customer: w.reads_customer,
     }
 }
 
@@ -104,6 +110,7 @@ pub fn compile(condition: &Condition, cx: &Context<'_>) -> Audience {
     let mut w = Writer {
         cx,
         params: Vec::new(),
+        reads_customer: false,
     };
     let tree = w.condition(condition);
     Audience {
@@ -113,6 +120,7 @@ pub fn compile(condition: &Condition, cx: &Context<'_>) -> Audience {
              AND ({tree})"
         ),
         params: w.params,
+        reads_customer: true,
     }
 }
 
@@ -123,6 +131,7 @@ pub fn event_filters(filters: &[FieldTest], cx: &Context<'_>) -> Audience {
     let mut w = Writer {
         cx,
         params: Vec::new(),
+        reads_customer: false,
     };
     let parts: Vec<String> = filters
         .iter()
@@ -135,6 +144,7 @@ pub fn event_filters(filters: &[FieldTest], cx: &Context<'_>) -> Audience {
             parts.join(" AND ")
         },
         params: w.params,
+        reads_customer: w.reads_customer,
     }
 }
 
@@ -144,6 +154,7 @@ const FALSE: &str = "1 = 0";
 struct Writer<'c, 'a> {
     cx: &'c Context<'a>,
     params: Vec<Param>,
+    reads_customer: bool,
 }
 
 impl Writer<'_, '_> {
@@ -180,11 +191,14 @@ impl Writer<'_, '_> {
             Condition::All(cs) => self.join(cs, " AND ", TRUE),
             Condition::Any(cs) => self.join(cs, " OR ", FALSE),
             Condition::Not(c) => format!("NOT ({})", self.condition(c)),
-            Condition::Attribute(Test { subject, op }) => match subject {
-                Subject::Column(Column::CreatedAt) => self.created_at(op),
-                Subject::Column(col) => self.text_column(&format!("c.{}", col.name()), op),
-                Subject::Attribute(path) => self.json("c.attributes", path, op),
-            },
+            Condition::Attribute(Test { subject, op }) => {
+                self.reads_customer = true;
+                match subject {
+                    Subject::Column(Column::CreatedAt) => self.created_at(op),
+                    Subject::Column(col) => self.text_column(&format!("c.{}", col.name()), op),
+                    Subject::Attribute(path) => self.json("c.attributes", path, op),
+                }
+            }
             Condition::Event(e) => self.event(e),
             Condition::Opened(step) => self.engagement("email_opened", step),
             Condition::Clicked(step) => self.engagement("email_clicked", step),
@@ -418,12 +432,19 @@ impl Writer<'_, '_> {
     /// The interactions of one kind for customer `c`, as a WHERE clause over `i`.
     fn interactions(&mut self, e: &EventCondition) -> String {
         let kind = self.text(&e.kind);
-        let mut sql = format!("i.customer_id = c.id AND i.kind = {kind}");
+        let mut sql = match self.cx.entry {
+            // Since the entry, on the entry's customer.
+            Some(entry) => format!(
+                "i.customer_id = {entry}.customer_id AND i.kind = {kind} \
+                 AND i.occurred_at >= {entry}.entered_at"
+            ),
+            None => {
+                self.reads_customer = true;
+                format!("i.customer_id = c.id AND i.kind = {kind}")
+            }
+        };
         if let Some(span) = e.within {
             sql.push_str(&format!(" AND i.occurred_at >= {}", self.cutoff(span)));
-        }
-        if let Some(entry) = self.cx.entry {
-            sql.push_str(&format!(" AND i.occurred_at >= {entry}.entered_at"));
         }
         for FieldTest { path, op } in &e.filters {
             let test = self.json("i.data", path, op);
@@ -468,7 +489,9 @@ impl Writer<'_, '_> {
         let kind = self.text(kind);
         let step = self.text(step);
         match self.cx.entry {
-            // This entry's message of that step, on the customer's index.
+            // This entry's message of that step. Written as a join so that
+            // PostgreSQL can turn EXISTS / NOT EXISTS over many entries into a
+            // hashed semi / anti join; the customer's index serves SQLite.
             Some(entry) => {
                 let machine = if human {
                     format!(
@@ -478,13 +501,23 @@ impl Writer<'_, '_> {
                 } else {
                     String::new()
                 };
+                // PostgreSQL reads the campaign's events of that kind through
+                // their index for the hash; SQLite must stay on the customer's
+                // index (a nested loop per entry), so it doesn't get the term.
+                let campaign = match self.cx.backend {
+                    Backend::Postgres => {
+                        format!(" AND i.campaign = {}", self.text(self.cx.campaign))
+                    }
+                    Backend::Sqlite => String::new(),
+                };
                 format!(
-                    "EXISTS (SELECT 1 FROM interactions i WHERE i.customer_id = {entry}.customer_id \
-                     AND i.kind = {kind} AND i.delivery_id = (SELECT dx.id FROM deliveries dx \
-                     WHERE dx.entry_id = {entry}.id AND dx.step = {step}){machine})"
+                    "EXISTS (SELECT 1 FROM deliveries dx JOIN interactions i ON i.delivery_id = dx.id \
+                     WHERE dx.entry_id = {entry}.id AND dx.step = {step} \
+                     AND i.customer_id = {entry}.customer_id AND i.kind = {kind}{campaign}{machine})"
                 )
             }
             None => {
+                self.reads_customer = true;
                 let campaign = self.text(self.cx.campaign);
                 format!(
                     "EXISTS (SELECT 1 FROM interactions i WHERE i.customer_id = c.id AND i.kind = {kind} \

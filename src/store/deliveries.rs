@@ -211,8 +211,8 @@ impl Store {
             _ => now,
         };
         let entries_sql = format!(
-            "INSERT INTO entries (campaign, customer_id, seq, run_id, entered_at, state, updated_at, step) \
-             SELECT ${p_campaign}, a.id, COALESCE(prev.max_seq, 0) + 1, ${p_run}, ${p_now}, 'active', ${p_now}, ${p_step} \
+            "INSERT INTO entries (campaign, customer_id, seq, run_id, entered_at, state, updated_at) \
+             SELECT ${p_campaign}, a.id, COALESCE(prev.max_seq, 0) + 1, ${p_run}, ${p_now}, 'active', ${p_now} \
              FROM (SELECT c.id FROM customers c WHERE {}) a \
              LEFT JOIN (SELECT customer_id, MAX(seq) AS max_seq, MAX(entered_at) AS last_entered, \
                                SUM(CASE WHEN state = 'active' THEN 1 ELSE 0 END) AS active \

@@ -1,13 +1,18 @@
 //! Follow-up sequences: moving campaign entries from one step to the next in
 //! set-based statements.
 //!
-//! An entry is `active` while its customer is in the sequence; `step` is the
-//! step most recently queued for it. A transition from step A to step B takes
-//! every active entry at A whose A message was sent at or before a cut-off
-//! (`now - B.wait`), then, in one transaction:
+//! An entry is `active` while its customer is in the sequence. Its current
+//! step is its latest delivery: steps are queued in order, at most one
+//! delivery per entry and step, so an entry has a delivery for step A and none
+//! for the step after it exactly while it stands at A. Moving on therefore
+//! writes the next step's delivery and nothing else.
+//!
+//! A transition from step A to step B takes every active entry whose A message
+//! was sent at or before a cut-off (`now - B.wait`) and which has no B
+//! delivery yet, then, in one transaction:
 //! 1. marks those that reached the campaign's goal since entering (`goal`),
-//! 2. ends those for whom B's `when:` does not hold (`exited`, with the reason),
-//! 3. queues B for the rest and moves them to B.
+//! 2. queues B for those for whom B's `when:` holds,
+//! 3. ends the rest (`exited`, with the reason).
 //!
 //! Every statement is idempotent: a second worker doing the same transition
 //! finds nothing left to do.
@@ -80,14 +85,30 @@ pub struct StepState {
     pub earliest_due: Option<Millis>,
 }
 
-/// `e` is due for the transition: active at `from`, its `from` message sent by
-/// the cut-off. `$F` = from step, `$X` = cut-off, `$C` = campaign.
-fn due(c: usize, f: usize, x: usize) -> String {
+/// How many transactions a PostgreSQL transition is split into, run at once.
+const ADVANCE_SHARDS: i64 = 2;
+
+/// `FROM … WHERE …` of the entries `e` due for a transition: active, their
+/// `from` message sent by the cut-off, nothing of the `to` step queued yet.
+/// With `customer`, the customer row is joined as `c`. `$C` = campaign, `$F` =
+/// from step, `$T` = to step, `$X` = cut-off.
+fn due(c: usize, f: usize, t: usize, x: usize, customer: bool) -> String {
+    let join = if customer {
+        " JOIN customers c ON c.id = e.customer_id"
+    } else {
+        ""
+    };
     format!(
-        "e.campaign = ${c} AND e.state = 'active' AND e.step = ${f} \
-         AND EXISTS (SELECT 1 FROM deliveries d WHERE d.entry_id = e.id AND d.step = ${f} \
-         AND d.status = 'sent' AND d.sent_at <= ${x})"
+        "FROM deliveries d JOIN entries e ON e.id = d.entry_id{join} \
+         WHERE d.campaign = ${c} AND d.step = ${f} AND d.status = 'sent' AND d.sent_at <= ${x} \
+         AND e.campaign = ${c} AND e.state = 'active' \
+         AND NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.entry_id = e.id AND n.step = ${t})"
     )
+}
+
+/// Whether a compiled condition needs the customer row.
+fn reads_customer(a: Option<&Audience>) -> bool {
+    a.is_some_and(|a| a.reads_customer)
 }
 
 impl Store {
@@ -99,8 +120,8 @@ impl Store {
         run_id: i64,
         now: Millis,
     ) -> Result<Moved, StoreError> {
-        if self.backend() == Backend::Postgres {
-            return self.advance_in_one(t, run_id, now).await;
+        if let super::Pool::Postgres(pool) = &self.pool {
+            return self.advance_in_one(pool, t, run_id, now).await;
         }
         let mut moved = Moved::default();
         let goal = t.goal.map(|g| t.compile(g, now, self.backend(), 1));
@@ -111,18 +132,18 @@ impl Store {
             let mut tx = pool.begin().await.context("starting a transition")?;
             if let Some(goal) = goal {
                 let n = goal.params.len();
-                let (c, f, x, now_p) = (n + 1, n + 2, n + 3, n + 4);
+                let (c, f, to, x, now_p) = (n + 1, n + 2, n + 3, n + 4, n + 5);
                 let sql = format!(
                     "UPDATE entries SET state = 'goal', exit_reason = 'goal', goal_at = ${now_p}, \
-                     finished_at = ${now_p}, updated_at = ${now_p} WHERE id IN (SELECT e.id FROM entries e \
-                     JOIN customers c ON c.id = e.customer_id WHERE {} AND ({}))",
-                    due(c, f, x),
+                     finished_at = ${now_p}, updated_at = ${now_p} WHERE id IN (SELECT e.id {} AND ({}))",
+                    due(c, f, to, x, goal.reads_customer),
                     goal.predicate
                 );
                 let mut params = goal.params.clone();
                 params.extend([
                     Param::Text(t.campaign.into()),
                     Param::Text(t.from_step.into()),
+                    Param::Text(t.to_step.into()),
                     Param::Int(t.cutoff),
                     Param::Int(now),
                 ]);
@@ -132,59 +153,48 @@ impl Store {
                     .context("marking goals reached")?
                     .rows_affected();
             }
-            if let Some(when) = when {
-                let n = when.params.len();
-                let (c, f, x, now_p, reason) = (n + 1, n + 2, n + 3, n + 4, n + 5);
-                let sql = format!(
-                    "UPDATE entries SET state = 'exited', exit_reason = ${reason}, \
-                     finished_at = ${now_p}, updated_at = ${now_p} WHERE id IN (SELECT e.id FROM entries e \
-                     JOIN customers c ON c.id = e.customer_id WHERE {} AND NOT ({}))",
-                    due(c, f, x),
-                    when.predicate
-                );
-                let mut params = when.params.clone();
-                params.extend([
-                    Param::Text(t.campaign.into()),
-                    Param::Text(t.from_step.into()),
-                    Param::Int(t.cutoff),
-                    Param::Int(now),
-                    Param::Text(format!("when: {}", t.to_step)),
-                ]);
-                moved.exited = bind_all!(sqlx::query(AssertSqlSafe(sql)), &params)
-                    .execute(&mut *tx)
-                    .await
-                    .context("ending entries whose condition fails")?
-                    .rows_affected();
-            }
+            // Those for whom `when:` holds get the next step (entries that
+            // reached the goal are no longer active) …
+            let n = when.map_or(0, |w| w.params.len());
+            let (c, f, to, x, now_p, run) = (n + 1, n + 2, n + 3, n + 4, n + 5, n + 6);
             let queue = format!(
                 "INSERT INTO deliveries (run_id, entry_id, campaign, step, customer_id, status, \
-                 created_at, updated_at) SELECT $4, e.id, e.campaign, $5, e.customer_id, 'queued', $6, $6 \
-                 FROM entries e WHERE {} ON CONFLICT DO NOTHING",
-                due(1, 2, 3)
+                 created_at, updated_at) SELECT ${run}, e.id, e.campaign, ${to}, e.customer_id, \
+                 'queued', ${now_p}, ${now_p} {} AND ({}) ON CONFLICT DO NOTHING",
+                due(c, f, to, x, reads_customer(when)),
+                when.map_or("1 = 1", |w| w.predicate.as_str())
             );
-            moved.queued = sqlx::query(AssertSqlSafe(queue))
-                .bind(t.campaign)
-                .bind(t.from_step)
-                .bind(t.cutoff)
-                .bind(run_id)
-                .bind(t.to_step)
-                .bind(now)
+            let mut params = when.map(|w| w.params.clone()).unwrap_or_default();
+            params.extend([
+                Param::Text(t.campaign.into()),
+                Param::Text(t.from_step.into()),
+                Param::Text(t.to_step.into()),
+                Param::Int(t.cutoff),
+                Param::Int(now),
+                Param::Int(run_id),
+            ]);
+            moved.queued = bind_all!(sqlx::query(AssertSqlSafe(queue)), &params)
                 .execute(&mut *tx)
                 .await
                 .context("queueing the next step")?
                 .rows_affected();
-            sqlx::query(
-                "UPDATE entries SET step = $3, updated_at = $4 WHERE campaign = $1 \
-                 AND state = 'active' AND step = $2 AND EXISTS (SELECT 1 FROM deliveries d \
-                 WHERE d.entry_id = entries.id AND d.step = $3)",
-            )
-            .bind(t.campaign)
-            .bind(t.from_step)
-            .bind(t.to_step)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .context("moving entries to the next step")?;
+            // … and whoever is still due after that leaves the sequence.
+            let exit = format!(
+                "UPDATE entries SET state = 'exited', exit_reason = $5, finished_at = $6, \
+                 updated_at = $6 WHERE id IN (SELECT e.id {})",
+                due(1, 2, 3, 4, false)
+            );
+            moved.exited = sqlx::query(AssertSqlSafe(exit))
+                .bind(t.campaign)
+                .bind(t.from_step)
+                .bind(t.to_step)
+                .bind(t.cutoff)
+                .bind(format!("when: {}", t.to_step))
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .context("ending entries whose condition fails")?
+                .rows_affected();
             tx.commit().await.context("committing a transition")?;
             Ok::<_, StoreError>(())
         })?;
@@ -192,10 +202,14 @@ impl Store {
     }
 
     /// PostgreSQL: the whole transition as one statement. The due entries are
-    /// found and both conditions evaluated once (a materialised CTE); the goal,
-    /// exit and queue writes touch disjoint rows.
+    /// found once (a materialised CTE) and the conditions are plain predicates
+    /// over them, so EXISTS / NOT EXISTS become hashed semi / anti joins rather
+    /// than a subquery per entry. Transitions of one campaign are serialised
+    /// across workers by an advisory lock, so the insert needs no conflict
+    /// handling (the unique key still stands behind it).
     async fn advance_in_one(
         &self,
+        pool: &sqlx::PgPool,
         t: &Transition<'_>,
         run_id: i64,
         now: Millis,
@@ -205,31 +219,46 @@ impl Store {
         let g = goal.as_ref().map_or(0, |a| a.params.len());
         let when = t.when.map(|w| t.compile(w, now, backend, g + 1));
         let b = g + when.as_ref().map_or(0, |a| a.params.len());
-        let (c, f, x, now_p, reason, run, to) = (b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
-        let goal_sql = goal.as_ref().map_or("false".to_string(), |a| {
-            format!("COALESCE(({}), false)", a.predicate)
-        });
-        let when_sql = when.as_ref().map_or("true".to_string(), |a| {
-            format!("COALESCE(({}), false)", a.predicate)
-        });
+        let (c, f, to, x, now_p, reason, run) = (b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
+        let (shards, shard) = (b + 8, b + 9);
+        let customer = |a: &Option<Audience>| {
+            if reads_customer(a.as_ref()) {
+                " JOIN customers c ON c.id = e.customer_id"
+            } else {
+                ""
+            }
+        };
+        let (goal_cte, not_goal, goal_count) = match &goal {
+            Some(a) => (
+                format!(
+                    "g AS (UPDATE entries SET state = 'goal', exit_reason = 'goal', goal_at = ${now_p}, \
+                     finished_at = ${now_p}, updated_at = ${now_p} FROM (SELECT e.id FROM due e{} \
+                     WHERE {}) m WHERE entries.id = m.id AND entries.state = 'active' \
+                     RETURNING entries.id), ",
+                    customer(&goal),
+                    a.predicate
+                ),
+                " AND NOT EXISTS (SELECT 1 FROM g WHERE g.id = e.id)",
+                "(SELECT COUNT(*) FROM g)",
+            ),
+            None => (String::new(), "", "CAST(0 AS BIGINT)"),
+        };
+        let when_sql = when.as_ref().map_or("1 = 1", |a| a.predicate.as_str());
         let sql = format!(
-            "WITH due AS MATERIALIZED (SELECT e.id, e.customer_id, {goal_sql} AS goal, {when_sql} AS ok \
-               FROM entries e JOIN customers c ON c.id = e.customer_id WHERE {due}), \
-             g AS (UPDATE entries SET state = 'goal', exit_reason = 'goal', goal_at = ${now_p}, \
-               finished_at = ${now_p}, updated_at = ${now_p} FROM due \
-               WHERE entries.id = due.id AND entries.state = 'active' AND due.goal RETURNING 1), \
-             x AS (UPDATE entries SET state = 'exited', exit_reason = ${reason}, finished_at = ${now_p}, \
-               updated_at = ${now_p} FROM due WHERE entries.id = due.id AND entries.state = 'active' \
-               AND NOT due.goal AND NOT due.ok RETURNING 1), \
+            "WITH due AS MATERIALIZED (SELECT e.id, e.customer_id, e.entered_at {due} \
+               AND e.id % ${shards} = ${shard}), \
+             {goal_cte}\
+             ok AS MATERIALIZED (SELECT e.id, e.customer_id FROM due e{when_join} \
+               WHERE ({when_sql}){not_goal}), \
              q AS (INSERT INTO deliveries (run_id, entry_id, campaign, step, customer_id, status, \
-               created_at, updated_at) SELECT ${run}, due.id, ${c}, ${to}, due.customer_id, 'queued', \
-               ${now_p}, ${now_p} FROM due WHERE NOT due.goal AND due.ok ON CONFLICT DO NOTHING \
-               RETURNING entry_id), \
-             s AS (UPDATE entries SET step = ${to}, updated_at = ${now_p} FROM q \
-               WHERE entries.id = q.entry_id AND entries.state = 'active' RETURNING 1) \
-             SELECT (SELECT COUNT(*) FROM g), (SELECT COUNT(*) FROM x), (SELECT COUNT(*) FROM q), \
-               (SELECT COUNT(*) FROM s)",
-            due = due(c, f, x)
+               created_at, updated_at) SELECT ${run}, ok.id, ${c}, ${to}, ok.customer_id, 'queued', \
+               ${now_p}, ${now_p} FROM ok RETURNING 1), \
+             x AS (UPDATE entries SET state = 'exited', exit_reason = ${reason}, finished_at = ${now_p}, \
+               updated_at = ${now_p} FROM due e WHERE entries.id = e.id AND entries.state = 'active' \
+               AND NOT EXISTS (SELECT 1 FROM ok WHERE ok.id = e.id){not_goal} RETURNING 1) \
+             SELECT {goal_count}, (SELECT COUNT(*) FROM x), (SELECT COUNT(*) FROM q)",
+            due = due(c, f, to, x, false),
+            when_join = customer(&when),
         );
         let mut params: Vec<Param> = Vec::new();
         params.extend(goal.iter().flat_map(|a| a.params.iter().cloned()));
@@ -237,18 +266,50 @@ impl Store {
         params.extend([
             Param::Text(t.campaign.into()),
             Param::Text(t.from_step.into()),
+            Param::Text(t.to_step.into()),
             Param::Int(t.cutoff),
             Param::Int(now),
             Param::Text(format!("when: {}", t.to_step)),
             Param::Int(run_id),
-            Param::Text(t.to_step.into()),
         ]);
-        let counts: (i64, i64, i64, i64) = with_pool!(self, |pool| {
-            bind_all!(sqlx::query_as(AssertSqlSafe(sql)), &params)
-                .fetch_one(pool)
+        // The entries are split into shards by id, each its own transaction on
+        // its own connection, so the server writes them on several cores.
+        // A shard that fails leaves the others committed; the next tick does
+        // what is left (every statement is idempotent).
+        let shards = (0..ADVANCE_SHARDS).map(|shard| {
+            let mut params = params.clone();
+            params.extend([Param::Int(ADVANCE_SHARDS), Param::Int(shard)]);
+            let sql = &sql;
+            async move {
+                let mut tx = pool.begin().await.context("starting a transition")?;
+                // One transition of a campaign's shard at a time across
+                // workers; hash joins over a million entries want more than
+                // the 4 MB default.
+                sqlx::query(
+                    "SELECT pg_advisory_xact_lock(hashtext('herald.advance:' || $2), hashtext($1))",
+                )
+                .bind(t.campaign)
+                .bind(shard.to_string())
+                .execute(&mut *tx)
                 .await
-        })
-        .context("advancing entries")?;
+                .context("waiting for the campaign's transition lock")?;
+                sqlx::query("SET LOCAL work_mem = '64MB'")
+                    .execute(&mut *tx)
+                    .await
+                    .context("sizing a transition's memory")?;
+                let counts: (i64, i64, i64) =
+                    bind_all!(sqlx::query_as(AssertSqlSafe(sql.as_str())), &params)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .context("advancing entries")?;
+                tx.commit().await.context("committing a transition")?;
+                Ok::<_, StoreError>(counts)
+            }
+        });
+        let counts = futures_util::future::try_join_all(shards)
+            .await?
+            .into_iter()
+            .fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
         Ok(Moved {
             goal: counts.0 as u64,
             exited: counts.1 as u64,
@@ -270,8 +331,8 @@ impl Store {
             let mut tx = pool.begin().await.context("starting to settle entries")?;
             let completed = sqlx::query(
                 "UPDATE entries SET state = 'completed', finished_at = $3, updated_at = $3 \
-                 WHERE campaign = $1 AND state = 'active' AND step = $2 AND EXISTS (SELECT 1 \
-                 FROM deliveries d WHERE d.entry_id = entries.id AND d.step = $2 AND d.status = 'sent')",
+                 WHERE state = 'active' AND id IN (SELECT d.entry_id FROM deliveries d \
+                 WHERE d.campaign = $1 AND d.step = $2 AND d.status = 'sent')",
             )
             .bind(campaign)
             .bind(last_step)
@@ -280,13 +341,14 @@ impl Store {
             .await
             .context("completing entries")?
             .rows_affected();
+            // A message that will never be sent is its entry's latest: an entry
+            // only moves on from a sent one.
             let exited = sqlx::query(
                 "UPDATE entries SET state = 'exited', finished_at = $2, updated_at = $2, \
                  exit_reason = (SELECT d.status || COALESCE(': ' || d.reason, '') FROM deliveries d \
-                   WHERE d.entry_id = entries.id AND d.step = entries.step) \
-                 WHERE campaign = $1 AND state = 'active' AND EXISTS (SELECT 1 FROM deliveries d \
-                 WHERE d.entry_id = entries.id AND d.step = entries.step \
-                 AND d.status IN ('failed', 'bounced', 'skipped'))",
+                   WHERE d.entry_id = entries.id ORDER BY d.id DESC LIMIT 1) \
+                 WHERE state = 'active' AND id IN (SELECT d.entry_id FROM deliveries d \
+                 WHERE d.campaign = $1 AND d.status IN ('failed', 'bounced', 'skipped'))",
             )
             .bind(campaign)
             .bind(now)
@@ -347,12 +409,13 @@ impl Store {
         );
         let rows: Vec<Row> = with_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT e.state, e.step, CASE WHEN e.state = 'active' THEN d.status END, \
+                "SELECT e.state, d.step, CASE WHEN e.state = 'active' THEN d.status END, \
                  e.exit_reason, COUNT(*), \
                  MIN(CASE WHEN e.state = 'active' AND d.status = 'sent' THEN d.sent_at END), \
                  MIN(CASE WHEN e.state = 'active' AND d.status = 'queued' \
                      THEN COALESCE(d.next_attempt_at, d.created_at) END) \
-                 FROM entries e LEFT JOIN deliveries d ON d.entry_id = e.id AND d.step = e.step \
+                 FROM entries e LEFT JOIN deliveries d ON d.id = (SELECT MAX(l.id) FROM deliveries l \
+                   WHERE l.entry_id = e.id) \
                  WHERE e.campaign = $1 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
             )
             .bind(campaign)
