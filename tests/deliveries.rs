@@ -100,6 +100,22 @@ async fn planning_is_idempotent_and_respects_reentry(db: TestDb) {
     );
     let counts = store.run_counts(run).await.unwrap();
     assert_eq!(counts.queued as u64, planned);
+
+    // Deleting a customer takes their entries and deliveries with them (a
+    // foreign key on SQLite, a statement trigger on PostgreSQL) and nothing else.
+    let gone = db
+        .pairs("SELECT MIN(customer_id), COUNT(*) FROM deliveries")
+        .await[0];
+    db.pairs(&format!("DELETE FROM customers WHERE id = {}", gone.0))
+        .await;
+    let of_gone = format!("WHERE customer_id = {}", gone.0);
+    let count = |table: &str, filter: &str| format!("SELECT COUNT(*), COUNT(*) FROM {table} {filter}");
+    assert_eq!(db.pairs(&count("entries", &of_gone)).await[0].0, 0);
+    assert_eq!(db.pairs(&count("deliveries", &of_gone)).await[0].0, 0);
+    assert_eq!(
+        Some(db.pairs(&count("deliveries", "")).await[0].0),
+        gone.1.map(|n| n - 1)
+    );
     store.close().await;
 }
 both_backends!(planning, planning_is_idempotent_and_respects_reentry);
