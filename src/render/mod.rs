@@ -254,7 +254,7 @@ impl Templates {
         if !self.with_text.contains(template) {
             // Block helpers and partials leave indentation and empty lines
             // behind; one linear pass makes the derived part read like a letter.
-            text = text::wrap(text::tidy(&text));
+            text = text::tidy_wrapped(&text);
         }
         Ok(Rendered {
             subject: one_line(&subject_text),
@@ -377,6 +377,9 @@ pub fn customer_context(
 }
 
 /// The whole render context of one message.
+///
+/// Built by moving `customer` and `events` in: `json!` would serialise a deep
+/// copy of every value it is given.
 pub fn message_context(
     customer: Value,
     campaign: &str,
@@ -386,15 +389,23 @@ pub fn message_context(
     postal_address: Option<&str>,
     now: Millis,
 ) -> Value {
-    json!({
-        "customer": customer,
-        "campaign": { "name": campaign },
-        "step": { "id": step },
-        "events": events,
-        "unsubscribe_url": unsubscribe_url,
-        "postal_address": postal_address,
-        "now": format_rfc3339(now),
-    })
+    let one = |key: &str, value: &str| {
+        let mut m = Map::new();
+        m.insert(key.into(), Value::from(value));
+        Value::Object(m)
+    };
+    let mut c = Map::new();
+    c.insert("customer".into(), customer);
+    c.insert("campaign".into(), one("name", campaign));
+    c.insert("step".into(), one("id", step));
+    c.insert("events".into(), Value::Object(events));
+    c.insert("unsubscribe_url".into(), Value::from(unsubscribe_url));
+    c.insert(
+        "postal_address".into(),
+        postal_address.map_or(Value::Null, Value::from),
+    );
+    c.insert("now".into(), Value::from(format_rfc3339(now)));
+    Value::Object(c)
 }
 
 /// One interaction as `events.KIND` items show it.

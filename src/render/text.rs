@@ -109,11 +109,26 @@ const WRAP: usize = 78;
 
 /// Appends `line`, wrapped at spaces to at most [`WRAP`] characters where it can
 /// be (a long URL stays whole).
+///
+/// One byte scan finds the words and counts their characters (bytes that do
+/// not continue a UTF-8 sequence).
 fn push_wrapped(out: &mut String, line: &str) {
+    let bytes = line.as_bytes();
     let mut width = 0;
-    for (i, word) in line.split(' ').filter(|w| !w.is_empty()).enumerate() {
-        let len = word.chars().count();
-        if i > 0 {
+    let mut first = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b' ' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut len = 0;
+        while i < bytes.len() && bytes[i] != b' ' {
+            len += usize::from(bytes[i] & 0xC0 != 0x80);
+            i += 1;
+        }
+        if !first {
             if width + 1 + len > WRAP {
                 out.push('\n');
                 width = 0;
@@ -122,8 +137,20 @@ fn push_wrapped(out: &mut String, line: &str) {
                 width += 1;
             }
         }
-        out.push_str(word);
+        first = false;
+        // `start` and `i` are at spaces or the ends: character boundaries.
+        out.push_str(&line[start..i]);
         width += len;
+    }
+}
+
+/// Appends one line, wrapped if it is longer than [`WRAP`] characters.
+fn push_line(out: &mut String, line: &str) {
+    // A line of at most WRAP bytes has at most WRAP characters.
+    if line.len() > WRAP && line.chars().count() > WRAP {
+        push_wrapped(out, line);
+    } else {
+        out.push_str(line);
     }
 }
 
@@ -134,23 +161,29 @@ pub fn wrap(text: String) -> String {
     }
     let mut out = String::with_capacity(text.len() + 64);
     for line in text.split_inclusive('\n') {
-        let (body, newline) = match line.strip_suffix('\n') {
-            Some(b) => (b, "\n"),
-            None => (line, ""),
-        };
-        if body.chars().count() > WRAP {
-            push_wrapped(&mut out, body);
-        } else {
-            out.push_str(body);
+        match line.strip_suffix('\n') {
+            Some(body) => {
+                push_line(&mut out, body);
+                out.push('\n');
+            }
+            None => push_line(&mut out, line),
         }
-        out.push_str(newline);
     }
     out
 }
 
 /// Trims each line and collapses runs of blank lines.
 pub fn tidy(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    tidy_lines(s, |out, line| out.push_str(line))
+}
+
+/// `wrap(tidy(s))` in one pass and one buffer.
+pub fn tidy_wrapped(s: &str) -> String {
+    tidy_lines(s, push_line)
+}
+
+fn tidy_lines(s: &str, push: impl Fn(&mut String, &str)) -> String {
+    let mut out = String::with_capacity(s.len() + 64);
     let mut blank = 0;
     for line in s.lines().map(str::trim) {
         if line.is_empty() {
@@ -161,7 +194,7 @@ pub fn tidy(s: &str) -> String {
             out.push_str(if blank > 0 { "\n\n" } else { "\n" });
         }
         blank = 0;
-        out.push_str(line);
+        push(&mut out, line);
     }
     out.push('\n');
     out
@@ -244,6 +277,46 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(&format!("https://shop.example/{}", "x".repeat(100))));
+    }
+
+    #[test]
+    fn tidy_wrapped_is_wrap_of_tidy() {
+        let samples = [
+            String::new(),
+            "  \n\n".to_string(),
+            format!("  a  \n\n\n b {}\n", "wörd ".repeat(30)),
+            format!("{}\r\n x\ty  \n", "ab  c".repeat(40)),
+            format!("é{}", "\u{a0}€ ".repeat(50)),
+            format!("{} {}", "x".repeat(90), "y ".repeat(50)),
+        ];
+        for s in samples {
+            assert_eq!(tidy_wrapped(&s), wrap(tidy(&s)), "{s:?}");
+            for line in s.lines() {
+                let (mut new, mut old) = (String::new(), String::new());
+                push_wrapped(&mut new, line);
+                push_wrapped_reference(&mut old, line);
+                assert_eq!(new, old, "{line:?}");
+            }
+        }
+    }
+
+    /// The wrapping as first written: the oracle for the byte scan.
+    fn push_wrapped_reference(out: &mut String, line: &str) {
+        let mut width = 0;
+        for (i, word) in line.split(' ').filter(|w| !w.is_empty()).enumerate() {
+            let len = word.chars().count();
+            if i > 0 {
+                if width + 1 + len > WRAP {
+                    out.push('\n');
+                    width = 0;
+                } else {
+                    out.push(' ');
+                    width += 1;
+                }
+            }
+            out.push_str(word);
+            width += len;
+        }
     }
 
     #[test]
