@@ -110,9 +110,48 @@ const WRAP: usize = 78;
 /// Appends `line`, wrapped at spaces to at most [`WRAP`] characters where it can
 /// be (a long URL stays whole).
 ///
-/// One byte scan finds the words and counts their characters (bytes that do
-/// not continue a UTF-8 sequence).
+/// The usual line, words between single spaces, is cut where the greedy fill
+/// would break it: at the last space within [`WRAP`] characters of the line's
+/// start (or, when the first word is longer than that, at the space after it),
+/// found with memchr instead of looking at every word.
 fn push_wrapped(out: &mut String, line: &str) {
+    let bytes = line.as_bytes();
+    if bytes.first() == Some(&b' ')
+        || bytes.last() == Some(&b' ')
+        || memchr::memmem::find(bytes, b"  ").is_some()
+    {
+        return push_wrapped_words(out, line);
+    }
+    let ascii = line.is_ascii();
+    let mut rest = line;
+    loop {
+        // Byte offset of the character just past WRAP characters, if any.
+        let past = if ascii {
+            (rest.len() > WRAP).then_some(WRAP)
+        } else {
+            rest.char_indices().nth(WRAP).map(|(at, _)| at)
+        };
+        let Some(past) = past else {
+            break;
+        };
+        let head = rest.as_bytes();
+        // `rest` starts with a word, so a space found is past its first byte.
+        let cut = memchr::memrchr(b' ', &head[..=past])
+            .or_else(|| memchr::memchr(b' ', &head[past..]).map(|at| past + at));
+        let Some(cut) = cut else {
+            break;
+        };
+        out.push_str(&rest[..cut]);
+        out.push('\n');
+        rest = &rest[cut + 1..];
+    }
+    out.push_str(rest);
+}
+
+/// [`push_wrapped`] for lines with runs of spaces, which collapse to one: a
+/// byte scan finds the words and counts their characters (bytes that do not
+/// continue a UTF-8 sequence).
+fn push_wrapped_words(out: &mut String, line: &str) {
     let bytes = line.as_bytes();
     let mut width = 0;
     let mut first = true;
@@ -288,10 +327,18 @@ mod tests {
             format!("{}\r\n x\ty  \n", "ab  c".repeat(40)),
             format!("é{}", "\u{a0}€ ".repeat(50)),
             format!("{} {}", "x".repeat(90), "y ".repeat(50)),
+            format!("{} {}z", "x".repeat(90), "y ".repeat(50)),
+            format!(
+                "{}{}{}",
+                "ß ".repeat(20),
+                "q".repeat(80),
+                " Ünï cödé".repeat(30)
+            ),
+            format!(" {} ", "ab ".repeat(60)),
         ];
         for s in samples {
             assert_eq!(tidy_wrapped(&s), wrap(tidy(&s)), "{s:?}");
-            for line in s.lines() {
+            for line in s.lines().chain([s.as_str()]) {
                 let (mut new, mut old) = (String::new(), String::new());
                 push_wrapped(&mut new, line);
                 push_wrapped_reference(&mut old, line);
@@ -300,7 +347,32 @@ mod tests {
         }
     }
 
-    /// The wrapping as first written: the oracle for the byte scan.
+    #[test]
+    fn wrapping_matches_the_word_by_word_fill() {
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::default();
+        let spaced = "[a é€ x]{0,400}".boxed();
+        // Single spaces: the memchr path.
+        let single = prop::collection::vec("[aé€x]{1,100}", 0..40)
+            .prop_map(|words| words.join(" "))
+            .boxed();
+        let ascii = prop::collection::vec("[ax]{1,20}", 0..60)
+            .prop_map(|words| words.join(" "))
+            .boxed();
+        for strategy in [spaced, single, ascii] {
+            runner
+                .run(&strategy, |line| {
+                    let (mut new, mut old) = (String::new(), String::new());
+                    push_wrapped(&mut new, &line);
+                    push_wrapped_reference(&mut old, &line);
+                    prop_assert_eq!(new, old);
+                    Ok(())
+                })
+                .unwrap();
+        }
+    }
+
+    /// The wrapping as first written: the oracle for the faster versions.
     fn push_wrapped_reference(out: &mut String, line: &str) {
         let mut width = 0;
         for (i, word) in line.split(' ').filter(|w| !w.is_empty()).enumerate() {
