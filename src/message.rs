@@ -113,8 +113,8 @@ pub fn build(rendered: &Rendered, env: &Envelope<'_>) -> Result<Message, Message
     builder
         .multipart(
             MultiPart::alternative()
-                .singlepart(SinglePart::plain(body(rendered.text.clone())))
-                .singlepart(SinglePart::html(body(rendered.html.clone()))),
+                .singlepart(SinglePart::plain(body(&rendered.text)))
+                .singlepart(SinglePart::html(body(&rendered.html))),
         )
         .map_err(|e| MessageError::Build(e.to_string()))
 }
@@ -123,10 +123,16 @@ pub fn build(rendered: &Rendered, env: &Envelope<'_>) -> Result<Message, Message
 /// readable source (every relay Herald targets announces 8BITMIME); lettre's own
 /// chooser would quoted-print anything with a line over 76 characters.
 /// Quoted-printable otherwise.
-fn body(content: String) -> Body {
-    match eight_bit(&content) {
+///
+/// Borrowed: the 8bit body is a CRLF copy anyway, so only the quoted-printable
+/// fallback needs its own copy of the text.
+fn body(content: &str) -> Body {
+    match eight_bit(content) {
         Some(crlf) => Body::dangerous_pre_encoded(crlf, ContentTransferEncoding::EightBit),
-        None => match Body::new_with_encoding(content, ContentTransferEncoding::QuotedPrintable) {
+        None => match Body::new_with_encoding(
+            content.to_string(),
+            ContentTransferEncoding::QuotedPrintable,
+        ) {
             Ok(body) => body,
             Err(content) => Body::new(content),
         },
