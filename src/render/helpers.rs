@@ -193,7 +193,7 @@ fn fast_fixed(x: f64, decimals: usize) -> Option<u64> {
 /// Appends `digits` (ASCII) with `thousands` between groups of three.
 fn push_grouped(out: &mut String, digits: &str, thousands: &str) {
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push_str(thousands);
         }
         out.push(c);
@@ -359,7 +359,7 @@ mod tests {
         let (int, frac) = fixed.split_once('.').unwrap_or((&fixed, ""));
         let mut out = String::new();
         for (i, c) in int.chars().enumerate() {
-            if i > 0 && (int.len() - i) % 3 == 0 {
+            if i > 0 && (int.len() - i).is_multiple_of(3) {
                 out.push_str(thousands);
             }
             out.push(c);

@@ -360,22 +360,6 @@ pub(crate) fn find_ascii_ci(haystack: &str, needle: &str) -> Option<usize> {
     None
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn escapes_as_handlebars_does() {
-        for s in [
-            "",
-            "plain text",
-            "<a href=\"x\">Tom & Jerry's `=`</a>",
-            "Grüße <€> ünd ' \" = ` &amp;",
-            "tail&",
-        ] {
-            assert_eq!(super::escape_html(s), handlebars::html_escape(s), "{s:?}");
-        }
-    }
-}
-
 fn file_name(path: &Path) -> Option<&str> {
     path.file_name().and_then(|n| n.to_str())
 }
@@ -460,4 +444,20 @@ pub fn event_context(occurred_at: Millis, data: &Map<String, Value>) -> Value {
     let mut m = data.clone();
     m.insert("occurred_at".into(), json!(format_rfc3339(occurred_at)));
     Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_as_handlebars_does() {
+        for s in [
+            "",
+            "plain text",
+            "<a href=\"x\">Tom & Jerry's `=`</a>",
+            "Grüße <€> ünd ' \" = ` &amp;",
+            "tail&",
+        ] {
+            assert_eq!(super::escape_html(s), handlebars::html_escape(s), "{s:?}");
+        }
+    }
 }
