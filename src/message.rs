@@ -93,7 +93,13 @@ pub fn build(rendered: &Rendered, env: &Envelope<'_>) -> Result<Message, Message
     if let Some(mailto) = env.unsubscribe_mailto {
         list_unsubscribe.push_str(&format!(", <{mailto}>"));
     }
+    // The envelope is the From and To addresses we already hold: left to
+    // itself, lettre would format those headers and parse them back to find it.
+    let envelope =
+        lettre::address::Envelope::new(Some(env.from.email.clone()), vec![env.to.email.clone()])
+            .map_err(|e| MessageError::Build(e.to_string()))?;
     let mut builder = Message::builder()
+        .envelope(envelope)
         .from(env.from.clone())
         .to(env.to.clone())
         .subject(rendered.subject.clone())
@@ -107,8 +113,8 @@ pub fn build(rendered: &Rendered, env: &Envelope<'_>) -> Result<Message, Message
     builder
         .multipart(
             MultiPart::alternative()
-                .singlepart(SinglePart::plain(body(rendered.text.clone())))
-                .singlepart(SinglePart::html(body(rendered.html.clone()))),
+                .singlepart(SinglePart::plain(body(&rendered.text)))
+                .singlepart(SinglePart::html(body(&rendered.html))),
         )
         .map_err(|e| MessageError::Build(e.to_string()))
 }
@@ -117,10 +123,16 @@ pub fn build(rendered: &Rendered, env: &Envelope<'_>) -> Result<Message, Message
 /// readable source (every relay Herald targets announces 8BITMIME); lettre's own
 /// chooser would quoted-print anything with a line over 76 characters.
 /// Quoted-printable otherwise.
-fn body(content: String) -> Body {
-    match eight_bit(&content) {
+///
+/// Borrowed: the 8bit body is a CRLF copy anyway, so only the quoted-printable
+/// fallback needs its own copy of the text.
+fn body(content: &str) -> Body {
+    match eight_bit(content) {
         Some(crlf) => Body::dangerous_pre_encoded(crlf, ContentTransferEncoding::EightBit),
-        None => match Body::new_with_encoding(content, ContentTransferEncoding::QuotedPrintable) {
+        None => match Body::new_with_encoding(
+            content.to_string(),
+            ContentTransferEncoding::QuotedPrintable,
+        ) {
             Ok(body) => body,
             Err(content) => Body::new(content),
         },
@@ -242,7 +254,13 @@ mod tests {
             unsubscribe_url: "https://t.example/u/abc",
             unsubscribe_mailto: Some("mailto:unsub@acme.example"),
         };
-        let eml = String::from_utf8(build(&rendered, &env).unwrap().formatted()).unwrap();
+        let message = build(&rendered, &env).unwrap();
+        assert_eq!(
+            message.envelope(),
+            &lettre::address::Envelope::try_from(message.headers()).unwrap(),
+            "the envelope is the one lettre would derive from the headers"
+        );
+        let eml = String::from_utf8(message.formatted()).unwrap();
         assert!(
             eml.contains("Message-ID: <herald.42.x1@acme.example>"),
             "{eml}"

@@ -176,23 +176,71 @@ fn format_date(h: &Helper<'_>) -> Result<Value, RenderError> {
     ))
 }
 
-/// Groups digits: 1234567.891 with 2 decimals → "1,234,567.89".
-fn grouped(x: f64, decimals: usize, thousands: &str, point: &str) -> String {
-    let fixed = format!("{:.*}", decimals, x.abs());
-    let (int, frac) = fixed.split_once('.').unwrap_or((&fixed, ""));
-    let mut out = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
+/// `x` rounded to `decimals` places, as the integer `round(|x| × 10^decimals)`,
+/// when that is exact without decimal expansion: `x` is the double nearest to
+/// n / 10^decimals and n < 2^50, so `x` is within half an ulp of n / 10^decimals,
+/// far closer than the 0.5 / 10^decimals a rounding tie needs, and `{:.N}` prints
+/// exactly n's digits. Amounts such as 1234.5, 12 or 19.99 take this path; others
+/// (and NaN, infinities) go through the standard formatter.
+fn fast_fixed(x: f64, decimals: usize) -> Option<u64> {
+    const POW10: [f64; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+    let scale = *POW10.get(decimals)?;
+    let abs = x.abs();
+    let n = (abs * scale).round();
+    (n < (1u64 << 50) as f64 && n / scale == abs).then_some(n as u64)
+}
+
+/// Appends `digits` (ASCII) with `thousands` between groups of three.
+fn push_grouped(out: &mut String, digits: &str, thousands: &str) {
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push_str(thousands);
         }
         out.push(c);
     }
+}
+
+/// Groups digits: 1234567.891 with 2 decimals → "1,234,567.89"; `symbol` goes
+/// between the sign and the digits ("-€5.50").
+fn grouped(x: f64, decimals: usize, thousands: &str, point: &str, symbol: &str) -> String {
+    let mut out = String::with_capacity(symbol.len() + 32);
+    if let Some(n) = fast_fixed(x, decimals) {
+        if x < 0.0 && n != 0 {
+            out.push('-');
+        }
+        out.push_str(symbol);
+        let mut buf = [b'0'; 24];
+        let mut at = buf.len();
+        let mut v = n;
+        while v > 0 {
+            at -= 1;
+            buf[at] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        // At least one integer digit before the decimals (zeros from `buf`).
+        let at = at.min(buf.len() - decimals - 1);
+        let digits = std::str::from_utf8(&buf[at..]).unwrap_or("0");
+        let (int, frac) = digits.split_at(digits.len() - decimals);
+        push_grouped(&mut out, int, thousands);
+        if !frac.is_empty() {
+            out.push_str(point);
+            out.push_str(frac);
+        }
+        return out;
+    }
+    let fixed = format!("{:.*}", decimals, x.abs());
+    let (int, frac) = fixed.split_once('.').unwrap_or((&fixed, ""));
+    let negative = x < 0.0 && fixed.chars().any(|c| c.is_ascii_digit() && c != '0');
+    if negative {
+        out.push('-');
+    }
+    out.push_str(symbol);
+    push_grouped(&mut out, int, thousands);
     if !frac.is_empty() {
         out.push_str(point);
         out.push_str(frac);
     }
-    let negative = x < 0.0 && fixed.chars().any(|c| c.is_ascii_digit() && c != '0');
-    if negative { format!("-{out}") } else { out }
+    out
 }
 
 /// `{{format_number x 2}}`, with `thousands=` and `decimal=` to change separators.
@@ -204,35 +252,36 @@ fn format_number(h: &Helper<'_>) -> Result<Value, RenderError> {
         decimals,
         hash_text(h, "thousands").unwrap_or(","),
         hash_text(h, "decimal").unwrap_or("."),
+        "",
     )))
 }
 
 /// `{{format_currency amount "EUR"}}` → "€1,234.50"; JPY has no decimals.
 fn format_currency(h: &Helper<'_>) -> Result<Value, RenderError> {
     let x = number(h, 0)?;
-    let code = h
-        .param(1)
-        .and_then(|p| p.value().as_str())
-        .unwrap_or("EUR")
-        .to_ascii_uppercase();
-    let (symbol, decimals) = match code.as_str() {
-        "EUR" => ("€".to_string(), 2),
-        "USD" => ("$".to_string(), 2),
-        "GBP" => ("£".to_string(), 2),
-        "JPY" => ("¥".to_string(), 0),
-        "CHF" => ("CHF ".to_string(), 2),
-        other => (format!("{other} "), 2),
+    let code = h.param(1).and_then(|p| p.value().as_str()).unwrap_or("EUR");
+    let is = |c: &str| code.eq_ignore_ascii_case(c);
+    let other;
+    let (symbol, decimals) = if is("EUR") {
+        ("€", 2)
+    } else if is("USD") {
+        ("$", 2)
+    } else if is("GBP") {
+        ("£", 2)
+    } else if is("JPY") {
+        ("¥", 0)
+    } else {
+        // CHF and any other code: the code itself, upper case, then a space.
+        other = format!("{} ", code.to_ascii_uppercase());
+        (other.as_str(), 2)
     };
-    let body = grouped(
+    Ok(Value::from(grouped(
         x,
         decimals,
         hash_text(h, "thousands").unwrap_or(","),
         hash_text(h, "decimal").unwrap_or("."),
-    );
-    Ok(Value::from(match body.strip_prefix('-') {
-        Some(rest) => format!("-{symbol}{rest}"),
-        None => format!("{symbol}{body}"),
-    }))
+        symbol,
+    )))
 }
 
 #[cfg(test)]
@@ -301,6 +350,81 @@ mod tests {
             "big"
         );
         assert_eq!(render("{{upper (default missing \"x\")}}", d).unwrap(), "X");
+    }
+
+    /// The grouping as first written, on the standard formatter alone: the
+    /// oracle for the fast path.
+    fn grouped_reference(x: f64, decimals: usize, thousands: &str, point: &str) -> String {
+        let fixed = format!("{:.*}", decimals, x.abs());
+        let (int, frac) = fixed.split_once('.').unwrap_or((&fixed, ""));
+        let mut out = String::new();
+        for (i, c) in int.chars().enumerate() {
+            if i > 0 && (int.len() - i).is_multiple_of(3) {
+                out.push_str(thousands);
+            }
+            out.push(c);
+        }
+        if !frac.is_empty() {
+            out.push_str(point);
+            out.push_str(frac);
+        }
+        let negative = x < 0.0 && fixed.chars().any(|c| c.is_ascii_digit() && c != '0');
+        if negative { format!("-{out}") } else { out }
+    }
+
+    #[test]
+    fn grouping_matches_the_standard_formatter() {
+        let edge = [
+            0.0,
+            -0.0,
+            0.5,
+            1.5,
+            2.5,
+            -0.004,
+            -0.005,
+            0.125,
+            1.005,
+            2.675,
+            19.99,
+            1234.5,
+            1e15,
+            1e16,
+            123456789.125,
+            9007199254740993.0,
+            1e300,
+            -1e-300,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1125899906842624.5,
+            112589990684262.45,
+        ];
+        for x in edge {
+            for d in 0..=10 {
+                assert_eq!(
+                    grouped(x, d, ",", ".", ""),
+                    grouped_reference(x, d, ",", "."),
+                    "{x} {d}"
+                );
+            }
+        }
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::default();
+        let cents = (-10_000_000_000i64..10_000_000_000, 0usize..=10)
+            .prop_map(|(c, d)| (c as f64 / 100.0, d));
+        let any = (proptest::num::f64::ANY, 0usize..=10);
+        let moderate = (-1e7f64..1e7, 0usize..=10);
+        for strategy in [cents.boxed(), any.boxed(), moderate.boxed()] {
+            runner
+                .run(&strategy, |(x, d)| {
+                    prop_assert_eq!(
+                        grouped(x, d, ".", ",", ""),
+                        grouped_reference(x, d, ".", ",")
+                    );
+                    Ok(())
+                })
+                .unwrap();
+        }
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! carries the original; `mailto:`, `tel:`, anchors and the unsubscribe link stay
 //! as written. The pixel goes just before `</body>` (or at the end).
 
+use std::borrow::Cow;
+
 use super::find_ascii_ci;
-use crate::token::{Purpose, Signer, Token};
+use crate::token::{Purpose, Signer};
 
 /// Who the links are for and where the tracking endpoint lives.
 pub struct Tracking<'a> {
@@ -18,36 +20,21 @@ pub struct Tracking<'a> {
 
 impl Tracking<'_> {
     pub fn unsubscribe_url(&self) -> String {
-        let token = self.signer.sign(&Token {
-            purpose: Purpose::Unsubscribe,
-            delivery_id: self.delivery_id,
-            customer_id: self.customer_id,
-            link: None,
-        });
-        format!("{}/u/{token}", self.base_url)
+        let mut url = String::with_capacity(self.base_url.len() + 40);
+        url.push_str(self.base_url);
+        url.push_str("/u/");
+        self.sign_into(Purpose::Unsubscribe, None, &mut url);
+        url
     }
 
-    fn click_url(&self, index: u32, url: &str) -> String {
-        let token = self.signer.sign(&Token {
-            purpose: Purpose::Click,
-            delivery_id: self.delivery_id,
-            customer_id: self.customer_id,
-            link: Some((index, url.to_string())),
-        });
-        format!("{}/c/{token}", self.base_url)
-    }
-
-    fn pixel_url(&self) -> String {
-        let token = self.signer.sign(&Token {
-            purpose: Purpose::Open,
-            delivery_id: self.delivery_id,
-            customer_id: self.customer_id,
-            link: None,
-        });
-        format!("{}/o/{token}.gif", self.base_url)
+    fn sign_into(&self, purpose: Purpose, link: Option<(u32, &str)>, out: &mut String) {
+        self.signer
+            .sign_into(purpose, self.delivery_id, self.customer_id, link, out);
     }
 
     /// Rewrites links and adds the pixel. `unsubscribe_url` is left alone.
+    ///
+    /// One pass into one buffer: tokens are signed straight into the output.
     pub fn apply(&self, html: &str, unsubscribe_url: &str) -> String {
         let mut out = String::with_capacity(html.len() + 1024);
         let mut index = 0u32;
@@ -57,7 +44,9 @@ impl Tracking<'_> {
             out.push(quote);
             let url = decode_amp(value);
             if is_trackable(&url) && url != unsubscribe_url {
-                out.push_str(&self.click_url(index, &url));
+                out.push_str(self.base_url);
+                out.push_str("/c/");
+                self.sign_into(Purpose::Click, Some((index, &url)), &mut out);
                 index += 1;
             } else {
                 out.push_str(value);
@@ -66,35 +55,45 @@ impl Tracking<'_> {
             rest = after;
         }
         out.push_str(rest);
-        let pixel = format!(
-            "<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:block;border:0;width:1px;height:1px\">",
-            self.pixel_url()
-        );
         // Search the tail only: the closing tag is at the end of any real document.
         let tail_start = out.len().saturating_sub(512);
         let tail_start = (tail_start..out.len())
             .find(|i| out.is_char_boundary(*i))
             .unwrap_or(out.len());
-        match find_ascii_ci(&out[tail_start..], "</body>").map(|at| tail_start + at) {
-            Some(at) => out.insert_str(at, &pixel),
-            None => out.push_str(&pixel),
-        }
+        let body_end = find_ascii_ci(&out[tail_start..], "</body>").map(|at| tail_start + at);
+        let tail = match body_end {
+            Some(at) => out.split_off(at),
+            None => String::new(),
+        };
+        out.push_str("<img src=\"");
+        out.push_str(self.base_url);
+        out.push_str("/o/");
+        self.sign_into(Purpose::Open, None, &mut out);
+        out.push_str(".gif\" width=\"1\" height=\"1\" alt=\"\" style=\"display:block;border:0;width:1px;height:1px\">");
+        out.push_str(&tail);
         out
     }
 }
 
 fn is_trackable(url: &str) -> bool {
-    let lower = url
-        .trim_start()
-        .get(..8)
-        .unwrap_or(url)
-        .to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
+    // The first 8 bytes after leading space, or the whole URL where that is not
+    // a boundary (as before: no allocation for the lowercase copy, same answers).
+    let start = url.trim_start().get(..8).unwrap_or(url).as_bytes();
+    let has = |scheme: &str| {
+        start
+            .get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme.as_bytes()))
+    };
+    has("http://") || has("https://")
 }
 
 /// The HTML escaping of `&` in attribute values, undone for the URL itself.
-fn decode_amp(value: &str) -> String {
-    value.replace("&amp;", "&")
+fn decode_amp(value: &str) -> Cow<'_, str> {
+    if value.contains("&amp;") {
+        Cow::Owned(value.replace("&amp;", "&"))
+    } else {
+        Cow::Borrowed(value)
+    }
 }
 
 /// Finds the next `href = "…"` (or `'…'`): (text before the opening quote, quote,
