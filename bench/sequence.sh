@@ -72,7 +72,7 @@ bench() { # NAME URL
         INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, delivery_id, data)
           SELECT customer_id, 'email_opened', $sent + 3600000, campaign, step, id, '{\"machine\": false}'
           FROM deliveries WHERE campaign = 'followup' AND customer_id % 3 = 0;" >/dev/null
-    if [[ $name == postgres ]]; then sql "$url" "VACUUM ANALYZE" >/dev/null; else sql "$url" "ANALYZE" >/dev/null; fi
+    if [[ $name == postgres ]]; then sql "$url" "VACUUM ANALYZE" >/dev/null; sql "$url" "CHECKPOINT" >/dev/null; else sql "$url" "ANALYZE" >/dev/null; fi
     echo "== $name: $(sql "$url" "SELECT COUNT(*) FROM entries WHERE campaign = 'followup' AND state = 'active'") customers waiting"
     local start end
     start=$(date +%s.%N)
