@@ -4,7 +4,7 @@
 # no rate limit, on SQLite and on PostgreSQL; beside it, smtp-source blasting the
 # same sink over 8 reused connections (the raw ceiling of the machine).
 #
-#   bash bench/send.sh            # N=100000
+#   bash bench/send.sh            # N=100000, smtp_concurrency 128 (see docs/performance.md)
 #   N=10000 CONCURRENCY=16 bash bench/send.sh
 #   SKIP_SQLITE=1 bash bench/send.sh   # PostgreSQL only
 #
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-100000}
-CONCURRENCY=${CONCURRENCY:-8}
+CONCURRENCY=${CONCURRENCY:-128}
 PORT=${PORT:-2525}
 PG_ADMIN=${HERALD_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB=herald_send_$$
