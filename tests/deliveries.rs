@@ -109,7 +109,8 @@ async fn planning_is_idempotent_and_respects_reentry(db: TestDb) {
     db.pairs(&format!("DELETE FROM customers WHERE id = {}", gone.0))
         .await;
     let of_gone = format!("WHERE customer_id = {}", gone.0);
-    let count = |table: &str, filter: &str| format!("SELECT COUNT(*), COUNT(*) FROM {table} {filter}");
+    let count =
+        |table: &str, filter: &str| format!("SELECT COUNT(*), COUNT(*) FROM {table} {filter}");
     assert_eq!(db.pairs(&count("entries", &of_gone)).await[0].0, 0);
     assert_eq!(db.pairs(&count("deliveries", &of_gone)).await[0].0, 0);
     assert_eq!(
