@@ -290,6 +290,48 @@ async fn three_steps_with_engagement_and_goal(db: TestDb) {
     let want: BTreeSet<i64> = expect_reminder.iter().map(|&i| s.ids[i]).collect();
     assert_eq!(customers(&reminders), want);
 
+    // `herald status` as the operator reads it: whoever got the reminder waits
+    // for the last step; goal reachers and exits are counted with the reason.
+    let campaigns = s.db.path("files").join("campaigns");
+    let out = s.db.herald(&[
+        "status",
+        "seq",
+        "--campaigns",
+        &campaigns.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = common::stdout(&out);
+    let row = |step: &str| -> Option<Vec<String>> {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(step))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .take(3)
+                    .map(String::from)
+                    .collect()
+            })
+    };
+    let counts =
+        |q: usize, s: usize, w: usize| Some(vec![q.to_string(), s.to_string(), w.to_string()]);
+    assert_eq!(row("offer"), counts(0, 0, 0), "{text}");
+    assert_eq!(
+        row("reminder"),
+        counts(0, 0, expect_reminder.len()),
+        "{text}"
+    );
+    assert!(text.contains("last due from "), "{text}");
+    assert!(
+        text.contains(&format!(
+            "done: completed 0, reached the goal {goal_reached}, exited {exited_after_offer}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("exited (when: reminder): {exited_after_offer}")),
+        "{text}"
+    );
+
     // Clicks on the reminder; a late purchase by one who clicked.
     let reminder_of = |i: usize| {
         reminders
