@@ -361,10 +361,19 @@ async fn three_steps_with_engagement_and_goal(db: TestDb) {
     s.store.write_interactions(&clicks).await.unwrap();
 
     // Two days after the reminder: the last step for those who clicked.
+    // Two advances at once under different ticks (a worker's tick and an
+    // operator's `herald advance`): both run the transition, one after the
+    // other per shard, and between them every customer moves exactly once.
     s.clock.set(T0 + 5 * DAY + 120_000);
-    let step3 = sequence::advance(&s.engine, &s.campaign, s.clock.now())
-        .await
-        .unwrap();
+    let (a, b) = tokio::join!(
+        sequence::advance(&s.engine, &s.campaign, s.clock.now()),
+        sequence::advance(&s.engine, &s.campaign, s.clock.now() + 1),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut step3 = a;
+    step3.moved.queued += b.moved.queued;
+    step3.moved.goal += b.moved.goal;
+    step3.moved.exited += b.moved.exited;
     let expect_last: BTreeSet<usize> = expect_reminder
         .iter()
         .copied()
