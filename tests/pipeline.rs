@@ -8,18 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::smtp::{Behavior, SmtpServer};
-use common::{TestDb, stderr, stdout};
-
-const CAMPAIGN: &str = r#"name: t
-from: "Acme Shop <hello@acme.example>"
-audience:
-  attribute: country
-  exists: true
-steps:
-  - id: hello
-    subject: 'Hi {{default customer.first_name "there"}}'
-    template: hello
-"#;
+use common::{HELLO_CAMPAIGN as CAMPAIGN, TestDb, stderr, stdout};
 
 const TEMPLATE: &str = r#"<p>Hi {{default customer.first_name "there"}}</p>
 <a href="https://acme.example/shop">Shop</a> <a href="{{unsubscribe_url}}">Unsubscribe</a>"#;

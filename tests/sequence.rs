@@ -145,6 +145,21 @@ async fn setup(db: TestDb, yaml: &str, name: &str, zones: &[Option<&str>]) -> Se
     }
 }
 
+/// Runs the campaign now (a manual run: entry and its first step).
+async fn run_now(s: &Setup) -> pipeline::RunReport {
+    pipeline::run_campaign(
+        &s.engine,
+        &s.campaign,
+        Trigger::Manual,
+        None,
+        false,
+        watch::channel(false).1,
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
 /// Sends what is due in every unfinished run of the campaign.
 async fn send_due(s: &Setup) {
     let (_tx, stop) = watch::channel(false);
@@ -203,17 +218,7 @@ async fn three_steps_with_engagement_and_goal(db: TestDb) {
     let late_buyer = 2usize; // buys after the reminder: gets nothing more
 
     // Entry and the first step.
-    let report = pipeline::run_campaign(
-        &s.engine,
-        &s.campaign,
-        Trigger::Manual,
-        None,
-        false,
-        watch::channel(false).1,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let report = run_now(&s).await;
     assert_eq!(report.counts.sent as usize, n);
     let offers = sent(&s, "offer").await;
     let offer_of = |i: usize| {
@@ -441,17 +446,7 @@ async fn send_window_defers_to_the_opening(db: TestDb) {
     // (already on summer time), 21:00 in Tokyo. Tokyo is outside (opens 22:00).
     let noon = 1_774_699_200_000; // 2026-03-28T12:00:00Z
     s.clock.set(noon);
-    let report = pipeline::run_campaign(
-        &s.engine,
-        &s.campaign,
-        Trigger::Manual,
-        None,
-        false,
-        watch::channel(false).1,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let report = run_now(&s).await;
     assert_eq!(
         report.counts.sent, 0,
         "nobody is inside the window at noon UTC"

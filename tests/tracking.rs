@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::http::{self, LandingPage, Response};
-use common::{TestDb, stderr, stdout};
+use common::{HELLO_CAMPAIGN as CAMPAIGN, TestDb, stderr, stdout};
 use herald::clock::{Clock, ManualClock, SystemClock};
 use herald::config::Settings;
 use herald::store::{Backend, Store};
@@ -27,17 +27,6 @@ const HOOK: &str = "hook-secret-abcdef0123456789";
 const HUMAN: &str =
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)";
 const HOUR: i64 = 3_600_000;
-
-const CAMPAIGN: &str = r#"name: t
-from: "Acme Shop <hello@acme.example>"
-audience:
-  attribute: country
-  exists: true
-steps:
-  - id: hello
-    subject: 'Hi {{default customer.first_name "there"}}'
-    template: hello
-"#;
 
 const TEMPLATE: &str = r#"<html><body><p>Hi {{default customer.first_name "there"}}</p>
 <a href="https://acme.example/shop?a=1&amp;b=2">Shop</a> <a href="https://acme.example/sale">Sale</a>

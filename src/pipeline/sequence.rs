@@ -63,7 +63,9 @@ pub async fn advance(
             out.moved.exited += moved.exited;
             out.moved.queued += moved.queued;
         }
-        if store.open_sequence_run(run_id).await? > 0 {
+        // The run's deliveries are exactly what the transitions queued.
+        store.open_sequence_run(run_id, out.moved.queued).await?;
+        if out.moved.queued > 0 {
             out.run_id = Some(run_id);
         }
     }

@@ -52,6 +52,19 @@ impl Transition<'_> {
         cx.first_param = first;
         segment::compile_condition(condition, &cx)
     }
+
+    /// The parameters of [`due`] in the order every transition statement binds
+    /// them after its conditions' own: campaign, from step, to step, cut-off,
+    /// then `now`.
+    fn due_params(&self, now: Millis) -> [Param; 5] {
+        [
+            Param::Text(self.campaign.into()),
+            Param::Text(self.from_step.into()),
+            Param::Text(self.to_step.into()),
+            Param::Int(self.cutoff),
+            Param::Int(now),
+        ]
+    }
 }
 
 /// What a transition did.
@@ -93,17 +106,23 @@ const ADVANCE_SHARDS: i64 = 2;
 /// With `customer`, the customer row is joined as `c`. `$C` = campaign, `$F` =
 /// from step, `$T` = to step, `$X` = cut-off.
 fn due(c: usize, f: usize, t: usize, x: usize, customer: bool) -> String {
-    let join = if customer {
-        " JOIN customers c ON c.id = e.customer_id"
-    } else {
-        ""
-    };
+    let join = customer_join(customer);
     format!(
         "FROM deliveries d JOIN entries e ON e.id = d.entry_id{join} \
          WHERE d.campaign = ${c} AND d.step = ${f} AND d.status = 'sent' AND d.sent_at <= ${x} \
          AND e.campaign = ${c} AND e.state = 'active' \
          AND NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.entry_id = e.id AND n.step = ${t})"
     )
+}
+
+/// The customer row of entry `e` as `c`, joined only for conditions that
+/// read it.
+fn customer_join(read: bool) -> &'static str {
+    if read {
+        " JOIN customers c ON c.id = e.customer_id"
+    } else {
+        ""
+    }
 }
 
 /// Whether a compiled condition needs the customer row.
@@ -140,13 +159,7 @@ impl Store {
                     goal.predicate
                 );
                 let mut params = goal.params.clone();
-                params.extend([
-                    Param::Text(t.campaign.into()),
-                    Param::Text(t.from_step.into()),
-                    Param::Text(t.to_step.into()),
-                    Param::Int(t.cutoff),
-                    Param::Int(now),
-                ]);
+                params.extend(t.due_params(now));
                 moved.goal = bind_all!(sqlx::query(AssertSqlSafe(sql)), &params)
                     .execute(&mut *tx)
                     .await
@@ -165,14 +178,8 @@ impl Store {
                 when.map_or("1 = 1", |w| w.predicate.as_str())
             );
             let mut params = when.map(|w| w.params.clone()).unwrap_or_default();
-            params.extend([
-                Param::Text(t.campaign.into()),
-                Param::Text(t.from_step.into()),
-                Param::Text(t.to_step.into()),
-                Param::Int(t.cutoff),
-                Param::Int(now),
-                Param::Int(run_id),
-            ]);
+            params.extend(t.due_params(now));
+            params.push(Param::Int(run_id));
             moved.queued = bind_all!(sqlx::query(AssertSqlSafe(queue)), &params)
                 .execute(&mut *tx)
                 .await
@@ -180,17 +187,13 @@ impl Store {
                 .rows_affected();
             // … and whoever is still due after that leaves the sequence.
             let exit = format!(
-                "UPDATE entries SET state = 'exited', exit_reason = $5, finished_at = $6, \
-                 updated_at = $6 WHERE id IN (SELECT e.id {})",
+                "UPDATE entries SET state = 'exited', exit_reason = $6, finished_at = $5, \
+                 updated_at = $5 WHERE id IN (SELECT e.id {})",
                 due(1, 2, 3, 4, false)
             );
-            moved.exited = sqlx::query(AssertSqlSafe(exit))
-                .bind(t.campaign)
-                .bind(t.from_step)
-                .bind(t.to_step)
-                .bind(t.cutoff)
-                .bind(format!("when: {}", t.to_step))
-                .bind(now)
+            let mut params = t.due_params(now).to_vec();
+            params.push(Param::Text(format!("when: {}", t.to_step)));
+            moved.exited = bind_all!(sqlx::query(AssertSqlSafe(exit)), &params)
                 .execute(&mut *tx)
                 .await
                 .context("ending entries whose condition fails")?
@@ -221,13 +224,7 @@ impl Store {
         let b = g + when.as_ref().map_or(0, |a| a.params.len());
         let (c, f, to, x, now_p, reason, run) = (b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
         let (shards, shard) = (b + 8, b + 9);
-        let customer = |a: &Option<Audience>| {
-            if reads_customer(a.as_ref()) {
-                " JOIN customers c ON c.id = e.customer_id"
-            } else {
-                ""
-            }
-        };
+        let customer = |a: &Option<Audience>| customer_join(reads_customer(a.as_ref()));
         let (goal_cte, not_goal, goal_count) = match &goal {
             Some(a) => (
                 format!(
@@ -263,12 +260,8 @@ impl Store {
         let mut params: Vec<Param> = Vec::new();
         params.extend(goal.iter().flat_map(|a| a.params.iter().cloned()));
         params.extend(when.iter().flat_map(|a| a.params.iter().cloned()));
+        params.extend(t.due_params(now));
         params.extend([
-            Param::Text(t.campaign.into()),
-            Param::Text(t.from_step.into()),
-            Param::Text(t.to_step.into()),
-            Param::Int(t.cutoff),
-            Param::Int(now),
             Param::Text(format!("when: {}", t.to_step)),
             Param::Int(run_id),
         ]);
@@ -362,16 +355,10 @@ impl Store {
         Ok(Settled { completed, exited })
     }
 
-    /// Marks a sequence run as sending with its planned count, or removes it
-    /// when it queued nothing (a tick with no one due leaves no trace).
-    pub async fn open_sequence_run(&self, run_id: i64) -> Result<u64, StoreError> {
-        let planned: i64 = with_pool!(self, |pool| {
-            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE run_id = $1")
-                .bind(run_id)
-                .fetch_one(pool)
-                .await
-        })
-        .context("counting a run's deliveries")?;
+    /// Marks a sequence run as sending with the `planned` deliveries its
+    /// transitions queued, or removes it when they queued nothing (a tick with
+    /// no one due leaves no trace).
+    pub async fn open_sequence_run(&self, run_id: i64, planned: u64) -> Result<(), StoreError> {
         with_pool!(self, |pool| {
             if planned == 0 {
                 sqlx::query(
@@ -385,14 +372,14 @@ impl Store {
             } else {
                 sqlx::query("UPDATE runs SET status = 'sending', planned = $2 WHERE id = $1")
                     .bind(run_id)
-                    .bind(planned)
+                    .bind(planned as i64)
                     .execute(pool)
                     .await
                     .map(|_| ())
             }
         })
         .context("opening a sequence run")?;
-        Ok(planned as u64)
+        Ok(())
     }
 
     /// Entries of a campaign grouped by state, current step (the entry's latest

@@ -19,6 +19,18 @@ use sqlx::Connection;
 
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// A one-step campaign `t` to everyone with a country, template `hello`.
+pub const HELLO_CAMPAIGN: &str = r#"name: t
+from: "Acme Shop <hello@acme.example>"
+audience:
+  attribute: country
+  exists: true
+steps:
+  - id: hello
+    subject: 'Hi {{default customer.first_name "there"}}'
+    template: hello
+"#;
+
 /// A database that exists for one test.
 pub struct TestDb {
     pub url: String,
