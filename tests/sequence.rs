@@ -15,6 +15,7 @@ use herald::store::Store;
 use herald::store::customers::CustomerWrite;
 use herald::store::deliveries::Trigger;
 use herald::store::interactions::InteractionWrite;
+use herald::store::sequence::Transition;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
@@ -435,6 +436,49 @@ async fn three_steps_with_engagement_and_goal(db: TestDb) {
     s.store.close().await;
 }
 both_backends!(three_steps, three_steps_with_engagement_and_goal);
+
+/// A transition opens its run in the transaction that queues into it: a worker
+/// killed right after the commit (before anything else runs) leaves a run that
+/// the next worker's sweep of unfinished runs finds and sends.
+async fn a_transition_commits_an_open_run(db: TestDb) {
+    let s = setup(db, SEQUENCE, "seq", &[None; 6]).await;
+    run_now(&s).await;
+    s.clock.set(T0 + 3 * DAY + 60_000);
+    let now = s.clock.now();
+    let run = s
+        .store
+        .create_run("seq", Trigger::Sequence, Some(now), now)
+        .await
+        .unwrap()
+        .unwrap();
+    let reminder = &s.campaign.steps[1];
+    let moved = s
+        .store
+        .advance(
+            &Transition {
+                campaign: "seq",
+                from_step: "offer",
+                to_step: "reminder",
+                cutoff: now - 3 * DAY,
+                when: reminder.when.as_ref(),
+                goal: s.campaign.goal.as_ref(),
+            },
+            run,
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.queued, 6, "nobody opened or bought");
+    // Nothing after the transition: what a crash at this instant leaves.
+    assert_eq!(s.store.unfinished_runs("seq").await.unwrap(), vec![run]);
+    let planned =
+        s.db.pairs(&format!(
+            "SELECT planned, planned FROM runs WHERE id = {run}"
+        ))
+        .await;
+    assert_eq!(planned[0].0, 6);
+}
+both_backends!(open_run, a_transition_commits_an_open_run);
 
 /// A window from 22:00 to 06:00 in each customer's zone (else Berlin):
 /// messages due outside it wait for its opening and are sent then, across

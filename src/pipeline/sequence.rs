@@ -63,10 +63,11 @@ pub async fn advance(
             out.moved.exited += moved.exited;
             out.moved.queued += moved.queued;
         }
-        // The run's deliveries are exactly what the transitions queued.
-        store.open_sequence_run(run_id, out.moved.queued).await?;
+        // Each transition opened the run in the transaction that queued into it.
         if out.moved.queued > 0 {
             out.run_id = Some(run_id);
+        } else {
+            store.discard_empty_run(run_id).await?;
         }
     }
     let settled = store.settle_entries(&campaign.name, &last.id, now).await?;

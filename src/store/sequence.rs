@@ -115,6 +115,24 @@ fn due(c: usize, f: usize, t: usize, x: usize, customer: bool) -> String {
     )
 }
 
+/// In the transaction that queued `$queued` deliveries into sequence run
+/// `$run`: counts them into the run and marks it sending, so that a crash
+/// right after the commit leaves a run the worker resumes, never deliveries in
+/// a run nobody sends. A later shard or transition reopens a run a sweep may
+/// already have finished. (A macro: the transaction is either backend's.)
+macro_rules! open_run {
+    ($tx:expr, $run:expr, $queued:expr) => {
+        if $queued > 0 {
+            sqlx::query("UPDATE runs SET status = 'sending', planned = planned + $2 WHERE id = $1")
+                .bind($run)
+                .bind($queued as i64)
+                .execute(&mut *$tx)
+                .await
+                .context("opening a sequence run")?;
+        }
+    };
+}
+
 /// The customer row of entry `e` as `c`, joined only for conditions that
 /// read it.
 fn customer_join(read: bool) -> &'static str {
@@ -185,6 +203,7 @@ impl Store {
                 .await
                 .context("queueing the next step")?
                 .rows_affected();
+            open_run!(tx, run_id, moved.queued);
             // … and whoever is still due after that leaves the sequence.
             let exit = format!(
                 "UPDATE entries SET state = 'exited', exit_reason = $6, finished_at = $5, \
@@ -295,6 +314,7 @@ impl Store {
                         .fetch_one(&mut *tx)
                         .await
                         .context("advancing entries")?;
+                open_run!(tx, run_id, counts.2);
                 tx.commit().await.context("committing a transition")?;
                 Ok::<_, StoreError>(counts)
             }
@@ -355,30 +375,20 @@ impl Store {
         Ok(Settled { completed, exited })
     }
 
-    /// Marks a sequence run as sending with the `planned` deliveries its
-    /// transitions queued, or removes it when they queued nothing (a tick with
+    /// Removes a sequence run its transitions queued nothing into (a tick with
     /// no one due leaves no trace).
-    pub async fn open_sequence_run(&self, run_id: i64, planned: u64) -> Result<(), StoreError> {
+    pub async fn discard_empty_run(&self, run_id: i64) -> Result<(), StoreError> {
         with_pool!(self, |pool| {
-            if planned == 0 {
-                sqlx::query(
-                    "DELETE FROM runs WHERE id = $1 \
-                     AND NOT EXISTS (SELECT 1 FROM deliveries WHERE run_id = $1)",
-                )
-                .bind(run_id)
-                .execute(pool)
-                .await
-                .map(|_| ())
-            } else {
-                sqlx::query("UPDATE runs SET status = 'sending', planned = $2 WHERE id = $1")
-                    .bind(run_id)
-                    .bind(planned as i64)
-                    .execute(pool)
-                    .await
-                    .map(|_| ())
-            }
+            sqlx::query(
+                "DELETE FROM runs WHERE id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE run_id = $1)",
+            )
+            .bind(run_id)
+            .execute(pool)
+            .await
+            .map(|_| ())
         })
-        .context("opening a sequence run")?;
+        .context("removing an empty sequence run")?;
         Ok(())
     }
 
