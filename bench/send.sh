@@ -13,6 +13,7 @@
 # (default postgres://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 N=${N:-100000}
 CONCURRENCY=${CONCURRENCY:-128}
 PORT=${PORT:-2525}
@@ -27,19 +28,8 @@ trap 'kill $sink 2>/dev/null; rm -rf "$work"; psql "$PG_ADMIN" -qc "DROP DATABAS
 cargo build --release --quiet
 herald=$PWD/target/release/herald
 mkdir -p "$work/campaigns"
-cat >"$work/campaigns/blast.yaml" <<'YAML'
-name: blast
-from: "Acme Journal <journal@acme.example>"
-tracking: true
-audience:
-  attribute: country
-  exists: true
-steps:
-  - id: issue
-    subject: "The Acme Journal: what's new this month"
-    template: newsletter
-YAML
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); N=$N, smtp_concurrency=$CONCURRENCY"
+newsletter_campaign "$work/campaigns/blast.yaml" blast "tracking: true"
+echo "$(machine); N=$N, smtp_concurrency=$CONCURRENCY"
 
 sleep 0.5
 start=$(date +%s.%N)

@@ -16,6 +16,7 @@
 set -euo pipefail
 N=${1:-1000000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BENCH_DIR=${BENCH_DIR:-/tmp/herald-bench}
 BENCH_PG=${BENCH_PG-postgres://postgres@127.0.0.1:5432}
 (cd "$ROOT" && cargo build --release --quiet --bin herald)
@@ -40,14 +41,7 @@ steps:
     subject: "Did you see this?"
     template: newsletter
 YAML
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); N=$N"
-
-sql() { # URL SQL
-    case $1 in
-        sqlite://*) sqlite3 -cmd ".timeout 10000" "${1#sqlite://}" "$2" ;;
-        *) psql "$1" -qtAc "$2" ;;
-    esac
-}
+echo "$(machine); N=$N"
 
 bench() { # NAME URL
     local name=$1 url=$2 have now

@@ -11,6 +11,7 @@
 # HERALD_BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 N=${N:-20000}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
@@ -34,18 +35,8 @@ target=$(realpath "${CARGO_TARGET_DIR:-target}")/release
 herald=$target/herald
 tokens=$target/examples/tokens
 mkdir -p "$work/campaigns"
-cat >"$work/campaigns/blast.yaml" <<'YAML'
-name: blast
-from: "Acme Journal <journal@acme.example>"
-audience:
-  attribute: country
-  exists: true
-steps:
-  - id: issue
-    subject: "The Acme Journal: what's new this month"
-    template: newsletter
-YAML
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
+newsletter_campaign "$work/campaigns/blast.yaml" blast
+echo "$(machine); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION over up to $N tokens"
 
 count_opens() { # name url

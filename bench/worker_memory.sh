@@ -15,6 +15,7 @@ set -euo pipefail
 N=${1:-10000}
 CONCURRENCY=${CONCURRENCY:-32}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BENCH_DIR=${BENCH_DIR:-/tmp/herald-bench}
 BENCH_PG=${BENCH_PG-postgres://postgres@127.0.0.1:5432}
 PORT=${PORT:-2527}
@@ -26,26 +27,8 @@ smtp-sink -u postfix -c 127.0.0.1:$PORT 1000 >"$work/sink.log" 2>&1 &
 sink=$!
 trap 'kill $sink 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -p "$BENCH_DIR" "$work/campaigns"
-cat >"$work/campaigns/everyone.yaml" <<'YAML'
-name: everyone
-from: "Acme Journal <journal@acme.example>"
-reentry: always
-audience:
-  attribute: country
-  exists: true
-steps:
-  - id: issue
-    subject: "The Acme Journal: what's new this month"
-    template: newsletter
-YAML
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); N=$N, smtp_concurrency=$CONCURRENCY"
-
-sql() { # URL SQL
-    case $1 in
-        sqlite://*) sqlite3 -cmd ".timeout 10000" "${1#sqlite://}" "$2" ;;
-        *) psql "$1" -qtAc "$2" ;;
-    esac
-}
+newsletter_campaign "$work/campaigns/everyone.yaml" everyone "reentry: always"
+echo "$(machine); N=$N, smtp_concurrency=$CONCURRENCY"
 
 bench() { # NAME URL
     local name=$1 url=$2 have
