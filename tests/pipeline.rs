@@ -349,12 +349,7 @@ async fn sigterm_drains_then_resumes(db: TestDb) {
         assert!(started.elapsed() < Duration::from_secs(60), "no progress");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = child.wait().unwrap();
+    let status = common::sigterm_and_wait(&mut child);
     assert!(status.success(), "a drained stop exits cleanly: {status:?}");
     let after_stop = server.received().len();
     assert!(after_stop < expected.len(), "stopped before the end");

@@ -205,6 +205,11 @@ async fn wait_count(store: &Store, kind: &str, want: i64) {
     }
 }
 
+/// Why an address is on the suppression list, if it is.
+async fn suppression(store: &Store, email: &str) -> Option<String> {
+    store.suppression_of(email).await.unwrap()
+}
+
 async fn sent_at(store: &Store, delivery_id: i64) -> i64 {
     store.tracked_deliveries(&[delivery_id]).await.unwrap()[0]
         .sent_at
@@ -492,11 +497,7 @@ async fn unsubscribe_confirms_on_get_and_acts_once_on_post(db: TestDb) {
     // Durable before the answer: no waiting here.
     assert_eq!(status("ann@x.example").await, "unsubscribed");
     assert_eq!(
-        store
-            .suppression_of("ann@x.example")
-            .await
-            .unwrap()
-            .as_deref(),
+        suppression(&store, "ann@x.example").await.as_deref(),
         Some("unsubscribed")
     );
     let recorded = store
@@ -598,11 +599,7 @@ async fn webhook_reports(db: TestDb) {
         .unwrap();
     assert_eq!(a.status, "bounced");
     assert_eq!(
-        store
-            .suppression_of("ann@x.example")
-            .await
-            .unwrap()
-            .as_deref(),
+        suppression(&store, "ann@x.example").await.as_deref(),
         Some("hard_bounce")
     );
     let bounce = store
@@ -622,7 +619,7 @@ async fn webhook_reports(db: TestDb) {
         .unwrap()
         .unwrap();
     assert_eq!(b.status, "subscribed");
-    assert_eq!(store.suppression_of("bob@x.example").await.unwrap(), None);
+    assert_eq!(suppression(&store, "bob@x.example").await, None);
     let soft_rows = store
         .interactions_of(bob.customer_id, "email_bounced")
         .await
@@ -661,19 +658,11 @@ async fn webhook_reports(db: TestDb) {
         1
     );
     assert_eq!(
-        store
-            .suppression_of("cat@x.example")
-            .await
-            .unwrap()
-            .as_deref(),
+        suppression(&store, "cat@x.example").await.as_deref(),
         Some("complaint")
     );
     assert_eq!(
-        store
-            .suppression_of("nobody@x.example")
-            .await
-            .unwrap()
-            .as_deref(),
+        suppression(&store, "nobody@x.example").await.as_deref(),
         Some("hard_bounce")
     );
 
@@ -863,12 +852,7 @@ async fn herald_serve_stops_cleanly_on_sigterm(db: TestDb) {
         }
     }
     assert_eq!(http::get(addr, "/readyz", &[]).await.status, 200);
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = child.wait().unwrap();
+    let status = common::sigterm_and_wait(&mut child);
     assert!(status.success(), "{status:?}");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();

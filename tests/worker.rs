@@ -73,12 +73,7 @@ fn spawn(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> Worker {
 
 fn terminate(worker: &mut Worker) {
     let child = &mut worker.0;
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = child.wait().unwrap();
+    let status = common::sigterm_and_wait(child);
     assert!(status.success(), "the worker stops cleanly: {status:?}");
 }
 

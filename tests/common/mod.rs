@@ -169,6 +169,16 @@ fn command_in(dir: &Path, database_url: &str, env: &[(&str, &str)], args: &[&str
     cmd
 }
 
+/// Sends SIGTERM to a spawned `herald` and waits for it to exit.
+pub fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success(), "kill -TERM {}", child.id());
+    child.wait().unwrap()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
