@@ -243,6 +243,82 @@ async fn worker_finishes_a_killed_run(db: TestDb) {
 }
 both_backends!(killed_run, worker_finishes_a_killed_run);
 
+/// Statements run as written (several at once) over a connection of their own.
+async fn exec(db: &TestDb, sql: &'static str) {
+    use sqlx::Connection as _;
+    match db.backend {
+        herald::store::Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        }
+        herald::store::Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+/// A worker that cannot queue a job stops with the database's reason and a
+/// non-zero exit, instead of staying up with its tracking service and doing
+/// nothing. (Here the queue refuses inserts while an unfinished run waits to
+/// be resumed.)
+async fn worker_stops_when_the_queue_fails(db: TestDb) {
+    setup(&db, None, "20");
+    let migrated = db.herald(&["migrate"]);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    match db.backend {
+        herald::store::Backend::Sqlite => {
+            exec(
+                &db,
+                "CREATE TRIGGER closed BEFORE INSERT ON Jobs \
+                 BEGIN SELECT RAISE(ABORT, 'the job queue is closed for maintenance'); END;",
+            )
+            .await
+        }
+        herald::store::Backend::Postgres => {
+            exec(
+                &db,
+                "CREATE FUNCTION closed() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'the job queue is closed for maintenance'; END $$; \
+                 CREATE TRIGGER closed BEFORE INSERT ON apalis.jobs \
+                 FOR EACH ROW EXECUTE FUNCTION closed();",
+            )
+            .await
+        }
+    }
+    exec(
+        &db,
+        "INSERT INTO runs (campaign, trigger, status, created_at) VALUES ('t', 'manual', 'sending', 0)",
+    )
+    .await;
+    let mut worker = Worker(
+        db.command(&[("HERALD_HTTP_ADDR", "127.0.0.1:0")], &["worker"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = worker.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the worker stayed up after failing to queue a job"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut worker.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "non-zero exit: {status:?}");
+    assert!(err.contains("queueing a job"), "{err}");
+    assert!(
+        err.contains("the job queue is closed for maintenance"),
+        "{err}"
+    );
+}
+both_backends!(queue_failure, worker_stops_when_the_queue_fails);
+
 /// Schedules are evaluated in the campaign's time zone, across DST changes.
 #[test]
 fn ticks_follow_the_campaign_time_zone() {

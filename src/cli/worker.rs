@@ -43,6 +43,11 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
         }
     }
     let store = open_store(settings).await?;
+    // The job tables first, before anything else holds a connection: an
+    // SQLite connection that read the schema while apalis was still migrating
+    // keeps that stale view, and a job push through it fails ("table Jobs has
+    // 12 columns but 14 values were supplied").
+    jobs::setup(&store).await?;
     let engine = Arc::new(engine(store.clone(), settings, &args.templates, &campaigns).await?);
     for wanted in &args.now {
         jobs::enqueue_plan(&store, wanted).await?;
@@ -56,6 +61,7 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
         "worker started"
     );
     let stop = stop_on_signal("stopping: finishing messages in flight");
+    let worker_done = tokio::sync::watch::Sender::new(false);
     let http = if args.no_http {
         None
     } else {
@@ -68,7 +74,9 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
                 )
             })?;
         tracing::info!(address = %listener.local_addr()?, public_url = %settings.public_url, "tracking service listening");
-        let shutdown = herald::pipeline::stopped(stop.clone());
+        // The tracking service stops once the job worker has stopped, whether
+        // a signal stopped it (after the sends in flight) or an error did.
+        let shutdown = herald::pipeline::stopped(worker_done.subscribe());
         let (store, settings) = (store.clone(), settings.clone());
         let metrics = engine.metrics.clone();
         Some(tokio::spawn(async move {
@@ -76,13 +84,18 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
         }))
     };
     let worked = jobs::run_worker(engine, campaigns, &name, stop).await;
-    if let Some(http) = http {
-        match http.await {
-            Ok(result) => result?,
-            Err(e) => anyhow::bail!("the tracking service ended abnormally: {e}"),
-        }
-    }
+    worker_done.send_replace(true);
+    let served = match http {
+        Some(http) => match http.await {
+            Ok(result) => result.map_err(anyhow::Error::from),
+            Err(e) => Err(anyhow::anyhow!(
+                "the tracking service ended abnormally: {e}"
+            )),
+        },
+        None => Ok(()),
+    };
     worked?;
+    served?;
     store.close().await;
     tracing::info!(worker = %name, "worker stopped");
     Ok(ExitCode::SUCCESS)

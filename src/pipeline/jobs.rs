@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::{
-    BackendExt, BoxDynError, Data, Monitor, TaskBuilder, TaskSink, WorkerBuilder, WorkerBuilderExt,
+    BackendExt, BoxDynError, Data, Monitor, PollSnapshot, PollStrategy, TaskBuilder, TaskSink,
+    WorkerBuilder, WorkerBuilderExt,
 };
 use apalis_cron::{CronScheduler, Tick};
 use apalis_postgres::PostgresStorage;
@@ -376,13 +377,13 @@ pub async fn run_worker(
             monitor
                 .register(move |_| {
                     WorkerBuilder::new(n1.clone())
-                        .backend(plan.clone().poll_with_interval(POLL))
+                        .backend(plan.clone().poll_with_strategy(Ticker::default()))
                         .data(s1.clone())
                         .build(on_plan)
                 })
                 .register(move |_| {
                     WorkerBuilder::new(n2.clone())
-                        .backend(send.clone().poll_with_interval(POLL))
+                        .backend(send.clone().poll_with_strategy(Ticker::default()))
                         .concurrency(SEND_JOBS_PER_WORKER)
                         .data(s2.clone())
                         .build(on_send)
@@ -400,6 +401,46 @@ pub async fn run_worker(
         })
         .await
         .map_err(|e| WorkerError::Monitor(e.to_string()))
+}
+
+/// Wakes a queue's poller every [`POLL`], so a job queued by another process
+/// (or queued to run later) is fetched within that time.
+///
+/// apalis's own interval strategy replaces a timer that fired with a new one
+/// it does not poll, so no wake-up is registered until something else polls
+/// the worker; a delayed job could then wait for the next heartbeat (30 s).
+/// This one always leaves a polled timer behind.
+struct Ticker {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Default for Ticker {
+    fn default() -> Self {
+        Ticker {
+            sleep: Box::pin(tokio::time::sleep(POLL)),
+        }
+    }
+}
+
+impl PollStrategy for Ticker {
+    fn poll_drive(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        _: &PollSnapshot,
+    ) -> std::task::Poll<Option<()>> {
+        use std::future::Future as _;
+        let mut fired = false;
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            fired = true;
+            let next = tokio::time::Instant::now() + POLL;
+            self.sleep.as_mut().reset(next);
+        }
+        if fired {
+            std::task::Poll::Ready(Some(()))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
 }
 
 /// Queues a plan job by hand (`herald worker --now CAMPAIGN`, tests).
