@@ -117,6 +117,64 @@ fn escapes_attributes_in_html_but_not_in_text() {
     assert_eq!(r.subject, "Ann, 15 % Rabatt für Sie");
 }
 
+/// Where a text part comes from: the template's own `NAME.txt.hbs`; else the
+/// rendered HTML; else, when a partial has a `.txt.hbs` of its own, a text
+/// template derived from the HTML source that uses the partials' text.
+#[test]
+fn text_part_sources() {
+    let (dir, _) = templates();
+    std::fs::write(
+        dir.path().join("plain.html.hbs"),
+        "<p>Hello <b>{{customer.first_name}}</b></p>",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("plain.txt.hbs"),
+        "Hand-written for {{customer.first_name}} <not a tag>",
+    )
+    .unwrap();
+    let mut t = Templates::load(dir.path()).unwrap();
+    t.add_subject("s", "x").unwrap();
+    let own = t.render("plain", "s", context("n")).unwrap();
+    assert_eq!(own.text, "Hand-written for Ann <not a tag>");
+    let derived = t.render("offer", "s", context("n")).unwrap();
+    assert!(
+        derived.text.ends_with(
+            "Mail us\n\nUnsubscribe (https://t.example/u/TOKEN) Acme Inc, 1 Main St, Springfield\n"
+        ),
+        "{}",
+        derived.text
+    );
+
+    std::fs::write(
+        dir.path().join("partials/footer.txt.hbs"),
+        "-- \nStop these mails: {{unsubscribe_url}}",
+    )
+    .unwrap();
+    let mut t = Templates::load(dir.path()).unwrap();
+    t.add_subject("s", "x").unwrap();
+    let with_partial_text = t.render("offer", "s", context("n")).unwrap();
+    assert!(
+        with_partial_text
+            .text
+            .contains("Stop these mails: https://t.example/u/TOKEN"),
+        "{}",
+        with_partial_text.text
+    );
+    assert!(
+        with_partial_text
+            .text
+            .contains("Shop the sale (https://shop.example/sale?c=winback&s=1)"),
+        "{}",
+        with_partial_text.text
+    );
+    assert!(
+        !with_partial_text.text.contains("Unsubscribe ("),
+        "{}",
+        with_partial_text.text
+    );
+}
+
 #[test]
 fn missing_variable_names_template_line_and_variable() {
     let (_d, t) = templates();

@@ -83,6 +83,11 @@ pub struct Templates {
     /// Partial name → its file under `partials/`, per part, for error messages.
     html_partials: BTreeMap<String, String>,
     text_partials: BTreeMap<String, String>,
+    /// No partial has a text version of its own, so a template without a
+    /// `.txt.hbs` gets its text part from its rendered HTML (one render
+    /// instead of two). Otherwise its text part is rendered from a text
+    /// template derived from the HTML source, with the partials' own text.
+    text_from_rendered_html: bool,
 }
 
 /// The three rendered parts of a message, before tracking is applied.
@@ -144,6 +149,7 @@ impl Templates {
             with_text: BTreeSet::new(),
             html_partials: BTreeMap::new(),
             text_partials: BTreeMap::new(),
+            text_from_rendered_html: true,
         };
         let read_dir = |p: &Path| {
             std::fs::read_dir(p).map_err(|e| RenderError::Load {
@@ -165,6 +171,7 @@ impl Templates {
             .iter()
             .filter_map(|p| file_name(p)?.strip_suffix(".txt.hbs").map(str::to_string))
             .collect();
+        t.text_from_rendered_html = text_partials.is_empty();
         for path in &partial_files {
             let Some(fname) = file_name(path) else {
                 continue;
@@ -184,7 +191,7 @@ impl Templates {
                     .map_err(partial_error)?;
                 t.html_partials
                     .insert(name.to_string(), format!("partials/{fname}"));
-                if !text_partials.contains(name) {
+                if !t.text_from_rendered_html && !text_partials.contains(name) {
                     t.text
                         .register_partial(name, text::from_html(&source))
                         .map_err(partial_error)?;
@@ -207,7 +214,7 @@ impl Templates {
         for path in &entries {
             if let Some(name) = file_name(path).and_then(|f| f.strip_suffix(".html.hbs")) {
                 let source = read(path)?;
-                if !t.with_text.contains(name) {
+                if !t.text_from_rendered_html && !t.with_text.contains(name) {
                     t.text
                         .register_template_string(name, text::from_html(&source))
                         .map_err(|e| compile_error(path, e))?;
@@ -272,17 +279,25 @@ impl Templates {
                     e,
                 )
             })?;
-        let mut text = self
-            .text
-            .render_with_context(template, context)
-            .map_err(|e| {
-                RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
-            })?;
-        if !self.with_text.contains(template) {
+        let text = if self.with_text.contains(template) {
+            self.text
+                .render_with_context(template, context)
+                .map_err(|e| {
+                    RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
+                })?
+        } else if self.text_from_rendered_html {
+            text::part_from_html(&html)
+        } else {
             // Block helpers and partials leave indentation and empty lines
             // behind; one linear pass makes the derived part read like a letter.
-            text = text::tidy_wrapped(&text);
-        }
+            let derived = self
+                .text
+                .render_with_context(template, context)
+                .map_err(|e| {
+                    RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
+                })?;
+            text::tidy_wrapped(&derived)
+        };
         Ok(Rendered {
             subject: one_line(&subject_text),
             html,

@@ -4,88 +4,155 @@ use super::find_ascii_ci;
 
 /// Converts rendered HTML to plain text.
 pub fn from_html(html: &str) -> String {
+    tidy(&untagged(html))
+}
+
+/// The text part of a rendered HTML message: [`from_html`], tidied and wrapped
+/// in one more pass (`tidy_wrapped(tidy(x))` is `tidy_wrapped(x)`).
+pub fn part_from_html(html: &str) -> String {
+    tidy_wrapped(&untagged(html))
+}
+
+/// The tags' effect on layout, the links as `text (url)`, the entities decoded,
+/// whitespace collapsed; lines not yet tidied.
+///
+/// One pass over the bytes: text between tags is copied a run at a time and
+/// tag names are compared in place, so the usual message costs a few small
+/// allocations (one per link), not one per tag and text node.
+fn untagged(html: &str) -> String {
     let mut out = String::with_capacity(html.len() / 2);
     let mut rest = html;
     let mut link: Option<String> = None;
     let mut link_text_start = 0;
-    while let Some(lt) = rest.find('<') {
+    while let Some(lt) = memchr::memchr(b'<', rest.as_bytes()) {
         push_text(&mut out, &rest[..lt]);
-        let Some(gt) = rest[lt..].find('>') else {
+        let Some(gt) = memchr::memchr(b'>', &rest.as_bytes()[lt..]) else {
             push_text(&mut out, &rest[lt..]);
             rest = "";
             break;
         };
         let tag = &rest[lt + 1..lt + gt];
         rest = &rest[lt + gt + 1..];
-        let name: String = tag
-            .trim_start_matches('/')
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .collect::<String>()
-            .to_ascii_lowercase();
         let closing = tag.starts_with('/');
-        match name.as_str() {
+        let bare = tag.trim_start_matches('/').as_bytes();
+        // The tag name in lower case (names Herald acts on have at most six
+        // letters; a longer one is acted on by none).
+        let mut name = [0u8; 7];
+        let mut len = 0;
+        for &b in bare.iter().take_while(|b| b.is_ascii_alphanumeric()) {
+            if len == name.len() {
+                len = 0;
+                break;
+            }
+            name[len] = b.to_ascii_lowercase();
+            len += 1;
+        }
+        match (&name[..len], closing) {
             // Content that is not text at all.
-            "head" | "style" | "script" | "title" if !closing => {
-                let end = format!("</{name}");
-                match find_ascii_ci(rest, &end) {
+            (b"head" | b"style" | b"script" | b"title", false) => {
+                let end = match name[0] {
+                    b'h' => "</head",
+                    b's' if name[1] == b't' => "</style",
+                    b's' => "</script",
+                    _ => "</title",
+                };
+                match find_ascii_ci(rest, end) {
                     Some(at) => {
                         rest = &rest[at..];
-                        if let Some(gt) = rest.find('>') {
+                        if let Some(gt) = memchr::memchr(b'>', rest.as_bytes()) {
                             rest = &rest[gt + 1..];
                         }
                     }
                     None => rest = "",
                 }
             }
-            "a" if !closing => {
-                link = attribute(tag, "href");
+            (b"a", false) => {
+                link = attribute(tag, "href=");
                 link_text_start = out.len();
             }
-            "a" => {
+            (b"a", true) => {
                 if let Some(url) = link.take() {
-                    // `{{…}}` is a link computed by the template (when deriving the
-                    // text template from HTML source).
+                    // `{{…}}` is a link computed by the template (when deriving
+                    // the text template from HTML source).
                     let is_link = url.starts_with("http") || url.starts_with("{{");
-                    let text = out[link_text_start..].trim().to_string();
+                    let text = out.get(link_text_start..).unwrap_or_default().trim();
                     if is_link && text.is_empty() {
                         out.push_str(&url);
                     } else if is_link && text != url {
-                        out.push_str(&format!(" ({url})"));
+                        out.push_str(" (");
+                        out.push_str(&url);
+                        out.push(')');
                     }
                 }
             }
-            "br" => out.push('\n'),
-            "li" if !closing => {
+            (b"br", _) => out.push('\n'),
+            (b"li", false) => {
                 newline(&mut out);
                 out.push_str("- ");
             }
-            "p" | "div" | "tr" | "table" | "h1" | "h2" | "h3" | "h4" | "ul" | "ol" | "hr" => {
-                blank_line(&mut out)
-            }
-            "li" => newline(&mut out),
-            "td" | "th" if closing => out.push(' '),
+            (b"li", true) => newline(&mut out),
+            (
+                b"p" | b"div" | b"tr" | b"table" | b"h1" | b"h2" | b"h3" | b"h4" | b"ul" | b"ol"
+                | b"hr",
+                _,
+            ) => blank_line(&mut out),
+            (b"td" | b"th", true) => out.push(' '),
             _ => {}
         }
     }
     push_text(&mut out, rest);
-    tidy(&out)
+    out
 }
 
+/// Appends text from between tags: entities decoded, each run of whitespace
+/// (not the no-break space, which becomes a plain one) as one space.
+///
+/// Words with single spaces between them need no collapsing, so they are
+/// copied as one slice; the copy is cut only where whitespace must collapse or
+/// a character is not ASCII.
 fn push_text(out: &mut String, raw: &str) {
-    let decoded = decode_entities(raw);
-    let mut last_space = out.ends_with([' ', '\n']) || out.is_empty();
-    for c in decoded.chars() {
-        if c.is_whitespace() && c != '\u{a0}' {
-            if !last_space {
-                out.push(' ');
-                last_space = true;
-            }
-        } else {
-            out.push(if c == '\u{a0}' { ' ' } else { c });
+    if raw.is_empty() {
+        return;
+    }
+    let decoded;
+    let raw = if memchr::memchr(b'&', raw.as_bytes()).is_some() {
+        decoded = decode_entities(raw);
+        decoded.as_str()
+    } else {
+        raw
+    };
+    let bytes = raw.as_bytes();
+    let mut last_space = out.is_empty() || out.ends_with([' ', '\n']);
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b' ' && !last_space {
+            last_space = true;
+            i += 1;
+        } else if b < 0x80 && !b.is_ascii_whitespace() {
             last_space = false;
+            i += 1;
+        } else {
+            out.push_str(&raw[run..i]);
+            let c = raw[i..].chars().next().unwrap_or(' ');
+            i += c.len_utf8();
+            run = i;
+            if c == '\u{a0}' {
+                out.push(' ');
+                last_space = false;
+            } else if c.is_whitespace() {
+                if !last_space {
+                    out.push(' ');
+                    last_space = true;
+                }
+            } else {
+                out.push(c);
+                last_space = false;
+            }
         }
     }
+    out.push_str(&raw[run..]);
 }
 
 fn newline(out: &mut String) {
@@ -239,9 +306,10 @@ fn tidy_lines(s: &str, push: impl Fn(&mut String, &str)) -> String {
     out
 }
 
-fn attribute(tag: &str, name: &str) -> Option<String> {
-    let at = find_ascii_ci(tag, &format!("{name}="))?;
-    let value = &tag[at + name.len() + 1..];
+/// The value of the attribute `name_eq` (its name and `=`, e.g. `href=`).
+fn attribute(tag: &str, name_eq: &str) -> Option<String> {
+    let at = find_ascii_ci(tag, name_eq)?;
+    let value = &tag[at + name_eq.len()..];
     let quote = value.chars().next()?;
     let v = if quote == '"' || quote == '\'' {
         let body = &value[1..];
@@ -389,6 +457,150 @@ mod tests {
             out.push_str(word);
             width += len;
         }
+    }
+
+    /// The converter as first written: the oracle for the faster one.
+    fn from_html_reference(html: &str) -> String {
+        let mut out = String::with_capacity(html.len() / 2);
+        let mut rest = html;
+        let mut link: Option<String> = None;
+        let mut link_text_start = 0;
+        while let Some(lt) = rest.find('<') {
+            push_text_reference(&mut out, &rest[..lt]);
+            let Some(gt) = rest[lt..].find('>') else {
+                push_text_reference(&mut out, &rest[lt..]);
+                rest = "";
+                break;
+            };
+            let tag = &rest[lt + 1..lt + gt];
+            rest = &rest[lt + gt + 1..];
+            let name: String = tag
+                .trim_start_matches('/')
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
+                .to_ascii_lowercase();
+            let closing = tag.starts_with('/');
+            match name.as_str() {
+                // Content that is not text at all.
+                "head" | "style" | "script" | "title" if !closing => {
+                    let end = format!("</{name}");
+                    match find_ascii_ci(rest, &end) {
+                        Some(at) => {
+                            rest = &rest[at..];
+                            if let Some(gt) = rest.find('>') {
+                                rest = &rest[gt + 1..];
+                            }
+                        }
+                        None => rest = "",
+                    }
+                }
+                "a" if !closing => {
+                    link = attribute(tag, "href=");
+                    link_text_start = out.len();
+                }
+                "a" => {
+                    if let Some(url) = link.take() {
+                        // `{{…}}` is a link computed by the template (when deriving the
+                        // text template from HTML source).
+                        let is_link = url.starts_with("http") || url.starts_with("{{");
+                        let text = out
+                            .get(link_text_start..)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string();
+                        if is_link && text.is_empty() {
+                            out.push_str(&url);
+                        } else if is_link && text != url {
+                            out.push_str(&format!(" ({url})"));
+                        }
+                    }
+                }
+                "br" => out.push('\n'),
+                "li" if !closing => {
+                    newline(&mut out);
+                    out.push_str("- ");
+                }
+                "p" | "div" | "tr" | "table" | "h1" | "h2" | "h3" | "h4" | "ul" | "ol" | "hr" => {
+                    blank_line(&mut out)
+                }
+                "li" => newline(&mut out),
+                "td" | "th" if closing => out.push(' '),
+                _ => {}
+            }
+        }
+        push_text_reference(&mut out, rest);
+        tidy(&out)
+    }
+
+    fn push_text_reference(out: &mut String, raw: &str) {
+        let decoded = decode_entities(raw);
+        let mut last_space = out.ends_with([' ', '\n']) || out.is_empty();
+        for c in decoded.chars() {
+            if c.is_whitespace() && c != '\u{a0}' {
+                if !last_space {
+                    out.push(' ');
+                    last_space = true;
+                }
+            } else {
+                out.push(if c == '\u{a0}' { ' ' } else { c });
+                last_space = false;
+            }
+        }
+    }
+
+    #[test]
+    fn converts_as_the_first_version_did() {
+        use proptest::prelude::*;
+        let samples = [
+            "<html><head><title>x</title><style>p{color:red}</style></head><body>\
+             <h1>Hello   Ann &amp; co</h1><P>Shop <A HREF='https://a.example/?x=1&amp;y=2'>the sale</A></P>\
+             <ul><li>One</li><li>Two &lt;3 &#x20AC; &nbsp;x</li></ul><table><tr><td>a</td><th>b</th></tr></table>\
+             <a href=\"https://b.example\"></a><a href=\"https://c.example\">https://c.example</a> <a href=mailto:x@y>m</a>\
+             <script>var x = '<p>';</script>tail&bogus; &amp</body></html>",
+            "no tags at all\u{a0}\u{2003} ü\t\n x",
+            "<p>unclosed <b",
+            "<p>x <a href=\"https://x.example\"> <li>y</a> z",
+            "<br/><br><hr><div>x</div><h2>y</h2><h3>z</h3><h4>w</h4><ol><li>q</ol>",
+            "<a href=\"{{unsubscribe_url}}\">Unsubscribe</a> <a href=\"{{u}}\">{{u}}</a>",
+            "",
+        ];
+        for html in samples {
+            assert_eq!(from_html(html), from_html_reference(html), "{html:?}");
+            assert_eq!(
+                part_from_html(html),
+                tidy_wrapped(&from_html_reference(html))
+            );
+        }
+        let mut runner = proptest::test_runner::TestRunner::default();
+        let pieces = prop::collection::vec(
+            prop_oneof![
+                "[a-zé€ \u{a0}\t\n]{0,12}",
+                Just("<p>".to_string()),
+                Just("</p>".to_string()),
+                Just("<br>".to_string()),
+                Just("<td>".to_string()),
+                Just("</td>".to_string()),
+                Just("<li>".to_string()),
+                Just("</li>".to_string()),
+                Just("<a href=\"https://x.example/a\">".to_string()),
+                Just("</a>".to_string()),
+                Just("<style>x</style>".to_string()),
+                Just("&amp;".to_string()),
+                Just("&#8364;".to_string()),
+                Just("&nbsp;".to_string()),
+                Just("<".to_string()),
+                Just(">".to_string()),
+            ],
+            0..40,
+        )
+        .prop_map(|p| p.concat());
+        runner
+            .run(&pieces, |html| {
+                prop_assert_eq!(from_html(&html), from_html_reference(&html));
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]
