@@ -101,7 +101,12 @@ fn main() {
         let env = Envelope {
             from: &from,
             reply_to: None,
-            to: message::mailbox(&email).expect("to"),
+            // As the send path builds it: the address parsed alone, the
+            // display name from the customer's names.
+            to: lettre::message::Mailbox::new(
+                Some("Ann Lee".to_string()),
+                email.parse().expect("address"),
+            ),
             message_id: message::message_id(i, "b", &from),
             unsubscribe_url: &unsubscribe,
             unsubscribe_mailto: None,
