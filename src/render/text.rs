@@ -122,38 +122,57 @@ fn push_text(out: &mut String, raw: &str) {
         raw
     };
     let bytes = raw.as_bytes();
+    // Whether the text written just before `run` ends in whitespace.
     let mut last_space = out.is_empty() || out.ends_with([' ', '\n']);
     let mut run = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b' ' && !last_space {
-            last_space = true;
+    loop {
+        while i < bytes.len() && PLAIN[usize::from(bytes[i])] {
             i += 1;
-        } else if b < 0x80 && !b.is_ascii_whitespace() {
-            last_space = false;
-            i += 1;
+        }
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
+        let after_space = if i > run {
+            bytes[i - 1] == b' '
         } else {
-            out.push_str(&raw[run..i]);
-            let c = raw[i..].chars().next().unwrap_or(' ');
-            i += c.len_utf8();
-            run = i;
-            if c == '\u{a0}' {
+            last_space
+        };
+        if b == b' ' && !after_space {
+            // A single space between words stays in the run.
+            i += 1;
+            continue;
+        }
+        out.push_str(&raw[run..i]);
+        let c = raw[i..].chars().next().unwrap_or(' ');
+        i += c.len_utf8();
+        run = i;
+        if c == '\u{a0}' {
+            out.push(' ');
+            last_space = false;
+        } else if c.is_whitespace() {
+            if !after_space {
                 out.push(' ');
-                last_space = false;
-            } else if c.is_whitespace() {
-                if !last_space {
-                    out.push(' ');
-                    last_space = true;
-                }
-            } else {
-                out.push(c);
-                last_space = false;
             }
+            last_space = true;
+        } else {
+            out.push(c);
+            last_space = false;
         }
     }
     out.push_str(&raw[run..]);
 }
+
+/// ASCII bytes that are neither whitespace nor a space: text copied as it is.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        t[b] = !(b as u8).is_ascii_whitespace();
+        b += 1;
+    }
+    t
+};
 
 fn newline(out: &mut String) {
     while out.ends_with(' ') {
