@@ -421,17 +421,7 @@ async fn three_steps_with_engagement_and_goal(db: TestDb) {
     assert!(!customers(&last).contains(&s.ids[late_buyer]));
 
     // Re-entry `never` (the default): a new run enters no one again.
-    let again = pipeline::run_campaign(
-        &s.engine,
-        &s.campaign,
-        Trigger::Manual,
-        None,
-        false,
-        watch::channel(false).1,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let again = run_now(&s).await;
     assert_eq!(again.planned, 0);
     s.store.close().await;
 }

@@ -43,10 +43,8 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
         }
     }
     let store = open_store(settings).await?;
-    // The job tables first, before anything else holds a connection: an
-    // SQLite connection that read the schema while apalis was still migrating
-    // keeps that stale view, and a job push through it fails ("table Jobs has
-    // 12 columns but 14 values were supplied").
+    // The job tables first, before anything else holds a connection (see
+    // `jobs::setup`).
     jobs::setup(&store).await?;
     let engine = Arc::new(engine(store.clone(), settings, &args.templates, &campaigns).await?);
     for wanted in &args.now {

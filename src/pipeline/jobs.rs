@@ -89,6 +89,11 @@ pub struct SendJob {
 /// apart from Herald's `herald_migrations`). SQLite's storage setup would also
 /// switch the connection to `synchronous = OFF`; only the migrations are run,
 /// so Herald's durability settings stay as they are.
+///
+/// Run it once, first, before anything else of the process uses the store
+/// (`herald worker` and `herald migrate` do): an SQLite connection that read the
+/// schema while these migrations ran keeps that stale view, and a job push
+/// through it fails. [`run_worker`] and [`enqueue_plan`] expect the tables.
 pub async fn setup(store: &Store) -> Result<(), WorkerError> {
     // Two workers starting at once on a fresh SQLite file race to record the
     // same migration (sqlx locks only on PostgreSQL); the loser finds them
@@ -298,14 +303,13 @@ async fn on_advance(tick: Tick, ctx: Ctx) -> Result<(), BoxDynError> {
 ///
 /// At start, every unfinished run of a loaded campaign (a crash, a stop, a
 /// `herald run` that was interrupted) gets a send job, so nothing planned is
-/// left behind.
+/// left behind. The job tables must exist ([`setup`]).
 pub async fn run_worker(
     engine: Arc<Engine>,
     campaigns: Vec<Campaign>,
     name: &str,
     stop: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
-    setup(&engine.store).await?;
     let queues = Queues::new(&engine.store);
     for c in &campaigns {
         for run_id in engine
@@ -443,9 +447,9 @@ impl PollStrategy for Ticker {
     }
 }
 
-/// Queues a plan job by hand (`herald worker --now CAMPAIGN`, tests).
+/// Queues a plan job by hand (`herald worker --now CAMPAIGN`), into the job
+/// tables [`setup`] made.
 pub async fn enqueue_plan(store: &Store, campaign: &str) -> Result<(), WorkerError> {
-    setup(store).await?;
     Queues::new(store)
         .push_plan(PlanJob {
             campaign: campaign.to_string(),

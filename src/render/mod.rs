@@ -279,24 +279,21 @@ impl Templates {
                     e,
                 )
             })?;
-        let text = if self.with_text.contains(template) {
+        let render_text = || {
             self.text
                 .render_with_context(template, context)
                 .map_err(|e| {
                     RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
-                })?
+                })
+        };
+        let text = if self.with_text.contains(template) {
+            render_text()?
         } else if self.text_from_rendered_html {
             text::part_from_html(&html)
         } else {
             // Block helpers and partials leave indentation and empty lines
             // behind; one linear pass makes the derived part read like a letter.
-            let derived = self
-                .text
-                .render_with_context(template, context)
-                .map_err(|e| {
-                    RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
-                })?;
-            text::tidy_wrapped(&derived)
+            text::tidy_wrapped(&render_text()?)
         };
         Ok(Rendered {
             subject: one_line(&subject_text),

@@ -49,23 +49,10 @@ fn untagged(html: &str) -> String {
         }
         match (&name[..len], closing) {
             // Content that is not text at all.
-            (b"head" | b"style" | b"script" | b"title", false) => {
-                let end = match name[0] {
-                    b'h' => "</head",
-                    b's' if name[1] == b't' => "</style",
-                    b's' => "</script",
-                    _ => "</title",
-                };
-                match find_ascii_ci(rest, end) {
-                    Some(at) => {
-                        rest = &rest[at..];
-                        if let Some(gt) = memchr::memchr(b'>', rest.as_bytes()) {
-                            rest = &rest[gt + 1..];
-                        }
-                    }
-                    None => rest = "",
-                }
-            }
+            (b"head", false) => rest = skip_past(rest, "</head"),
+            (b"style", false) => rest = skip_past(rest, "</style"),
+            (b"script", false) => rest = skip_past(rest, "</script"),
+            (b"title", false) => rest = skip_past(rest, "</title"),
             (b"a", false) => {
                 link = attribute(tag, "href=");
                 link_text_start = out.len();
@@ -102,6 +89,18 @@ fn untagged(html: &str) -> String {
     }
     push_text(&mut out, rest);
     out
+}
+
+/// What follows the closing tag that starts with `end` (nothing if there is none).
+fn skip_past<'a>(rest: &'a str, end: &str) -> &'a str {
+    let Some(at) = find_ascii_ci(rest, end) else {
+        return "";
+    };
+    let closing = &rest[at..];
+    match memchr::memchr(b'>', closing.as_bytes()) {
+        Some(gt) => &closing[gt + 1..],
+        None => closing,
+    }
 }
 
 /// Appends text from between tags: entities decoded, each run of whitespace
@@ -163,7 +162,7 @@ fn push_text(out: &mut String, raw: &str) {
     out.push_str(&raw[run..]);
 }
 
-/// ASCII bytes that are neither whitespace nor a space: text copied as it is.
+/// ASCII bytes other than whitespace: text copied as it is.
 const PLAIN: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
