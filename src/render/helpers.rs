@@ -9,12 +9,44 @@
 
 use chrono::{DateTime, Utc};
 use handlebars::{
-    Context, Handlebars, Helper, HelperDef, PathAndJson, RenderContext, RenderError,
-    RenderErrorReason, ScopedJson,
+    Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason,
+    ScopedJson,
 };
 use serde_json::Value;
 
-type Compute = fn(&Helper<'_>) -> Result<Value, RenderError>;
+pub(crate) type Compute = fn(&dyn Args) -> Result<Value, RenderError>;
+
+/// One parameter as a helper sees it: its value (`Null` when missing) and,
+/// for a path, the path as written.
+pub(crate) struct Param<'a> {
+    pub value: &'a Value,
+    pub missing: bool,
+    pub path: Option<&'a str>,
+}
+
+/// A helper call's parameters, from Handlebars or from the compiled renderer
+/// (see `compiled.rs`): the helpers are written once against this.
+pub(crate) trait Args {
+    fn name(&self) -> &str;
+    fn param(&self, i: usize) -> Option<Param<'_>>;
+    fn hash_get(&self, key: &str) -> Option<&Value>;
+}
+
+impl Args for Helper<'_> {
+    fn name(&self) -> &str {
+        Helper::name(self)
+    }
+    fn param(&self, i: usize) -> Option<Param<'_>> {
+        Helper::param(self, i).map(|p| Param {
+            value: p.value(),
+            missing: p.is_value_missing(),
+            path: p.relative_path().map(String::as_str),
+        })
+    }
+    fn hash_get(&self, key: &str) -> Option<&Value> {
+        Helper::hash_get(self, key).map(|p| p.value())
+    }
+}
 
 struct Pure(Compute);
 
@@ -30,18 +62,25 @@ impl HelperDef for Pure {
     }
 }
 
+/// Herald's own helpers, by name.
+pub(crate) const HELPERS: [(&str, Compute); 8] = [
+    ("default", default),
+    ("upper", |h| Ok(Value::from(text(h, 0)?.to_uppercase()))),
+    ("lower", |h| Ok(Value::from(text(h, 0)?.to_lowercase()))),
+    ("capitalize", capitalize),
+    ("truncate", truncate),
+    ("format_date", format_date),
+    ("format_number", format_number),
+    ("format_currency", format_currency),
+];
+
+/// Herald's helper `name`, if there is one.
+pub(crate) fn compute(name: &str) -> Option<Compute> {
+    HELPERS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+}
+
 pub fn register(r: &mut Handlebars<'static>) {
-    let helpers: [(&str, Compute); 8] = [
-        ("default", default),
-        ("upper", |h| Ok(Value::from(text(h, 0)?.to_uppercase()))),
-        ("lower", |h| Ok(Value::from(text(h, 0)?.to_lowercase()))),
-        ("capitalize", capitalize),
-        ("truncate", truncate),
-        ("format_date", format_date),
-        ("format_number", format_number),
-        ("format_currency", format_currency),
-    ];
-    for (name, f) in helpers {
+    for (name, f) in HELPERS {
         r.register_helper(name, Box::new(Pure(f)));
     }
 }
@@ -51,27 +90,27 @@ fn invalid(helper: &str, message: impl Into<String>) -> RenderError {
 }
 
 /// Parameter `i`, which must be present and not missing from the data.
-fn param<'a>(h: &'a Helper<'_>, i: usize) -> Result<&'a PathAndJson<'a>, RenderError> {
+fn param<'a>(h: &'a dyn Args, i: usize) -> Result<Param<'a>, RenderError> {
     let p = h
         .param(i)
         .ok_or_else(|| invalid(h.name(), format!("expects parameter {}", i + 1)))?;
-    if p.is_value_missing() {
-        return Err(RenderErrorReason::MissingVariable(p.relative_path().cloned()).into());
+    if p.missing {
+        return Err(RenderErrorReason::MissingVariable(p.path.map(str::to_string)).into());
     }
     Ok(p)
 }
 
 /// Parameter `i` as text: strings as they are, numbers and booleans printed, null empty.
-fn text(h: &Helper<'_>, i: usize) -> Result<String, RenderError> {
-    Ok(match param(h, i)?.value() {
+fn text(h: &dyn Args, i: usize) -> Result<String, RenderError> {
+    Ok(match param(h, i)?.value {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
     })
 }
 
-fn number(h: &Helper<'_>, i: usize) -> Result<f64, RenderError> {
-    let v = param(h, i)?.value();
+fn number(h: &dyn Args, i: usize) -> Result<f64, RenderError> {
+    let v = param(h, i)?.value;
     match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -80,10 +119,10 @@ fn number(h: &Helper<'_>, i: usize) -> Result<f64, RenderError> {
     .ok_or_else(|| invalid(h.name(), format!("expects a number, got {v}")))
 }
 
-fn optional_u64(h: &Helper<'_>, i: usize, fallback: u64) -> Result<u64, RenderError> {
+fn optional_u64(h: &dyn Args, i: usize, fallback: u64) -> Result<u64, RenderError> {
     match h.param(i) {
         None => Ok(fallback),
-        Some(p) => p.value().as_u64().ok_or_else(|| {
+        Some(p) => p.value.as_u64().ok_or_else(|| {
             invalid(
                 h.name(),
                 format!("parameter {} must be a whole number", i + 1),
@@ -92,18 +131,18 @@ fn optional_u64(h: &Helper<'_>, i: usize, fallback: u64) -> Result<u64, RenderEr
     }
 }
 
-fn hash_text<'a>(h: &'a Helper<'_>, key: &str) -> Option<&'a str> {
-    h.hash_get(key).and_then(|v| v.value().as_str())
+fn hash_text<'a>(h: &'a dyn Args, key: &str) -> Option<&'a str> {
+    h.hash_get(key).and_then(|v| v.as_str())
 }
 
-fn default(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn default(h: &dyn Args) -> Result<Value, RenderError> {
     let fallback = h
         .param(1)
         .ok_or_else(|| invalid("default", "expects a value and a fallback"))?
-        .value()
+        .value
         .clone();
     Ok(match h.param(0) {
-        Some(p) if !p.is_value_missing() => match p.value() {
+        Some(p) if !p.missing => match p.value {
             Value::Null => fallback,
             Value::String(s) if s.trim().is_empty() => fallback,
             v => v.clone(),
@@ -112,7 +151,7 @@ fn default(h: &Helper<'_>) -> Result<Value, RenderError> {
     })
 }
 
-fn capitalize(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn capitalize(h: &dyn Args) -> Result<Value, RenderError> {
     let s = text(h, 0)?;
     let mut chars = s.chars();
     Ok(Value::from(match chars.next() {
@@ -121,7 +160,7 @@ fn capitalize(h: &Helper<'_>) -> Result<Value, RenderError> {
     }))
 }
 
-fn truncate(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn truncate(h: &dyn Args) -> Result<Value, RenderError> {
     let s = text(h, 0)?;
     let max = optional_u64(h, 1, 80)? as usize;
     let suffix = hash_text(h, "suffix").unwrap_or("…");
@@ -137,8 +176,8 @@ fn truncate(h: &Helper<'_>) -> Result<Value, RenderError> {
 
 /// `{{format_date customer.created_at "%d %B %Y" "Europe/Berlin"}}`: a timestamp
 /// (RFC 3339 text or epoch milliseconds) in a strftime format and a time zone.
-fn format_date(h: &Helper<'_>) -> Result<Value, RenderError> {
-    let v = param(h, 0)?.value();
+fn format_date(h: &dyn Args) -> Result<Value, RenderError> {
+    let v = param(h, 0)?.value;
     let at: DateTime<Utc> = match v {
         Value::String(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
@@ -154,10 +193,10 @@ fn format_date(h: &Helper<'_>) -> Result<Value, RenderError> {
         other => return Err(invalid("format_date", format!("{other} is not a date"))),
     };
     let format = match h.param(1) {
-        Some(p) => p.value().as_str().unwrap_or("%Y-%m-%d").to_string(),
+        Some(p) => p.value.as_str().unwrap_or("%Y-%m-%d").to_string(),
         None => "%Y-%m-%d".to_string(),
     };
-    let zone = h.param(2).and_then(|p| p.value().as_str()).unwrap_or("UTC");
+    let zone = h.param(2).and_then(|p| p.value.as_str()).unwrap_or("UTC");
     let tz: chrono_tz::Tz = zone
         .parse()
         .map_err(|_| invalid("format_date", format!("unknown time zone {zone:?}")))?;
@@ -244,7 +283,7 @@ fn grouped(x: f64, decimals: usize, thousands: &str, point: &str, symbol: &str) 
 }
 
 /// `{{format_number x 2}}`, with `thousands=` and `decimal=` to change separators.
-fn format_number(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn format_number(h: &dyn Args) -> Result<Value, RenderError> {
     let x = number(h, 0)?;
     let decimals = optional_u64(h, 1, 0)?.min(10) as usize;
     Ok(Value::from(grouped(
@@ -257,9 +296,9 @@ fn format_number(h: &Helper<'_>) -> Result<Value, RenderError> {
 }
 
 /// `{{format_currency amount "EUR"}}` → "€1,234.50"; JPY has no decimals.
-fn format_currency(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn format_currency(h: &dyn Args) -> Result<Value, RenderError> {
     let x = number(h, 0)?;
-    let code = h.param(1).and_then(|p| p.value().as_str()).unwrap_or("EUR");
+    let code = h.param(1).and_then(|p| p.value.as_str()).unwrap_or("EUR");
     let is = |c: &str| code.eq_ignore_ascii_case(c);
     let other;
     let (symbol, decimals) = if is("EUR") {

@@ -5,6 +5,7 @@
 //! in strict mode, so a missing variable is an error naming the template, line and
 //! variable; `{{default x "fallback"}}` is how a template allows a gap.
 
+mod compiled;
 mod helpers;
 pub mod links;
 pub mod text;
@@ -12,6 +13,7 @@ pub mod text;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use compiled::{Compiled, Unsupported};
 use handlebars::Handlebars;
 use serde_json::{Map, Value, json};
 
@@ -78,6 +80,9 @@ pub struct Templates {
     dir: PathBuf,
     html: Handlebars<'static>,
     text: Handlebars<'static>,
+    /// The same templates compiled for the fast renderer (`compiled.rs`).
+    html_fast: Compiled,
+    text_fast: Compiled,
     names: BTreeSet<String>,
     with_text: BTreeSet<String>,
     /// Partial name → its file under `partials/`, per part, for error messages.
@@ -115,11 +120,19 @@ fn registry(escape: bool) -> Handlebars<'static> {
 /// entities), but text with nothing to escape, which is most values, is copied
 /// in one piece instead of a character at a time.
 fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_escaped(&mut out, s);
+    out
+}
+
+/// [`escape_html`] appending to `out`.
+fn push_escaped(out: &mut String, s: &str) {
     let special = |b: &u8| matches!(b, b'<' | b'>' | b'"' | b'&' | b'\'' | b'`' | b'=');
     let Some(first) = s.as_bytes().iter().position(special) else {
-        return s.to_string();
+        out.push_str(s);
+        return;
     };
-    let mut out = String::with_capacity(s.len() + 16);
+    out.reserve(s.len() + 16);
     out.push_str(&s[..first]);
     for c in s[first..].chars() {
         match c {
@@ -133,7 +146,6 @@ fn escape_html(s: &str) -> String {
             _ => out.push(c),
         }
     }
-    out
 }
 
 impl Templates {
@@ -145,6 +157,8 @@ impl Templates {
             dir: dir.to_path_buf(),
             html: registry(true),
             text: registry(false),
+            html_fast: Compiled::new(true),
+            text_fast: Compiled::new(false),
             names: BTreeSet::new(),
             with_text: BTreeSet::new(),
             html_partials: BTreeMap::new(),
@@ -225,6 +239,12 @@ impl Templates {
                 t.names.insert(name.to_string());
             }
         }
+        for (name, template) in t.html.get_templates() {
+            t.html_fast.add(name, Some(template));
+        }
+        for (name, template) in t.text.get_templates() {
+            t.text_fast.add(name, Some(template));
+        }
         Ok(t)
     }
 
@@ -239,12 +259,15 @@ impl Templates {
 
     /// Compiles a subject line once, under `key` (for example `winback/offer`).
     pub fn add_subject(&mut self, key: &str, source: &str) -> Result<(), RenderError> {
+        let name = subject_key(key);
         self.text
-            .register_template_string(&subject_key(key), source)
+            .register_template_string(&name, source)
             .map_err(|e| RenderError::Compile {
                 path: PathBuf::from(format!("subject of {key}")),
                 message: e.to_string(),
-            })
+            })?;
+        self.text_fast.add(&name, self.text.get_template(&name));
+        Ok(())
     }
 
     /// Renders subject, HTML and text for one customer.
@@ -265,26 +288,20 @@ impl Templates {
         }
         let context = &handlebars::Context::from(context);
         let skey = subject_key(subject);
-        let subject_text = self
-            .text
-            .render_with_context(&skey, context)
-            .map_err(|e| RenderError::from_hbs(&format!("subject of {subject}"), |_| None, e))?;
-        let html = self
-            .html
-            .render_with_context(template, context)
-            .map_err(|e| {
-                RenderError::from_hbs(
-                    &self.path(&format!("{template}.html.hbs")),
-                    |n| self.file(n, false),
-                    e,
-                )
-            })?;
+        let subject_text = self.render_part(false, &skey, context, |e| {
+            RenderError::from_hbs(&format!("subject of {subject}"), |_| None, e)
+        })?;
+        let html = self.render_part(true, template, context, |e| {
+            RenderError::from_hbs(
+                &self.path(&format!("{template}.html.hbs")),
+                |n| self.file(n, false),
+                e,
+            )
+        })?;
         let render_text = || {
-            self.text
-                .render_with_context(template, context)
-                .map_err(|e| {
-                    RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
-                })
+            self.render_part(false, template, context, |e| {
+                RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
+            })
         };
         let text = if self.with_text.contains(template) {
             render_text()?
@@ -304,6 +321,41 @@ impl Templates {
 }
 
 impl Templates {
+    /// One part rendered by the compiled renderer, or by Handlebars where that
+    /// does not cover the template or this message (an error included: the
+    /// message Handlebars gives is the one reported).
+    fn render_part(
+        &self,
+        html: bool,
+        name: &str,
+        context: &handlebars::Context,
+        error: impl FnOnce(handlebars::RenderError) -> RenderError,
+    ) -> Result<String, RenderError> {
+        let (registry, fast) = if html {
+            (&self.html, &self.html_fast)
+        } else {
+            (&self.text, &self.text_fast)
+        };
+        match fast.render(name, context.data()) {
+            Ok(out) => {
+                // Every debug-build render (the whole test suite) checks the
+                // compiled renderer against Handlebars.
+                #[cfg(debug_assertions)]
+                match registry.render_with_context(name, context) {
+                    Ok(reference) => assert_eq!(
+                        out, reference,
+                        "the compiled renderer and Handlebars differ on {name}"
+                    ),
+                    Err(e) => {
+                        panic!("the compiled renderer rendered {name}, where Handlebars fails: {e}")
+                    }
+                }
+                Ok(out)
+            }
+            Err(Unsupported) => registry.render_with_context(name, context).map_err(error),
+        }
+    }
+
     /// The file a registered template or partial came from.
     fn file(&self, name: &str, text_part: bool) -> Option<String> {
         if self.names.contains(name) {
@@ -460,6 +512,61 @@ pub fn event_context(occurred_at: Millis, data: &Map<String, Value>) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The shipped templates take the compiled renderer, both parts and the
+    /// subject (and, in this debug build, agree with Handlebars).
+    #[test]
+    fn shipped_templates_render_compiled() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let mut t = Templates::load(&dir).unwrap();
+        t.add_subject("s", "{{default customer.first_name \"Hi\"}}, 15% off")
+            .unwrap();
+        let attrs = json!({"city": "Köln", "vip": true, "plan": "pro"});
+        let customer = customer_context(
+            1,
+            "ann@example.com",
+            None,
+            Some("Ann"),
+            None,
+            Some("Europe/Berlin"),
+            1_790_000_000_000,
+            attrs.as_object().unwrap(),
+        );
+        let purchase = |product: &str, quantity: u32| {
+            let data = json!({"product": product, "quantity": quantity, "amount": 19.5, "category": "shoes"});
+            event_context(1_790_000_000_000, data.as_object().unwrap())
+        };
+        let mut events = Map::new();
+        events.insert(
+            "purchase".into(),
+            json!([purchase("Shoe", 2), purchase("Sock", 1)]),
+        );
+        let data = message_context(
+            customer,
+            "winback",
+            "offer",
+            events,
+            "https://t.example/u/x",
+            Some("Acme, 1 Main St"),
+            1_790_000_000_000,
+        );
+        let names: Vec<String> = t.names().map(str::to_string).collect();
+        assert!(names.len() >= 8, "{names:?}");
+        for name in &names {
+            t.html_fast
+                .render(name, &data)
+                .unwrap_or_else(|_| panic!("{name}: HTML not compiled"));
+            // A derived text template that calls a partial indented on its
+            // line (the button after a paragraph) is left to Handlebars.
+            let text = t.text_fast.render(name, &data);
+            let indented = ["cross-sell", "welcome", "winback"].contains(&name.as_str());
+            assert_eq!(text.is_ok(), !indented, "{name}: text part");
+            t.render(name, "s", data.clone()).unwrap();
+        }
+        assert!(t.text_fast.render(&subject_key("s"), &data).is_ok());
+    }
+
     #[test]
     fn escapes_as_handlebars_does() {
         for s in [
