@@ -53,6 +53,8 @@ struct Call {
     name: String,
     helper: Helper,
     params: Vec<Expr>,
+    /// Each parameter's path as written, for a helper's "missing" error.
+    paths: Vec<Option<String>>,
     hash: Vec<(String, Expr)>,
 }
 
@@ -249,6 +251,7 @@ fn value_node(ht: &HelperTemplate, escape: bool) -> Result<Node> {
                 name: name.to_string(),
                 helper: h?,
                 params: Vec::new(),
+                paths: Vec::new(),
                 hash: Vec::new(),
             }),
             (None, Parameter::Path(p)) => path(p)?,
@@ -263,10 +266,19 @@ fn value_node(ht: &HelperTemplate, escape: bool) -> Result<Node> {
 fn call(ht: &HelperTemplate) -> Result<Expr> {
     let name = name_of(&ht.name)?;
     let helper = helper(name).ok_or(Unsupported)??;
+    let params: Vec<Expr> = ht.params.iter().map(expr).collect::<Result<_>>()?;
+    let paths = params
+        .iter()
+        .map(|p| match p {
+            Expr::Path { raw, .. } => Some(raw.clone()),
+            _ => None,
+        })
+        .collect();
     Ok(Expr::Call(Call {
         name: name.to_string(),
         helper,
-        params: ht.params.iter().map(expr).collect::<Result<_>>()?,
+        params,
+        paths,
         hash: hash(&ht.hash)?,
     }))
 }
@@ -501,7 +513,7 @@ impl<'a> From<Option<&'a Value>> for Got<'a> {
 struct CallArgs<'c, 'a> {
     name: &'c str,
     params: &'c [Got<'a>],
-    paths: &'c [Option<&'c str>],
+    paths: &'c [Option<String>],
     hash: &'c [(&'c str, Got<'a>)],
 }
 
@@ -513,7 +525,7 @@ impl Args for CallArgs<'_, '_> {
         self.params.get(i).map(|g| Param {
             value: g.value(),
             missing: matches!(g, Got::Missing),
-            path: self.paths.get(i).copied().flatten(),
+            path: self.paths.get(i).and_then(Option::as_deref),
         })
     }
     fn hash_get(&self, key: &str) -> Option<&Value> {
@@ -763,19 +775,10 @@ fn call_helper<'a>(c: &'a Call, scope: &Scope<'a>, root: &'a Value) -> Result<Va
                 .iter()
                 .map(|(k, e)| Ok((k.as_str(), eval(e, scope, root)?)))
                 .collect::<Result<Vec<_>>>()?;
-            let paths: Vec<Option<&str>> = c
-                .params
-                .iter()
-                .map(|p| match p {
-                    Expr::Path { raw, .. } => Some(raw.as_str()),
-                    Expr::Local { .. } => None,
-                    _ => None,
-                })
-                .collect();
             let args = CallArgs {
                 name: &c.name,
                 params: &params,
-                paths: &paths,
+                paths: &c.paths,
                 hash: &hash,
             };
             compute(&args).map_err(|_| Unsupported)
