@@ -652,7 +652,11 @@ impl Compiled {
                     };
                     self.render_opt(body, &child, state, out)?;
                 } else {
-                    self.render_opt(inverse, scope, state, out)?;
+                    // Strict mode: nothing to enter and no else is an error.
+                    match inverse {
+                        Some(inv) => self.render_nodes(inv, scope, state, out)?,
+                        None => return Err(Unsupported),
+                    }
                 }
             }
             Node::Partial { name, hash, block } => {
@@ -1017,6 +1021,8 @@ mod tests {
             "{{customer.nickname}}",
             "{{upper customer.nickname}}",
             "{{#each customer.nothing}}x{{/each}}",
+            "{{#with customer.nothing}}x{{/with}}",
+            "{{#with customer.zero}}x{{/with}}",
             "{{#each customer.tags as |t|}}{{t}}{{/each}}",
             "{{lookup customer \"first_name\"}}",
             "{{gt customer.orders \"5\"}}",
