@@ -133,8 +133,13 @@ fn text_part_sources() {
         "Hand-written for {{customer.first_name}} <not a tag>",
     )
     .unwrap();
-    let mut t = Templates::load(dir.path()).unwrap();
-    t.add_subject("s", "x").unwrap();
+    // The directory as it is now, with a subject to render.
+    let load = || {
+        let mut t = Templates::load(dir.path()).unwrap();
+        t.add_subject("s", "x").unwrap();
+        t
+    };
+    let t = load();
     let own = t.render("plain", "s", context("n")).unwrap();
     assert_eq!(own.text, "Hand-written for Ann <not a tag>");
     let derived = t.render("offer", "s", context("n")).unwrap();
@@ -151,8 +156,7 @@ fn text_part_sources() {
         "-- \nStop these mails: {{unsubscribe_url}}",
     )
     .unwrap();
-    let mut t = Templates::load(dir.path()).unwrap();
-    t.add_subject("s", "x").unwrap();
+    let t = load();
     let with_partial_text = t.render("offer", "s", context("n")).unwrap();
     assert!(
         with_partial_text

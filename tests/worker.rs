@@ -243,21 +243,6 @@ async fn worker_finishes_a_killed_run(db: TestDb) {
 }
 both_backends!(killed_run, worker_finishes_a_killed_run);
 
-/// Statements run as written (several at once) over a connection of their own.
-async fn exec(db: &TestDb, sql: &'static str) {
-    use sqlx::Connection as _;
-    match db.backend {
-        herald::store::Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-        }
-        herald::store::Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-        }
-    }
-}
-
 /// A worker that cannot queue a job stops with the database's reason and a
 /// non-zero exit, instead of staying up with its tracking service and doing
 /// nothing. (Here the queue refuses inserts while an unfinished run waits to
@@ -268,16 +253,14 @@ async fn worker_stops_when_the_queue_fails(db: TestDb) {
     assert!(migrated.status.success(), "{}", stderr(&migrated));
     match db.backend {
         herald::store::Backend::Sqlite => {
-            exec(
-                &db,
+            db.exec(
                 "CREATE TRIGGER closed BEFORE INSERT ON Jobs \
                  BEGIN SELECT RAISE(ABORT, 'the job queue is closed for maintenance'); END;",
             )
             .await
         }
         herald::store::Backend::Postgres => {
-            exec(
-                &db,
+            db.exec(
                 "CREATE FUNCTION closed() RETURNS trigger LANGUAGE plpgsql AS \
                  $$ BEGIN RAISE EXCEPTION 'the job queue is closed for maintenance'; END $$; \
                  CREATE TRIGGER closed BEFORE INSERT ON apalis.jobs \
@@ -286,8 +269,7 @@ async fn worker_stops_when_the_queue_fails(db: TestDb) {
             .await
         }
     }
-    exec(
-        &db,
+    db.exec(
         "INSERT INTO runs (campaign, trigger, status, created_at) VALUES ('t', 'manual', 'sending', 0)",
     )
     .await;

@@ -115,7 +115,7 @@ enum Node {
 
 /// Handlebars' own helpers that this module does not implement: a template
 /// naming one of them renders through Handlebars.
-const OTHER_HELPERS: [&str; 14] = [
+const OTHER_HELPERS: [&str; 12] = [
     "lookup",
     "raw",
     "log",
@@ -128,8 +128,6 @@ const OTHER_HELPERS: [&str; 14] = [
     "shoutyKebabCase",
     "titleCase",
     "trainCase",
-    "inline",
-    "helperMissing",
 ];
 
 fn helper(name: &str) -> Option<Result<Helper>> {
@@ -167,9 +165,9 @@ impl Compiled {
     }
 
     /// Compiles (again) the template Handlebars registered as `name`.
-    pub(crate) fn add(&mut self, name: &str, template: Option<&Template>) {
-        let nodes = template.and_then(|t| nodes(t).ok());
-        self.templates.insert(name.to_string(), nodes);
+    pub(crate) fn add(&mut self, name: &str, template: &Template) {
+        self.templates
+            .insert(name.to_string(), nodes(template).ok());
     }
 
     /// Renders `name` with `data` as the context.
@@ -214,7 +212,7 @@ fn nodes(t: &Template) -> Result<Nodes> {
     Ok(out)
 }
 
-fn block(t: &Option<Template>) -> Result<Option<Nodes>> {
+fn optional_nodes(t: &Option<Template>) -> Result<Option<Nodes>> {
     t.as_ref().map(nodes).transpose()
 }
 
@@ -333,7 +331,7 @@ fn block_node(ht: &HelperTemplate) -> Result<Node> {
         return Err(Unsupported);
     }
     let first = expr(&ht.params[0])?;
-    let (then, inverse) = (block(&ht.template)?, block(&ht.inverse)?);
+    let (then, inverse) = (optional_nodes(&ht.template)?, optional_nodes(&ht.inverse)?);
     let only_hash = |allowed: &[&str]| ht.hash.keys().all(|k| allowed.contains(&k.as_str()));
     Ok(match name {
         "if" | "unless" if only_hash(&["includeZero"]) => {
@@ -371,7 +369,7 @@ fn partial_node(dt: &DecoratorTemplate) -> Result<Node> {
         return Err(Unsupported);
     }
     let name = name_of(&dt.name)?;
-    let block = block(&dt.template)?;
+    let block = optional_nodes(&dt.template)?;
     if name == "@partial-block" {
         if !dt.hash.is_empty() {
             return Err(Unsupported);
@@ -461,6 +459,28 @@ struct Scope<'a> {
 }
 
 impl<'a> Scope<'a> {
+    /// The block of an `#each` item: the item, `@index`, `@first`, `@last`
+    /// and, for an object's, `@key`; no locals of the enclosing block.
+    fn item(
+        parent: &'a Scope<'a>,
+        item: &'a Value,
+        index: usize,
+        len: usize,
+        key: Option<&'a str>,
+    ) -> Scope<'a> {
+        Scope {
+            base: Base::Value(item),
+            locals: Locals {
+                index: Some(index),
+                first: Some(index == 0),
+                last: Some(index + 1 == len),
+                key,
+            },
+            params: &[],
+            parent: Some(parent),
+        }
+    }
+
     fn up(&self, levels: usize) -> Option<&Scope<'a>> {
         let mut s = self;
         for _ in 0..levels {
@@ -600,33 +620,13 @@ impl Compiled {
                 match got.value() {
                     Value::Array(items) if !items.is_empty() || inverse.is_none() => {
                         for (i, item) in items.iter().enumerate() {
-                            let child = Scope {
-                                base: Base::Value(item),
-                                locals: Locals {
-                                    index: Some(i),
-                                    first: Some(i == 0),
-                                    last: Some(i + 1 == items.len()),
-                                    key: None,
-                                },
-                                params: &[],
-                                parent: Some(scope),
-                            };
+                            let child = Scope::item(scope, item, i, items.len(), None);
                             self.render_nodes(body, &child, state, out)?;
                         }
                     }
                     Value::Object(map) if !map.is_empty() || inverse.is_none() => {
                         for (i, (key, item)) in map.iter().enumerate() {
-                            let child = Scope {
-                                base: Base::Value(item),
-                                locals: Locals {
-                                    index: Some(i),
-                                    first: Some(i == 0),
-                                    last: Some(i + 1 == map.len()),
-                                    key: Some(key),
-                                },
-                                params: &[],
-                                parent: Some(scope),
-                            };
+                            let child = Scope::item(scope, item, i, map.len(), Some(key));
                             self.render_nodes(body, &child, state, out)?;
                         }
                     }
@@ -919,7 +919,7 @@ mod tests {
         hbs.register_template_string("t", source).unwrap();
         let mut fast = Compiled::new(true);
         for (name, t) in hbs.get_templates() {
-            fast.add(name, Some(t));
+            fast.add(name, t);
         }
         let reference = hbs.render("t", data);
         match fast.render("t", data) {

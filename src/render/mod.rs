@@ -240,10 +240,10 @@ impl Templates {
             }
         }
         for (name, template) in t.html.get_templates() {
-            t.html_fast.add(name, Some(template));
+            t.html_fast.add(name, template);
         }
         for (name, template) in t.text.get_templates() {
-            t.text_fast.add(name, Some(template));
+            t.text_fast.add(name, template);
         }
         Ok(t)
     }
@@ -266,7 +266,9 @@ impl Templates {
                 path: PathBuf::from(format!("subject of {key}")),
                 message: e.to_string(),
             })?;
-        self.text_fast.add(&name, self.text.get_template(&name));
+        if let Some(compiled) = self.text.get_template(&name) {
+            self.text_fast.add(&name, compiled);
+        }
         Ok(())
     }
 

@@ -136,6 +136,22 @@ impl TestDb {
         }
     }
 
+    /// Statements run as written (several at once) over a connection of their
+    /// own: for setting up what the code under test will meet.
+    pub async fn exec(&self, sql: &'static str) {
+        use sqlx::Connection as _;
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+
     /// The `herald` command, ready to spawn, in the test's directory.
     pub fn command(&self, env: &[(&str, &str)], args: &[&str]) -> Command {
         command_in(self.dir.path(), &self.url, env, args)
