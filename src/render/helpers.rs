@@ -1,11 +1,13 @@
 //! The helpers templates may use, and no others: default, upper, lower, capitalize,
-//! truncate, format_date, format_number, format_currency (plus Handlebars' own
+//! truncate, format_date, format_number, format_currency, html_text (plus Handlebars' own
 //! if/unless/each/with/lookup and the comparisons eq, ne, gt, gte, lt, lte, and,
 //! or, not, len).
 //!
 //! Each helper computes a value; Handlebars then escapes it for the HTML part, so
 //! helper output is never a way around escaping. A missing variable passed to a
 //! helper is an error naming it, except in `default`, which exists to allow gaps.
+
+use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use handlebars::{
@@ -63,8 +65,9 @@ impl HelperDef for Pure {
 }
 
 /// Herald's own helpers, by name.
-pub(crate) const HELPERS: [(&str, Compute); 8] = [
+pub(crate) const HELPERS: [(&str, Compute); 9] = [
     ("default", default),
+    ("html_text", html_text),
     ("upper", |h| Ok(Value::from(text(h, 0)?.to_uppercase()))),
     ("lower", |h| Ok(Value::from(text(h, 0)?.to_lowercase()))),
     ("capitalize", capitalize),
@@ -151,6 +154,15 @@ fn default(h: &dyn Args) -> Result<Value, RenderError> {
     })
 }
 
+/// `{{{html_text x}}}`: the text of HTML `x`, tags stripped and entities
+/// decoded. The text part derived from an HTML template uses it where the HTML
+/// template writes `{{{x}}}`.
+fn html_text(h: &dyn Args) -> Result<Value, RenderError> {
+    let html = text(h, 0)?;
+    let text = super::text::from_html(&html);
+    Ok(Value::from(text.trim_end()))
+}
+
 fn capitalize(h: &dyn Args) -> Result<Value, RenderError> {
     let s = text(h, 0)?;
     let mut chars = s.chars();
@@ -192,27 +204,79 @@ fn format_date(h: &dyn Args) -> Result<Value, RenderError> {
             .ok_or_else(|| invalid("format_date", format!("{n} is not a timestamp")))?,
         other => return Err(invalid("format_date", format!("{other} is not a date"))),
     };
-    let format = match h.param(1) {
-        Some(p) => p.value.as_str().unwrap_or("%Y-%m-%d").to_string(),
-        None => "%Y-%m-%d".to_string(),
-    };
+    let format = h
+        .param(1)
+        .and_then(|p| p.value.as_str())
+        .unwrap_or("%Y-%m-%d");
     let zone = h.param(2).and_then(|p| p.value.as_str()).unwrap_or("UTC");
-    let tz: chrono_tz::Tz = zone
-        .parse()
-        .map_err(|_| invalid("format_date", format!("unknown time zone {zone:?}")))?;
-    let items: Vec<chrono::format::Item<'_>> =
-        chrono::format::StrftimeItems::new(&format).collect();
-    if items
-        .iter()
-        .any(|i| matches!(i, chrono::format::Item::Error))
-    {
-        return Err(invalid("format_date", format!("bad format {format:?}")));
+    DATE_FORMATS.with_borrow_mut(|formats| {
+        let (items, tz) = formats.get(format, zone)?;
+        let mut out = String::with_capacity(32);
+        write!(
+            out,
+            "{}",
+            at.with_timezone(tz).format_with_items(items.iter())
+        )
+        .map_err(|_| invalid("format_date", format!("cannot format with {format:?}")))?;
+        Ok(Value::from(out))
+    })
+}
+
+/// Parsed `format_date` formats and time zones. A template uses a handful, and
+/// parsing one costs more than formatting the date: each is parsed once per
+/// thread. Bounded: past [`DateFormats::MAX`] entries it starts again.
+#[derive(Default)]
+struct DateFormats {
+    entries: Vec<DateFormat>,
+}
+
+struct DateFormat {
+    format: String,
+    zone: String,
+    items: Vec<chrono::format::Item<'static>>,
+    tz: chrono_tz::Tz,
+}
+
+impl DateFormats {
+    const MAX: usize = 64;
+
+    fn get(
+        &mut self,
+        format: &str,
+        zone: &str,
+    ) -> Result<(&[chrono::format::Item<'static>], &chrono_tz::Tz), RenderError> {
+        let found = self
+            .entries
+            .iter()
+            .position(|e| e.format == format && e.zone == zone);
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let tz: chrono_tz::Tz = zone
+                    .parse()
+                    .map_err(|_| invalid("format_date", format!("unknown time zone {zone:?}")))?;
+                let items = chrono::format::StrftimeItems::new(format)
+                    .parse_to_owned()
+                    .map_err(|_| invalid("format_date", format!("bad format {format:?}")))?;
+                if self.entries.len() == Self::MAX {
+                    self.entries.clear();
+                }
+                self.entries.push(DateFormat {
+                    format: format.to_string(),
+                    zone: zone.to_string(),
+                    items,
+                    tz,
+                });
+                self.entries.len() - 1
+            }
+        };
+        let e = &self.entries[at];
+        Ok((&e.items, &e.tz))
     }
-    Ok(Value::from(
-        at.with_timezone(&tz)
-            .format_with_items(items.into_iter())
-            .to_string(),
-    ))
+}
+
+thread_local! {
+    static DATE_FORMATS: std::cell::RefCell<DateFormats> = std::cell::RefCell::default();
 }
 
 /// `x` rounded to `decimals` places, as the integer `round(|x| × 10^decimals)`,
@@ -483,5 +547,34 @@ mod tests {
             .unwrap_err()
             .contains("unknown time zone")
         );
+        assert!(
+            render("{{format_date \"2026-01-01\" \"%Y %Q\"}}", json!({}))
+                .unwrap_err()
+                .contains("bad format \"%Y %Q\"")
+        );
+    }
+
+    #[test]
+    fn format_date_formats_are_cached_per_format_and_zone() {
+        // The same format in two zones, then again: each call its own answer.
+        let t = json!({"t": "2026-03-29T00:30:00Z"});
+        for _ in 0..2 {
+            assert_eq!(
+                render("{{format_date t \"%H:%M\" \"Europe/Berlin\"}}", t.clone()).unwrap(),
+                "01:30"
+            );
+            assert_eq!(
+                render(
+                    "{{format_date t \"%H:%M\" \"America/New_York\"}}",
+                    t.clone()
+                )
+                .unwrap(),
+                "20:30"
+            );
+            assert_eq!(
+                render("{{format_date t \"%d %b\"}}", t.clone()).unwrap(),
+                "29 Mar"
+            );
+        }
     }
 }

@@ -88,11 +88,6 @@ pub struct Templates {
     /// Partial name → its file under `partials/`, per part, for error messages.
     html_partials: BTreeMap<String, String>,
     text_partials: BTreeMap<String, String>,
-    /// No partial has a text version of its own, so a template without a
-    /// `.txt.hbs` gets its text part from its rendered HTML (one render
-    /// instead of two). Otherwise its text part is rendered from a text
-    /// template derived from the HTML source, with the partials' own text.
-    text_from_rendered_html: bool,
 }
 
 /// The three rendered parts of a message, before tracking is applied.
@@ -163,7 +158,6 @@ impl Templates {
             with_text: BTreeSet::new(),
             html_partials: BTreeMap::new(),
             text_partials: BTreeMap::new(),
-            text_from_rendered_html: true,
         };
         let read_dir = |p: &Path| {
             std::fs::read_dir(p).map_err(|e| RenderError::Load {
@@ -185,7 +179,6 @@ impl Templates {
             .iter()
             .filter_map(|p| file_name(p)?.strip_suffix(".txt.hbs").map(str::to_string))
             .collect();
-        t.text_from_rendered_html = text_partials.is_empty();
         for path in &partial_files {
             let Some(fname) = file_name(path) else {
                 continue;
@@ -205,9 +198,9 @@ impl Templates {
                     .map_err(partial_error)?;
                 t.html_partials
                     .insert(name.to_string(), format!("partials/{fname}"));
-                if !t.text_from_rendered_html && !text_partials.contains(name) {
+                if !text_partials.contains(name) {
                     t.text
-                        .register_partial(name, text::from_html(&source))
+                        .register_partial(name, text::template_from_html(&source))
                         .map_err(partial_error)?;
                     t.text_partials
                         .insert(name.to_string(), format!("partials/{fname} (text part)"));
@@ -228,9 +221,9 @@ impl Templates {
         for path in &entries {
             if let Some(name) = file_name(path).and_then(|f| f.strip_suffix(".html.hbs")) {
                 let source = read(path)?;
-                if !t.text_from_rendered_html && !t.with_text.contains(name) {
+                if !t.with_text.contains(name) {
                     t.text
-                        .register_template_string(name, text::from_html(&source))
+                        .register_template_string(name, text::template_from_html(&source))
                         .map_err(|e| compile_error(path, e))?;
                 }
                 t.html
@@ -307,8 +300,6 @@ impl Templates {
         };
         let text = if self.with_text.contains(template) {
             render_text()?
-        } else if self.text_from_rendered_html {
-            text::part_from_html(&html)
         } else {
             // Block helpers and partials leave indentation and empty lines
             // behind; one linear pass makes the derived part read like a letter.
@@ -559,14 +550,47 @@ mod tests {
             t.html_fast
                 .render(name, &data)
                 .unwrap_or_else(|_| panic!("{name}: HTML not compiled"));
-            // A derived text template that calls a partial indented on its
-            // line (the button after a paragraph) is left to Handlebars.
-            let text = t.text_fast.render(name, &data);
-            let indented = ["cross-sell", "welcome", "winback"].contains(&name.as_str());
-            assert_eq!(text.is_ok(), !indented, "{name}: text part");
+            // Derived text templates included: a partial after a block tag
+            // starts its own line instead of being indented by a space.
+            t.text_fast
+                .render(name, &data)
+                .unwrap_or_else(|_| panic!("{name}: text part not compiled"));
             t.render(name, "s", data.clone()).unwrap();
         }
         assert!(t.text_fast.render(&subject_key("s"), &data).is_ok());
+    }
+
+    /// The derived text part: unescaped HTML loses its tags there, and a partial
+    /// after a block tag renders on its own line, through the compiled renderer.
+    #[test]
+    fn derived_text_part_strips_unescaped_html_and_compiles_partials() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("partials")).unwrap();
+        std::fs::write(
+            dir.path().join("partials/btn.hbs"),
+            "<a href=\"https://e.example/{{name}}\">Go</a>",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("a.html.hbs"),
+            "<p>Hi {{name}}</p>\n{{#if x}}\n<p>x</p>\n{{/if}}\n{{> btn}}\n<div>{{{bio}}}</div><p>{{{default bio \"\"}}}</p>",
+        )
+        .unwrap();
+        let t = Templates::load(dir.path()).unwrap();
+        let data = json!({"name": "Ann", "x": true, "bio": "<b>Bold</b> &amp; <i>co</i>"});
+        assert!(t.text_fast.render("a", &data).is_ok());
+        let r = t.render("a", "a", data).unwrap_err();
+        // No subject was added: the error says which.
+        assert!(r.to_string().contains("subject"), "{r}");
+        let mut t = t;
+        t.add_subject("a", "s").unwrap();
+        let data = json!({"name": "Ann", "x": true, "bio": "<b>Bold</b> &amp; <i>co</i>"});
+        let r = t.render("a", "a", data).unwrap();
+        assert_eq!(
+            r.text,
+            "Hi Ann\n\nx\n\nGo (https://e.example/Ann)\n\nBold & co\n\nBold & co\n"
+        );
+        assert!(r.html.contains("<b>Bold</b>"), "{}", r.html);
     }
 
     #[test]
