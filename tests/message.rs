@@ -117,9 +117,9 @@ fn escapes_attributes_in_html_but_not_in_text() {
     assert_eq!(r.subject, "Ann, 15 % Rabatt für Sie");
 }
 
-/// Where a text part comes from: the template's own `NAME.txt.hbs`; else the
-/// rendered HTML; else, when a partial has a `.txt.hbs` of its own, a text
-/// template derived from the HTML source that uses the partials' text.
+/// Where a text part comes from: the template's own `NAME.txt.hbs`; else a
+/// text template derived from the HTML source, which uses a partial's own
+/// `.txt.hbs` where there is one.
 #[test]
 fn text_part_sources() {
     let (dir, _) = templates();

@@ -81,6 +81,26 @@ fn partials_on_own_lines(template: &str) -> String {
         rest = &rest[at + 2..];
     }
     out.push_str(rest);
+    blank_line_after_partials(&out)
+}
+
+/// A partial alone on its line is standalone for Handlebars, which drops the
+/// line break that ends the line. Where a blank line follows (the partial
+/// was a paragraph or a table of its own), one more keeps the paragraph
+/// break after what the partial renders (the text part is tidied later,
+/// so a spare blank line costs nothing).
+fn blank_line_after_partials(template: &str) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut lines = template.split_inclusive('\n').peekable();
+    while let Some(line) = lines.next() {
+        out.push_str(line);
+        let tag = line.trim();
+        let partial_alone =
+            (tag.starts_with("{{>") || tag.starts_with("{{#>")) && tag.ends_with("}}");
+        if partial_alone && lines.peek().is_some_and(|next| next.trim().is_empty()) {
+            out.push('\n');
+        }
+    }
     out
 }
 
@@ -650,7 +670,7 @@ mod tests {
             template_from_html(
                 "{{/if}}\n<p>{{> a}}</p>\n{{#if x}} {{#> b}}x{{/b}}\n<b>Hi</b> {{> c}}"
             ),
-            "{{/if}}\n\n{{> a}}\n\n{{#if x}}\n{{#> b}}x{{/b}} Hi {{> c}}\n"
+            "{{/if}}\n\n{{> a}}\n\n\n{{#if x}}\n{{#> b}}x{{/b}} Hi {{> c}}\n"
         );
     }
 
