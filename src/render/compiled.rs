@@ -17,6 +17,7 @@
 //! against Handlebars' (see `Templates::render`).
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use handlebars::template::{
@@ -56,6 +57,11 @@ struct Call {
     /// Each parameter's path as written, for a helper's "missing" error.
     paths: Vec<Option<String>>,
     hash: Vec<(String, Expr)>,
+    /// The call as written (name, parameters, sorted hash): the same text
+    /// in the HTML, the text part and the subject is the same computation.
+    key: String,
+    /// Where its result is kept for the message being rendered ([`Memo`]).
+    slot: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -164,18 +170,30 @@ impl Compiled {
         }
     }
 
-    /// Compiles (again) the template Handlebars registered as `name`.
-    pub(crate) fn add(&mut self, name: &str, template: &Template) {
-        self.templates
-            .insert(name.to_string(), nodes(template).ok());
+    /// Compiles (again) the template Handlebars registered as `name`; its
+    /// helper calls get their places in a message's [`Memo`] from `slots`,
+    /// which the registries of one message's parts share.
+    pub(crate) fn add(&mut self, name: &str, template: &Template, slots: &mut Slots) {
+        let mut compiled = nodes(template).ok();
+        if let Some(nodes) = &mut compiled {
+            slots.assign_nodes(nodes);
+        }
+        self.templates.insert(name.to_string(), compiled);
     }
 
     /// Renders `name` with `data` as the context.
+    #[cfg(test)]
     pub(crate) fn render(&self, name: &str, data: &Value) -> Result<String> {
+        self.render_with(name, data, &Memo::default())
+    }
+
+    /// Renders `name` with `data` as the context, taking helper results
+    /// already computed for `data` from `memo` (and leaving new ones there).
+    pub(crate) fn render_with(&self, name: &str, data: &Value, memo: &Memo) -> Result<String> {
         let nodes = self.get(name)?;
         let mut out = String::with_capacity(4096);
         let mut state = State {
-            root: data,
+            env: Env { root: data, memo },
             partial_blocks: Vec::new(),
             active: vec![name],
         };
@@ -194,6 +212,83 @@ impl Compiled {
             .get(name)
             .and_then(Option::as_ref)
             .ok_or(Unsupported)
+    }
+}
+
+/// Places for helper results, one per distinct call (by its text) in any
+/// template of the registries that share it.
+#[derive(Default)]
+pub(crate) struct Slots(HashMap<String, usize>);
+
+impl Slots {
+    fn assign_nodes(&mut self, nodes: &mut [Node]) {
+        for node in nodes {
+            match node {
+                Node::Text(_) | Node::PartialBlock { fallback: None } => {}
+                Node::Value { expr, .. } => self.assign(expr),
+                Node::If {
+                    cond: e,
+                    then: a,
+                    inverse: b,
+                    ..
+                }
+                | Node::Each {
+                    list: e,
+                    body: a,
+                    inverse: b,
+                }
+                | Node::With {
+                    value: e,
+                    body: a,
+                    inverse: b,
+                } => {
+                    self.assign(e);
+                    for n in [a, b].into_iter().flatten() {
+                        self.assign_nodes(n);
+                    }
+                }
+                Node::Partial { hash, block, .. } => {
+                    for (_, e) in hash {
+                        self.assign(e);
+                    }
+                    if let Some(n) = block {
+                        self.assign_nodes(n);
+                    }
+                }
+                Node::PartialBlock { fallback: Some(n) } => self.assign_nodes(n),
+            }
+        }
+    }
+
+    fn assign(&mut self, e: &mut Expr) {
+        if let Expr::Call(c) = e {
+            let next = self.0.len();
+            c.slot = Some(*self.0.entry(c.key.clone()).or_insert(next));
+            for p in &mut c.params {
+                self.assign(p);
+            }
+            for (_, p) in &mut c.hash {
+                self.assign(p);
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// The helper results of one message, by [`Slots`]: the HTML part, the text
+/// part and the subject compute `{{format_date now "%d %B"}}` once between
+/// them. Only a call evaluated against the message's own context (not inside
+/// an `#each`, a `#with` or a partial with parameters) is kept: elsewhere the
+/// same text means other values.
+#[derive(Default)]
+pub(crate) struct Memo(Vec<OnceCell<Value>>);
+
+impl Memo {
+    pub(crate) fn new(slots: usize) -> Memo {
+        Memo(std::iter::repeat_with(OnceCell::new).take(slots).collect())
     }
 }
 
@@ -251,6 +346,8 @@ fn value_node(ht: &HelperTemplate, escape: bool) -> Result<Node> {
                 params: Vec::new(),
                 paths: Vec::new(),
                 hash: Vec::new(),
+                key: format!("({name})"),
+                slot: None,
             }),
             (None, Parameter::Path(p)) => path(p)?,
             (None, _) => return Err(Unsupported),
@@ -272,13 +369,44 @@ fn call(ht: &HelperTemplate) -> Result<Expr> {
             _ => None,
         })
         .collect();
+    let mut hash = hash(&ht.hash)?;
+    hash.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut key = format!("({name}");
+    for p in &params {
+        key.push(' ');
+        push_key(&mut key, p);
+    }
+    for (k, e) in &hash {
+        key.push(' ');
+        key.push_str(k);
+        key.push('=');
+        push_key(&mut key, e);
+    }
+    key.push(')');
     Ok(Expr::Call(Call {
         name: name.to_string(),
         helper,
         params,
         paths,
-        hash: hash(&ht.hash)?,
+        hash,
+        key,
+        slot: None,
     }))
+}
+
+/// An expression as text, distinct for distinct expressions.
+fn push_key(out: &mut String, e: &Expr) {
+    match e {
+        Expr::Path { raw, .. } => out.push_str(raw),
+        Expr::Local { level, name } => {
+            out.push_str(&"../".repeat(*level));
+            out.push('@');
+            out.push_str(name);
+        }
+        // JSON text: a string literal is quoted, so never taken for a path.
+        Expr::Literal(v) => out.push_str(&v.to_string()),
+        Expr::Call(c) => out.push_str(&c.key),
+    }
 }
 
 fn hash(h: &HashMap<String, Parameter>) -> Result<Vec<(String, Expr)>> {
@@ -501,8 +629,15 @@ impl<'a> Scope<'a> {
     }
 }
 
-struct State<'a, 'n> {
+/// What every expression of one render is evaluated with.
+#[derive(Clone, Copy)]
+struct Env<'a> {
     root: &'a Value,
+    memo: &'a Memo,
+}
+
+struct State<'a, 'n> {
+    env: Env<'a>,
     /// Rendered partial-block contents, innermost partial last.
     partial_blocks: Vec<Option<String>>,
     /// Templates being rendered, outermost first (a partial may not recurse here).
@@ -594,7 +729,7 @@ impl Compiled {
             Node::Text(s) => out.push_str(s),
             Node::Value { expr, escape } => {
                 // Strict mode: a missing value is an error, reported by Handlebars.
-                let Got::Value(v) = eval(expr, scope, state.root)? else {
+                let Got::Value(v) = eval(expr, scope, state.env)? else {
                     return Err(Unsupported);
                 };
                 push_rendered(&v, *escape && self.escape, out);
@@ -606,7 +741,7 @@ impl Compiled {
                 then,
                 inverse,
             } => {
-                let truthy = is_truthy(eval(cond, scope, state.root)?.value(), *include_zero);
+                let truthy = is_truthy(eval(cond, scope, state.env)?.value(), *include_zero);
                 let branch = if truthy == *positive { then } else { inverse };
                 self.render_opt(branch, scope, state, out)?;
             }
@@ -616,7 +751,7 @@ impl Compiled {
                 inverse,
             } => {
                 let Some(body) = body else { return Ok(()) };
-                let got = eval(list, scope, state.root)?;
+                let got = eval(list, scope, state.env)?;
                 match got.value() {
                     Value::Array(items) if !items.is_empty() || inverse.is_none() => {
                         for (i, item) in items.iter().enumerate() {
@@ -642,7 +777,7 @@ impl Compiled {
                 body,
                 inverse,
             } => {
-                let got = eval(value, scope, state.root)?;
+                let got = eval(value, scope, state.env)?;
                 if is_truthy(got.value(), false) {
                     let child = Scope {
                         base: Base::Value(got.value()),
@@ -666,7 +801,7 @@ impl Compiled {
                 let partial = self.get(name)?;
                 let params = hash
                     .iter()
-                    .map(|(k, e)| Ok((k.clone(), eval(e, scope, state.root)?.value().clone())))
+                    .map(|(k, e)| Ok((k.clone(), eval(e, scope, state.env)?.value().clone())))
                     .collect::<Result<Vec<_>>>()?;
                 let child = if params.is_empty() {
                     Scope {
@@ -714,7 +849,8 @@ impl Compiled {
     }
 }
 
-fn eval<'a>(e: &'a Expr, scope: &Scope<'a>, root: &'a Value) -> Result<Got<'a>> {
+fn eval<'a>(e: &'a Expr, scope: &Scope<'a>, env: Env<'a>) -> Result<Got<'a>> {
+    let root = env.root;
     Ok(match e {
         Expr::Literal(v) => Got::Value(Cow::Borrowed(v)),
         Expr::Path { segs, .. } => Got::from(resolve(segs, scope, root)?),
@@ -729,7 +865,19 @@ fn eval<'a>(e: &'a Expr, scope: &Scope<'a>, root: &'a Value) -> Result<Got<'a>> 
             }
             .map_or(Got::Missing, |v| Got::Value(Cow::Owned(v)))
         }
-        Expr::Call(c) => Got::Value(Cow::Owned(call_helper(c, scope, root)?)),
+        Expr::Call(c) => {
+            let cell = c.slot.and_then(|at| env.memo.0.get(at));
+            match cell {
+                Some(cell) if in_message_context(scope, root) => match cell.get() {
+                    Some(v) => Got::Value(Cow::Borrowed(v)),
+                    None => {
+                        let v = call_helper(c, scope, env)?;
+                        Got::Value(Cow::Borrowed(cell.get_or_init(|| v)))
+                    }
+                },
+                _ => Got::Value(Cow::Owned(call_helper(c, scope, env)?)),
+            }
+        }
     })
 }
 
@@ -766,18 +914,36 @@ fn resolve<'a>(segs: &[Seg], scope: &Scope<'a>, root: &'a Value) -> Result<Optio
     block.base.walk(names(0))
 }
 
-fn call_helper<'a>(c: &'a Call, scope: &Scope<'a>, root: &'a Value) -> Result<Value> {
+/// Whether `scope` and every block around it is the message's context itself:
+/// no `#each` item or `#with` value, no partial's parameters, no locals.
+fn in_message_context(scope: &Scope<'_>, root: &Value) -> bool {
+    let mut s = Some(scope);
+    while let Some(scope) = s {
+        let own = matches!(scope.base, Base::Value(v) if std::ptr::eq(v, root));
+        if !own
+            || !scope.params.is_empty()
+            || scope.locals.index.is_some()
+            || scope.locals.key.is_some()
+        {
+            return false;
+        }
+        s = scope.parent;
+    }
+    true
+}
+
+fn call_helper<'a>(c: &'a Call, scope: &Scope<'a>, env: Env<'a>) -> Result<Value> {
     let params = c
         .params
         .iter()
-        .map(|p| eval(p, scope, root))
+        .map(|p| eval(p, scope, env))
         .collect::<Result<Vec<_>>>()?;
     match c.helper {
         Helper::Own(compute) => {
             let hash = c
                 .hash
                 .iter()
-                .map(|(k, e)| Ok((k.as_str(), eval(e, scope, root)?)))
+                .map(|(k, e)| Ok((k.as_str(), eval(e, scope, env)?)))
                 .collect::<Result<Vec<_>>>()?;
             let args = CallArgs {
                 name: &c.name,
@@ -918,12 +1084,18 @@ mod tests {
         }
         hbs.register_template_string("t", source).unwrap();
         let mut fast = Compiled::new(true);
+        let mut slots = Slots::default();
         for (name, t) in hbs.get_templates() {
-            fast.add(name, t);
+            fast.add(name, t, &mut slots);
         }
         let reference = hbs.render("t", data);
-        match fast.render("t", data) {
+        // Twice with one memo: the second render takes every helper result
+        // the first kept, as the text part does after the HTML part.
+        let memo = Memo::new(slots.len());
+        let first = fast.render_with("t", data, &memo);
+        match fast.render_with("t", data, &memo) {
             Ok(out) => {
+                assert_eq!(first, Ok(out.clone()), "{source}: again with the memo");
                 match reference {
                     Ok(r) => assert_eq!(out, r, "{source}"),
                     Err(e) => panic!("compiled rendered {source:?} where Handlebars fails: {e}"),
@@ -950,6 +1122,21 @@ mod tests {
             "unsubscribe_url": "https://t.example/u/x?a=1&b=2",
             "now": "2026-11-25T12:00:00Z"
         })
+    }
+
+    /// One call's text in other contexts means other values: only results
+    /// computed against the message's own context are taken from the memo.
+    #[test]
+    fn memo_keeps_only_results_of_the_message_context() {
+        let d = data();
+        let source = "{{default amount 1}} {{#each events.purchase}}{{default amount 1}},\
+            {{#with ../customer}}{{default orders 0}}{{/with}};{{/each}} {{default orders 0}}|\
+            {{> p}}|{{> p who=\"A\"}}|{{> p}}|{{#with customer}}{{default orders 0}}{{/with}} \
+            {{#if customer.vip}}{{default amount 1}}{{/if}} {{default amount 1}}";
+        assert_eq!(
+            both(source, &[("p", "{{default who \"x\"}}")], &d).as_deref(),
+            Some("1 129.0,12;5,12;1,12; 0|x|A|x|12 1 1")
+        );
     }
 
     #[test]

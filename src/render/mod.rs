@@ -13,7 +13,7 @@ pub mod text;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use compiled::{Compiled, Unsupported};
+use compiled::{Compiled, Memo, Slots, Unsupported};
 use handlebars::Handlebars;
 use serde_json::{Map, Value, json};
 
@@ -83,6 +83,8 @@ pub struct Templates {
     /// The same templates compiled for the fast renderer (`compiled.rs`).
     html_fast: Compiled,
     text_fast: Compiled,
+    /// The helper calls of both, for one message's [`Memo`].
+    slots: Slots,
     names: BTreeSet<String>,
     with_text: BTreeSet<String>,
     /// Partial name → its file under `partials/`, per part, for error messages.
@@ -154,6 +156,7 @@ impl Templates {
             text: registry(false),
             html_fast: Compiled::new(true),
             text_fast: Compiled::new(false),
+            slots: Slots::default(),
             names: BTreeSet::new(),
             with_text: BTreeSet::new(),
             html_partials: BTreeMap::new(),
@@ -233,10 +236,10 @@ impl Templates {
             }
         }
         for (name, template) in t.html.get_templates() {
-            t.html_fast.add(name, template);
+            t.html_fast.add(name, template, &mut t.slots);
         }
         for (name, template) in t.text.get_templates() {
-            t.text_fast.add(name, template);
+            t.text_fast.add(name, template, &mut t.slots);
         }
         Ok(t)
     }
@@ -260,7 +263,7 @@ impl Templates {
                 message: e.to_string(),
             })?;
         if let Some(compiled) = self.text.get_template(&name) {
-            self.text_fast.add(&name, compiled);
+            self.text_fast.add(&name, compiled, &mut self.slots);
         }
         Ok(())
     }
@@ -282,11 +285,13 @@ impl Templates {
             });
         }
         let context = &handlebars::Context::from(context);
+        // Helper results shared by the three parts of this message.
+        let memo = &Memo::new(self.slots.len());
         let skey = subject_key(subject);
-        let subject_text = self.render_part(false, &skey, context, |e| {
+        let subject_text = self.render_part(false, &skey, context, memo, |e| {
             RenderError::from_hbs(&format!("subject of {subject}"), |_| None, e)
         })?;
-        let html = self.render_part(true, template, context, |e| {
+        let html = self.render_part(true, template, context, memo, |e| {
             RenderError::from_hbs(
                 &self.path(&format!("{template}.html.hbs")),
                 |n| self.file(n, false),
@@ -294,7 +299,7 @@ impl Templates {
             )
         })?;
         let render_text = || {
-            self.render_part(false, template, context, |e| {
+            self.render_part(false, template, context, memo, |e| {
                 RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
             })
         };
@@ -322,6 +327,7 @@ impl Templates {
         html: bool,
         name: &str,
         context: &handlebars::Context,
+        memo: &Memo,
         error: impl FnOnce(handlebars::RenderError) -> RenderError,
     ) -> Result<String, RenderError> {
         let (registry, fast) = if html {
@@ -329,7 +335,7 @@ impl Templates {
         } else {
             (&self.text, &self.text_fast)
         };
-        match fast.render(name, context.data()) {
+        match fast.render_with(name, context.data(), memo) {
             Ok(out) => {
                 // Every debug-build render (the whole test suite) checks the
                 // compiled renderer against Handlebars.
