@@ -203,7 +203,7 @@ impl Templates {
                     .insert(name.to_string(), format!("partials/{fname}"));
                 if !text_partials.contains(name) {
                     t.text
-                        .register_partial(name, text::template_from_html(&source))
+                        .register_partial(name, text::partial_from_html(&source))
                         .map_err(partial_error)?;
                     t.text_partials
                         .insert(name.to_string(), format!("partials/{fname} (text part)"));
@@ -597,6 +597,128 @@ mod tests {
             "Hi Ann\n\nx\n\nGo (https://e.example/Ann)\n\nBold & co\n\nBold & co\n"
         );
         assert!(r.html.contains("<b>Bold</b>"), "{}", r.html);
+    }
+
+    /// Templates whose Handlebars tags would confuse an HTML converter (found
+    /// in review): each loads, and its text part says what its HTML says.
+    #[test]
+    fn derived_text_part_keeps_handlebars_tags_away_from_the_html_converter() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("partials")).unwrap();
+        let write =
+            |name: &str, source: &str| std::fs::write(dir.path().join(name), source).unwrap();
+        write("partials/nm.hbs", "<b>{{name}}</b>");
+        write("partials/st.hbs", "color:red");
+        write(
+            "partials/frame.hbs",
+            "{{!-- the one <style> block, nothing in <head> --}}<html><head><style>p{}</style></head><body>{{> @partial-block}}</body></html>",
+        );
+        let cases = [
+            (
+                "comment",
+                "{{#> frame}}{{!-- shown if n < 5 --}}<p>{{#if x}}Hi{{/if}} there</p>{{/frame}}",
+                "Hi there\n",
+            ),
+            (
+                "quoted",
+                "<a href=\"{{default url \"https://x.example\"}}\">Shop</a>",
+                "Shop (https://y.example)\n",
+            ),
+            (
+                "subexpression",
+                "<div>{{{(default bio \"\")}}}</div>",
+                "Bold & co\n",
+            ),
+            (
+                "comment-braces",
+                "{{!-- {{{ lets HTML through --}}<div>{{{bio}}}</div>",
+                "Bold & co\n",
+            ),
+            (
+                "inline-partial",
+                "<p>Hello {{> nm}}, welcome</p>",
+                "Hello Ann, welcome\n",
+            ),
+            (
+                "mid-sentence",
+                "<p>Welcome{{#if x}} back{{/if}} {{> nm}}!</p>",
+                "Welcome back Ann!\n",
+            ),
+            (
+                "ampersand",
+                "<p>{{&bio}}|{{~{bio}~}}</p>",
+                "Bold & co|Bold & co\n",
+            ),
+            (
+                "attribute-partial",
+                "<p style=\"{{> st}}\">Hello {{name}}</p>",
+                "Hello Ann\n",
+            ),
+            (
+                "same-tag-twice",
+                "<a href=\"{{url}}\">{{url}}</a>",
+                "https://y.example\n",
+            ),
+        ];
+        for (name, source, _) in cases {
+            write(&format!("{name}.html.hbs"), source);
+        }
+        let mut t = Templates::load(dir.path()).unwrap();
+        t.add_subject("s", "s").unwrap();
+        let data = json!({"name": "Ann", "x": true, "bio": "<b>Bold</b> &amp; co", "url": "https://y.example"});
+        for (name, _, text) in cases {
+            let r = t.render(name, "s", data.clone()).unwrap();
+            assert_eq!(r.text, text, "{name}");
+        }
+    }
+
+    /// The shipped templates with no text version of the layout: the text
+    /// parts are derived from `layout.hbs` too (its comment mentions `<style>`).
+    #[test]
+    fn shipped_templates_load_without_text_partials() {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("partials")).unwrap();
+        for sub in ["", "partials"] {
+            for entry in std::fs::read_dir(from.join(sub)).unwrap().flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if entry.path().is_file() && !name.ends_with(".txt.hbs") {
+                    std::fs::copy(entry.path(), dir.path().join(sub).join(&name)).unwrap();
+                }
+            }
+        }
+        let mut t = Templates::load(dir.path()).unwrap();
+        t.add_subject("s", "s").unwrap();
+        let customer = customer_context(
+            1,
+            "ann@example.com",
+            None,
+            Some("Ann"),
+            None,
+            Some("Europe/Berlin"),
+            0,
+            &Map::new(),
+        );
+        let data = message_context(
+            customer,
+            "c",
+            "s",
+            Map::new(),
+            "https://t.example/u/x",
+            None,
+            0,
+        );
+        let r = t.render("welcome", "s", data).unwrap();
+        assert!(
+            r.text.contains("Unsubscribe (https://t.example/u/x)"),
+            "{}",
+            r.text
+        );
+        assert!(
+            !r.text.contains("{{") && !r.text.contains('<'),
+            "{}",
+            r.text
+        );
     }
 
     #[test]

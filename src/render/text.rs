@@ -7,81 +7,245 @@ pub fn from_html(html: &str) -> String {
     tidy(&untagged(html))
 }
 
-/// A text template derived from the source of an HTML template: [`from_html`],
-/// then two changes so the text part says what the HTML part says:
-/// - `{{{expr}}}`, HTML the template author lets through unescaped, becomes
-///   `{{{html_text expr}}}`: the tags of the value are stripped when it is
-///   rendered, as they would be in the HTML.
-/// - A partial left after a block tag on one line (`{{/if}} {{> button}}`, where
-///   the line break between them collapsed to a space) starts its own line
-///   again: Handlebars would take that space for an indentation of every line
-///   of the partial.
+/// A text template derived from the source of an HTML template: what
+/// [`from_html`] makes of the HTML, with every Handlebars tag kept as written
+/// except for three changes, so the text part says what the HTML part says:
+/// - The HTML converter never sees a Handlebars tag: each is swapped for a
+///   placeholder first (a comment that mentions `<style>`, a `<` in a string
+///   literal or a quoted literal inside an attribute cannot confuse it).
+/// - HTML the template author lets through unescaped (`{{{x}}}`, `{{&x}}`)
+///   becomes `{{html_text x}}`: the tags of the value are stripped when it is
+///   rendered, as they are in what the HTML shows.
+/// - A partial that follows only block tags and spaces on its line
+///   (`{{/if}} {{> button}}`, where the line break between them collapsed to a
+///   space) starts its own line again: Handlebars would take the space for an
+///   indentation of every line of the partial.
 pub fn template_from_html(source: &str) -> String {
-    partials_on_own_lines(&unescaped_as_text(&from_html(source)))
+    let Some(spans) = Spans::hide(source) else {
+        // The placeholder characters are in the source itself: convert it as it is.
+        return from_html(source);
+    };
+    let converted = from_html(&spans.text);
+    blank_line_after_partials(&spans.restore(&converted))
 }
 
-/// `{{{expr}}}` → `{{{html_text expr}}}` (`~` kept; raw blocks `{{{{` left alone).
-fn unescaped_as_text(template: &str) -> String {
-    let mut out = String::with_capacity(template.len() + 64);
-    let mut rest = template;
-    while let Some(open) = rest.find("{{{") {
-        let after = &rest[open + 3..];
-        let Some(close) = after.find("}}}") else {
-            break;
+/// [`template_from_html`] for a partial, which may be used in the middle of a
+/// line: no line break after it.
+pub fn partial_from_html(source: &str) -> String {
+    let mut t = template_from_html(source);
+    t.truncate(t.trim_end_matches('\n').len());
+    t
+}
+
+/// Opens and closes a placeholder (Unicode private use characters: text, not
+/// whitespace or markup, to the HTML converter).
+const HIDDEN_OPEN: char = '\u{E000}';
+const HIDDEN_CLOSE: char = '\u{E001}';
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SpanKind {
+    /// `{{#…}}`, `{{/…}}`, `{{^…}}`, `{{else…}}`, comments: standalone on a line,
+    /// they leave nothing behind.
+    Block,
+    Partial,
+    Other,
+}
+
+/// The Handlebars tags of a template, each replaced by a placeholder.
+struct Spans {
+    text: String,
+    /// Distinct tags as they will be written back, by placeholder number: the
+    /// same tag twice is the same placeholder (`<a href="{{u}}">{{u}}</a>`).
+    tags: Vec<(String, SpanKind)>,
+}
+
+impl Spans {
+    fn hide(source: &str) -> Option<Spans> {
+        if source.contains([HIDDEN_OPEN, HIDDEN_CLOSE]) {
+            return None;
+        }
+        let mut spans = Spans {
+            text: String::with_capacity(source.len()),
+            tags: Vec::new(),
         };
-        out.push_str(&rest[..open + 3]);
-        let inner = &after[..close];
-        let core = inner.trim_matches('~').trim();
-        if after.starts_with('{') || core.is_empty() {
-            out.push_str(inner);
-        } else {
-            if inner.starts_with('~') {
-                out.push('~');
+        let mut rest = source;
+        while let Some(open) = rest.find("{{") {
+            spans.text.push_str(&rest[..open]);
+            let len = tag_len(&rest[open..]);
+            let tag = &rest[open..open + len];
+            let (written, kind) = text_tag(tag);
+            let n = match spans.tags.iter().position(|(t, _)| *t == written) {
+                Some(n) => n,
+                None => {
+                    spans.tags.push((written, kind));
+                    spans.tags.len() - 1
+                }
+            };
+            spans.text.push(HIDDEN_OPEN);
+            spans.text.push_str(&n.to_string());
+            spans.text.push(HIDDEN_CLOSE);
+            rest = &rest[open + len..];
+        }
+        spans.text.push_str(rest);
+        Some(spans)
+    }
+
+    /// `converted` with the tags written back, moving a partial to its own
+    /// line where only block tags, partials and spaces precede it on its line and
+    /// nothing but spaces follows it.
+    fn restore(&self, converted: &str) -> String {
+        let mut out = String::with_capacity(converted.len() + converted.len() / 4);
+        // Whether the current output line holds only block tags, partials
+        // and spaces.
+        let mut only_blocks = true;
+        let mut rest = converted;
+        while let Some(open) = rest.find(HIDDEN_OPEN) {
+            let before = &rest[..open];
+            push_tracking(&mut out, before, &mut only_blocks);
+            let after = &rest[open + HIDDEN_OPEN.len_utf8()..];
+            let Some(close) = after.find(HIDDEN_CLOSE) else {
+                rest = &rest[open..];
+                break;
+            };
+            let tag = after[..close]
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| self.tags.get(n));
+            rest = &after[close + HIDDEN_CLOSE.len_utf8()..];
+            let Some((tag, kind)) = tag else {
+                continue;
+            };
+            if *kind == SpanKind::Partial && only_blocks {
+                let rest_of_line = rest.split('\n').next().unwrap_or_default();
+                if rest_of_line.trim().is_empty() {
+                    out.truncate(out.trim_end_matches([' ', '\t']).len());
+                    if !(out.is_empty() || out.ends_with('\n')) {
+                        out.push('\n');
+                    }
+                }
             }
-            out.push_str("html_text ");
-            if core.contains(char::is_whitespace) {
-                out.push('(');
-                out.push_str(core);
-                out.push(')');
-            } else {
-                out.push_str(core);
-            }
-            if inner.ends_with('~') {
-                out.push('~');
+            out.push_str(tag);
+            if *kind == SpanKind::Other {
+                only_blocks = false;
             }
         }
-        out.push_str("}}}");
-        rest = &after[close + 3..];
+        push_tracking(&mut out, rest, &mut only_blocks);
+        out
     }
-    out.push_str(rest);
-    out
 }
 
-/// Moves a partial (`{{> …}}`, `{{#> …}}`) that follows a block tag and spaces on
-/// its line to the start of the next line.
-fn partials_on_own_lines(template: &str) -> String {
-    let mut out = String::with_capacity(template.len() + 16);
-    let mut rest = template;
-    while let Some(at) = rest.find("{{>").into_iter().chain(rest.find("{{#>")).min() {
-        let before = &rest[..at];
-        let kept = before.trim_end_matches([' ', '\t']);
-        out.push_str(kept);
-        let block_tag_before = out.ends_with("}}")
-            && out.rfind("{{").is_some_and(|open| {
-                let tag = out[open + 2..].trim_start_matches('~');
-                tag.starts_with(['/', '#', '^', '!', '>']) || tag.starts_with("else")
-            });
-        if kept.len() < before.len() && block_tag_before {
-            out.push('\n');
-        } else if !(out.is_empty() || out.ends_with('\n')) {
-            // Spaces after text (or none at all): not a standalone partial.
-            out.push_str(&before[kept.len()..]);
+/// Appends `text`, keeping track of whether the line holds anything but spaces.
+fn push_tracking(out: &mut String, text: &str, only_blocks: &mut bool) {
+    let last_line = match text.rfind('\n') {
+        Some(at) => {
+            *only_blocks = true;
+            &text[at + 1..]
         }
-        out.push_str("{{");
-        rest = &rest[at + 2..];
+        None => text,
+    };
+    if !last_line.trim().is_empty() {
+        *only_blocks = false;
     }
-    out.push_str(rest);
-    blank_line_after_partials(&out)
+    out.push_str(text);
+}
+
+/// The length of the Handlebars tag at the start of `s` (which starts with
+/// `{{`): a comment to its `--}}` or `}}`, a raw block to the end of its
+/// closing tag, anything else to the `}}` (or `}}}`) outside string literals.
+/// An unclosed tag runs to the end (the HTML template would not compile).
+fn tag_len(s: &str) -> usize {
+    let end_of =
+        |pattern: &str, from: usize| s[from..].find(pattern).map(|at| from + at + pattern.len());
+    let inner = s[2..].trim_start_matches('~');
+    let found = if s.starts_with("{{{{") {
+        // A raw block: `{{{{raw}}}} … {{{{/raw}}}}`, its content left alone.
+        end_of("}}}}", 4)
+            .and_then(|open_end| end_of("{{{{/", open_end))
+            .and_then(|close| end_of("}}}}", close))
+    } else if inner.starts_with("!--") {
+        end_of("--}}", 2).or_else(|| end_of("--~}}", 2))
+    } else if inner.starts_with('!') {
+        end_of("}}", 2)
+    } else {
+        let triple = inner.starts_with('{');
+        let mut quote: Option<char> = None;
+        let mut found = None;
+        for (at, c) in s.char_indices().skip(2) {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '"' || c == '\'' => quote = Some(c),
+                None if s[at..].starts_with("}}") => {
+                    let end = at + 2;
+                    found = Some(if triple && s[end..].starts_with('}') {
+                        end + 1
+                    } else {
+                        end
+                    });
+                    break;
+                }
+                None => {}
+            }
+        }
+        found
+    };
+    found.unwrap_or(s.len())
+}
+
+/// A tag as the text template writes it, and its kind.
+fn text_tag(tag: &str) -> (String, SpanKind) {
+    let body = tag[2..].trim_start_matches('~');
+    if tag.starts_with("{{{{") {
+        return (tag.to_string(), SpanKind::Other);
+    }
+    if body.starts_with('>') || body.starts_with("#>") {
+        return (tag.to_string(), SpanKind::Partial);
+    }
+    if body.starts_with(['#', '/', '^', '!']) || body.starts_with("else") {
+        return (tag.to_string(), SpanKind::Block);
+    }
+    // `{{{x}}}`, `{{~{x}~}}` and `{{&x}}` let HTML through: its text instead.
+    let unescaped = body.strip_prefix('{').or_else(|| body.strip_prefix('&'));
+    let Some(expr) = unescaped else {
+        return (tag.to_string(), SpanKind::Other);
+    };
+    // What is left of `{{{~ x ~}}}`, `{{~{x}~}}` or `{{& x}}` past the prefix.
+    let mut expr = expr.strip_suffix("}}").unwrap_or(expr);
+    let mut close_tilde = false;
+    let mut open_tilde = tag[2..].starts_with('~');
+    if let Some(e) = expr.strip_suffix('~') {
+        (close_tilde, expr) = (true, e);
+    }
+    if let Some(e) = expr.strip_suffix('}') {
+        expr = e;
+    }
+    if let Some(e) = expr.strip_suffix('~') {
+        (close_tilde, expr) = (true, e);
+    }
+    if let Some(e) = expr.strip_prefix('~') {
+        (open_tilde, expr) = (true, e);
+    }
+    let expr = expr.trim();
+    if expr.is_empty() {
+        return (tag.to_string(), SpanKind::Other);
+    }
+    let mut out = String::from("{{");
+    if open_tilde {
+        out.push('~');
+    }
+    out.push_str("html_text ");
+    if expr.starts_with('(') || !expr.contains(char::is_whitespace) {
+        out.push_str(expr);
+    } else {
+        out.push('(');
+        out.push_str(expr);
+        out.push(')');
+    }
+    if close_tilde {
+        out.push('~');
+    }
+    out.push_str("}}");
+    (out, SpanKind::Other)
 }
 
 /// A partial alone on its line is standalone for Handlebars, which drops the
@@ -152,7 +316,9 @@ fn untagged(html: &str) -> String {
                 if let Some(url) = link.take() {
                     // `{{…}}` is a link computed by the template (when deriving
                     // the text template from HTML source).
-                    let is_link = url.starts_with("http") || url.starts_with("{{");
+                    let is_link = url.starts_with("http")
+                        || url.starts_with("{{")
+                        || url.starts_with(HIDDEN_OPEN);
                     let text = out.get(link_text_start..).unwrap_or_default().trim();
                     if is_link && text.is_empty() {
                         out.push_str(&url);
@@ -662,15 +828,15 @@ mod tests {
     fn derives_text_templates() {
         assert_eq!(
             template_from_html("<p>{{{a}}} {{{~ b c ~}}} {{{{raw}}}} x {{{{/raw}}}}</p>"),
-            "{{{html_text a}}} {{{~html_text (b c)~}}} {{{{raw}}}} x {{{{/raw}}}}\n"
+            "{{html_text a}} {{~html_text (b c)~}} {{{{raw}}}} x {{{{/raw}}}}\n"
         );
-        // After a block tag, a partial (or partial block) starts its own line;
-        // after text it stays where it is.
+        // After a block tag, a partial alone on the rest of its line starts
+        // its own line; after text, or with text after it, it stays.
         assert_eq!(
             template_from_html(
                 "{{/if}}\n<p>{{> a}}</p>\n{{#if x}} {{#> b}}x{{/b}}\n<b>Hi</b> {{> c}}"
             ),
-            "{{/if}}\n\n{{> a}}\n\n\n{{#if x}}\n{{#> b}}x{{/b}} Hi {{> c}}\n"
+            "{{/if}}\n\n{{> a}}\n\n\n{{#if x}} {{#> b}}x{{/b}} Hi {{> c}}\n"
         );
     }
 
