@@ -655,6 +655,11 @@ mod tests {
                 "Hello Ann\n",
             ),
             (
+                "block-in-head",
+                "<html><head><title>{{#if x}}A{{else}}B{{/if}}</title>{{#if x}}<style>p{}</style></head><body><p>Hi</p>{{/if}}</body></html>",
+                "Hi\n",
+            ),
+            (
                 "same-tag-twice",
                 "<a href=\"{{url}}\">{{url}}</a>",
                 "https://y.example\n",

@@ -38,9 +38,11 @@ pub fn partial_from_html(source: &str) -> String {
 }
 
 /// Opens and closes a placeholder (Unicode private use characters: text, not
-/// whitespace or markup, to the HTML converter).
+/// whitespace or markup, to the HTML converter); a block tag's placeholder
+/// opens with [`HIDDEN_BLOCK`], which survives in content the converter skips.
 const HIDDEN_OPEN: char = '\u{E000}';
 const HIDDEN_CLOSE: char = '\u{E001}';
+const HIDDEN_BLOCK: char = '\u{E002}';
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SpanKind {
@@ -61,7 +63,7 @@ struct Spans {
 
 impl Spans {
     fn hide(source: &str) -> Option<Spans> {
-        if source.contains([HIDDEN_OPEN, HIDDEN_CLOSE]) {
+        if source.contains([HIDDEN_OPEN, HIDDEN_CLOSE, HIDDEN_BLOCK]) {
             return None;
         }
         let mut spans = Spans {
@@ -81,7 +83,11 @@ impl Spans {
                     spans.tags.len() - 1
                 }
             };
-            spans.text.push(HIDDEN_OPEN);
+            spans.text.push(if spans.tags[n].1 == SpanKind::Block {
+                HIDDEN_BLOCK
+            } else {
+                HIDDEN_OPEN
+            });
             spans.text.push_str(&n.to_string());
             spans.text.push(HIDDEN_CLOSE);
             rest = &rest[open + len..];
@@ -99,9 +105,10 @@ impl Spans {
         // and spaces.
         let mut only_blocks = true;
         let mut rest = converted;
-        while let Some(open) = rest.find(HIDDEN_OPEN) {
+        while let Some(open) = rest.find([HIDDEN_OPEN, HIDDEN_BLOCK]) {
             let before = &rest[..open];
             push_tracking(&mut out, before, &mut only_blocks);
+            // Both open characters have the same UTF-8 length.
             let after = &rest[open + HIDDEN_OPEN.len_utf8()..];
             let Some(close) = after.find(HIDDEN_CLOSE) else {
                 rest = &rest[open..];
@@ -304,10 +311,10 @@ fn untagged(html: &str) -> String {
         }
         match (&name[..len], closing) {
             // Content that is not text at all.
-            (b"head", false) => rest = skip_past(rest, "</head"),
-            (b"style", false) => rest = skip_past(rest, "</style"),
-            (b"script", false) => rest = skip_past(rest, "</script"),
-            (b"title", false) => rest = skip_past(rest, "</title"),
+            (b"head", false) => rest = skip_past(&mut out, rest, "</head"),
+            (b"style", false) => rest = skip_past(&mut out, rest, "</style"),
+            (b"script", false) => rest = skip_past(&mut out, rest, "</script"),
+            (b"title", false) => rest = skip_past(&mut out, rest, "</title"),
             (b"a", false) => {
                 link = attribute(tag, "href=");
                 link_text_start = out.len();
@@ -348,8 +355,21 @@ fn untagged(html: &str) -> String {
     out
 }
 
-/// What follows the closing tag that starts with `end` (nothing if there is none).
-fn skip_past<'a>(rest: &'a str, end: &str) -> &'a str {
+/// What follows the closing tag that starts with `end` (nothing if there is
+/// none). Placeholders of block tags in what is skipped are kept (a template's
+/// `{{#if}}` may open in `<head>` and close in the body).
+fn skip_past<'a>(out: &mut String, rest: &'a str, end: &str) -> &'a str {
+    let skipped_end = find_ascii_ci(rest, end).unwrap_or(rest.len());
+    let mut skipped = &rest[..skipped_end];
+    while let Some(open) = skipped.find(HIDDEN_BLOCK) {
+        let tail = &skipped[open..];
+        let Some(close) = tail.find(HIDDEN_CLOSE) else {
+            break;
+        };
+        let end = close + HIDDEN_CLOSE.len_utf8();
+        out.push_str(&tail[..end]);
+        skipped = &tail[end..];
+    }
     let Some(at) = find_ascii_ci(rest, end) else {
         return "";
     };
