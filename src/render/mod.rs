@@ -609,6 +609,9 @@ mod tests {
             |name: &str, source: &str| std::fs::write(dir.path().join(name), source).unwrap();
         write("partials/nm.hbs", "<b>{{name}}</b>");
         write("partials/st.hbs", "color:red");
+        write("partials/a.hbs", "<b>Kind regards,</b>");
+        write("partials/b.hbs", "The team");
+        write("partials/li.hbs", "<li>First</li>");
         write(
             "partials/frame.hbs",
             "{{!-- the one <style> block, nothing in <head> --}}<html><head><style>p{}</style></head><body>{{> @partial-block}}</body></html>",
@@ -660,6 +663,71 @@ mod tests {
                 "Hi\n",
             ),
             (
+                "private-use-entity",
+                "<p><span>&#xE000;</span> Error {{#if x}}yes{{/if}}</p>",
+                "\u{E000} Error yes\n",
+            ),
+            (
+                "else-in-head",
+                "<html><head>{{#if x}}<meta charset=\"utf-8\"></head><body class=\"vip\">{{else}}</head><body>{{/if}}<p>Hi {{name}}</p>",
+                "Hi Ann\n",
+            ),
+            (
+                "partial-then-br",
+                "<p>Text</p>\n{{> a}}<br>The Acme team",
+                "Text\n\nKind regards,\nThe Acme team\n",
+            ),
+            (
+                "partials-with-br",
+                "<p>{{> a}}<br>{{> b}}</p>",
+                "Kind regards,\nThe team\n",
+            ),
+            (
+                "partial-item",
+                "<ul>{{> li}}<li>Second</li></ul>",
+                "- First\n- Second\n",
+            ),
+            (
+                "tildes",
+                "<p>Hello</p>{{~#if x~}}<p>VIP</p>{{~/if~}}<p>Bye {{name~}}</p>\n<p>!</p>",
+                "Hello\n\nVIP\n\nBye Ann\n\n!\n",
+            ),
+            (
+                "entity-braces",
+                "<p>Write &#123;&#123;name&#125;&#125; to greet</p>",
+                "Write {{name}} to greet\n",
+            ),
+            (
+                "escaped-mustache",
+                "<p>Type \\{{name}} here, {{name}}</p>",
+                "Type {{name}} here, Ann\n",
+            ),
+            (
+                "escaped-quote",
+                "<p>{{default size \"5\\\" screen\"}}</p><p>Bye</p>",
+                "5\" screen\n\nBye\n",
+            ),
+            (
+                "short-comment",
+                "{{!-- note }}<p>Hello {{name}}</p><p>Bye</p>",
+                "Hello Ann\n\nBye\n",
+            ),
+            (
+                "raw-block",
+                "<p>{{{{raw}}}}<b>{{x}}</b>{{{{/raw}}}}</p>",
+                "{{x}}\n",
+            ),
+            (
+                "blocks-in-comments",
+                "<ul><!-- {{#each items}} --><li>{{name}}</li><!-- {{/each}} --></ul>",
+                "- A\n- B\n",
+            ),
+            (
+                "no-head-end",
+                "<html><head><meta charset=\"utf-8\"><body><p>Hi {{name}}</p>",
+                "Hi Ann\n",
+            ),
+            (
                 "same-tag-twice",
                 "<a href=\"{{url}}\">{{url}}</a>",
                 "https://y.example\n",
@@ -670,7 +738,8 @@ mod tests {
         }
         let mut t = Templates::load(dir.path()).unwrap();
         t.add_subject("s", "s").unwrap();
-        let data = json!({"name": "Ann", "x": true, "bio": "<b>Bold</b> &amp; co", "url": "https://y.example"});
+        let data = json!({"name": "Ann", "x": true, "bio": "<b>Bold</b> &amp; co", "url": "https://y.example",
+            "items": [{"name": "A"}, {"name": "B"}]});
         for (name, _, text) in cases {
             let r = t.render(name, "s", data.clone()).unwrap();
             assert_eq!(r.text, text, "{name}");

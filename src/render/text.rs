@@ -8,25 +8,30 @@ pub fn from_html(html: &str) -> String {
 }
 
 /// A text template derived from the source of an HTML template: what
-/// [`from_html`] makes of the HTML, with every Handlebars tag kept as written
-/// except for three changes, so the text part says what the HTML part says:
+/// [`from_html`] makes of the HTML, with the Handlebars tags kept, so the text
+/// part says what the HTML part says:
 /// - The HTML converter never sees a Handlebars tag: each is swapped for a
 ///   placeholder first (a comment that mentions `<style>`, a `<` in a string
-///   literal or a quoted literal inside an attribute cannot confuse it).
+///   literal or a quoted literal inside an attribute cannot confuse it). Block
+///   tags inside what the converter drops (`<head>`, `<title>`, an HTML
+///   comment, an attribute) are kept, so every block stays closed.
 /// - HTML the template author lets through unescaped (`{{{x}}}`, `{{&x}}`)
 ///   becomes `{{html_text x}}`: the tags of the value are stripped when it is
 ///   rendered, as they are in what the HTML shows.
+/// - Whitespace control (`~`) is dropped: the converter has already laid out
+///   the text, and `~` would remove its line breaks.
+/// - Text that would read as a tag (`&#123;&#123;`) is escaped (`\{{`).
 /// - A partial that follows only block tags and spaces on its line
 ///   (`{{/if}} {{> button}}`, where the line break between them collapsed to a
 ///   space) starts its own line again: Handlebars would take the space for an
-///   indentation of every line of the partial.
+///   indentation of every line of the partial. A partial alone on its line is
+///   followed by one more line break, for the one Handlebars drops there.
 pub fn template_from_html(source: &str) -> String {
     let Some(spans) = Spans::hide(source) else {
         // The placeholder characters are in the source itself: convert it as it is.
         return from_html(source);
     };
-    let converted = from_html(&spans.text);
-    blank_line_after_partials(&spans.restore(&converted))
+    spans.restore(&from_html(&spans.text))
 }
 
 /// [`template_from_html`] for a partial, which may be used in the middle of a
@@ -39,7 +44,8 @@ pub fn partial_from_html(source: &str) -> String {
 
 /// Opens and closes a placeholder (Unicode private use characters: text, not
 /// whitespace or markup, to the HTML converter); a block tag's placeholder
-/// opens with [`HIDDEN_BLOCK`], which survives in content the converter skips.
+/// opens with [`HIDDEN_BLOCK`], which is kept where the converter drops
+/// content.
 const HIDDEN_OPEN: char = '\u{E000}';
 const HIDDEN_CLOSE: char = '\u{E001}';
 const HIDDEN_BLOCK: char = '\u{E002}';
@@ -72,10 +78,16 @@ impl Spans {
         };
         let mut rest = source;
         while let Some(open) = rest.find("{{") {
-            spans.text.push_str(&rest[..open]);
+            let before = &rest[..open];
+            spans.text.push_str(before);
+            // `\{{` is a literal `{{` (`\\{{` a backslash and a tag).
+            if before.ends_with('\\') && !before.ends_with("\\\\") {
+                spans.text.push_str("{{");
+                rest = &rest[open + 2..];
+                continue;
+            }
             let len = tag_len(&rest[open..]);
-            let tag = &rest[open..open + len];
-            let (written, kind) = text_tag(tag);
+            let (written, kind) = text_tag(&rest[open..open + len]);
             let n = match spans.tags.iter().position(|(t, _)| *t == written) {
                 Some(n) => n,
                 None => {
@@ -83,7 +95,7 @@ impl Spans {
                     spans.tags.len() - 1
                 }
             };
-            spans.text.push(if spans.tags[n].1 == SpanKind::Block {
+            spans.text.push(if kind == SpanKind::Block {
                 HIDDEN_BLOCK
             } else {
                 HIDDEN_OPEN
@@ -96,9 +108,8 @@ impl Spans {
         Some(spans)
     }
 
-    /// `converted` with the tags written back, moving a partial to its own
-    /// line where only block tags, partials and spaces precede it on its line and
-    /// nothing but spaces follows it.
+    /// `converted` with the tags written back (see [`template_from_html`] for
+    /// where partials go).
     fn restore(&self, converted: &str) -> String {
         let mut out = String::with_capacity(converted.len() + converted.len() / 4);
         // Whether the current output line holds only block tags, partials
@@ -106,43 +117,82 @@ impl Spans {
         let mut only_blocks = true;
         let mut rest = converted;
         while let Some(open) = rest.find([HIDDEN_OPEN, HIDDEN_BLOCK]) {
-            let before = &rest[..open];
-            push_tracking(&mut out, before, &mut only_blocks);
+            push_text_of_template(&mut out, &rest[..open], &mut only_blocks);
             // Both open characters have the same UTF-8 length.
             let after = &rest[open + HIDDEN_OPEN.len_utf8()..];
-            let Some(close) = after.find(HIDDEN_CLOSE) else {
-                rest = &rest[open..];
-                break;
-            };
-            let tag = after[..close]
-                .parse::<usize>()
-                .ok()
+            // A placeholder is the open character, digits and the close
+            // character; anything else (`&#xE000;` in the HTML) is text.
+            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let tag = after[digits..]
+                .starts_with(HIDDEN_CLOSE)
+                .then(|| after[..digits].parse::<usize>().ok())
+                .flatten()
                 .and_then(|n| self.tags.get(n));
-            rest = &after[close + HIDDEN_CLOSE.len_utf8()..];
             let Some((tag, kind)) = tag else {
+                out.push_str(&rest[open..open + HIDDEN_OPEN.len_utf8()]);
+                only_blocks = false;
+                rest = after;
                 continue;
             };
-            if *kind == SpanKind::Partial && only_blocks {
-                let rest_of_line = rest.split('\n').next().unwrap_or_default();
-                if rest_of_line.trim().is_empty() {
-                    out.truncate(out.trim_end_matches([' ', '\t']).len());
-                    if !(out.is_empty() || out.ends_with('\n')) {
-                        out.push('\n');
-                    }
+            rest = &after[digits + HIDDEN_CLOSE.len_utf8()..];
+            let rest_of_line = rest.split('\n').next().unwrap_or_default();
+            if *kind == SpanKind::Partial && only_blocks && self.only_tags(rest_of_line) {
+                out.truncate(out.trim_end_matches([' ', '\t']).len());
+                if !(out.is_empty() || out.ends_with('\n')) {
+                    out.push('\n');
                 }
+                out.push_str(tag);
+                // Standalone: Handlebars drops the line break that ends this
+                // line, so one more keeps the partial's output on a line of its
+                // own; a tag that followed on the line starts a line after it.
+                out.push('\n');
+                rest = rest.trim_start_matches([' ', '\t']);
+                if !(rest.is_empty() || rest.starts_with('\n')) {
+                    out.push('\n');
+                }
+                only_blocks = true;
+                continue;
             }
             out.push_str(tag);
             if *kind == SpanKind::Other {
                 only_blocks = false;
             }
         }
-        push_tracking(&mut out, rest, &mut only_blocks);
+        push_text_of_template(&mut out, rest, &mut only_blocks);
         out
     }
 }
 
-/// Appends `text`, keeping track of whether the line holds anything but spaces.
-fn push_tracking(out: &mut String, text: &str, only_blocks: &mut bool) {
+impl Spans {
+    /// Whether `line` holds nothing but spaces, block tags and partials.
+    fn only_tags(&self, line: &str) -> bool {
+        let mut rest = line.trim_start();
+        while !rest.is_empty() {
+            let Some(after) = rest
+                .strip_prefix(HIDDEN_OPEN)
+                .or_else(|| rest.strip_prefix(HIDDEN_BLOCK))
+            else {
+                return false;
+            };
+            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let kind = after[digits..]
+                .starts_with(HIDDEN_CLOSE)
+                .then(|| after[..digits].parse::<usize>().ok())
+                .flatten()
+                .and_then(|n| self.tags.get(n))
+                .map(|(_, kind)| *kind);
+            if !matches!(kind, Some(SpanKind::Block | SpanKind::Partial)) {
+                return false;
+            }
+            rest = after[digits + HIDDEN_CLOSE.len_utf8()..].trim_start();
+        }
+        true
+    }
+}
+
+/// Appends converted text to a text template: `{{` in it (from `&#123;&#123;`)
+/// escaped as `\{{`, and whether the line holds anything but spaces noted.
+fn push_text_of_template(out: &mut String, text: &str, only_blocks: &mut bool) {
     let last_line = match text.rfind('\n') {
         Some(at) => {
             *only_blocks = true;
@@ -153,32 +203,58 @@ fn push_tracking(out: &mut String, text: &str, only_blocks: &mut bool) {
     if !last_line.trim().is_empty() {
         *only_blocks = false;
     }
-    out.push_str(text);
+    let mut rest = text;
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        let escaped = rest[..at].ends_with('\\') || (at == 0 && out.ends_with('\\'));
+        out.push_str(if escaped { "{{" } else { "\\{{" });
+        rest = &rest[at + 2..];
+    }
+    out.push_str(rest);
+}
+
+/// Appends the block placeholders in `s` (content the converter drops).
+fn keep_blocks(out: &mut String, mut s: &str) {
+    while let Some(open) = s.find(HIDDEN_BLOCK) {
+        let tail = &s[open..];
+        let Some(close) = tail.find(HIDDEN_CLOSE) else {
+            break;
+        };
+        let end = close + HIDDEN_CLOSE.len_utf8();
+        out.push_str(&tail[..end]);
+        s = &tail[end..];
+    }
 }
 
 /// The length of the Handlebars tag at the start of `s` (which starts with
-/// `{{`): a comment to its `--}}` or `}}`, a raw block to the end of its
-/// closing tag, anything else to the `}}` (or `}}}`) outside string literals.
-/// An unclosed tag runs to the end (the HTML template would not compile).
+/// `{{`): a comment to its `--}}` (or, as Handlebars reads one without, `}}`),
+/// a raw block to the end of its closing tag, anything else to the `}}` (or
+/// `}}}`) outside string literals. An unclosed tag runs to the end (the HTML
+/// template would not compile).
 fn tag_len(s: &str) -> usize {
     let end_of =
         |pattern: &str, from: usize| s[from..].find(pattern).map(|at| from + at + pattern.len());
     let inner = s[2..].trim_start_matches('~');
     let found = if s.starts_with("{{{{") {
-        // A raw block: `{{{{raw}}}} … {{{{/raw}}}}`, its content left alone.
+        // A raw block: `{{{{raw}}}} … {{{{/raw}}}}`.
         end_of("}}}}", 4)
             .and_then(|open_end| end_of("{{{{/", open_end))
             .and_then(|close| end_of("}}}}", close))
     } else if inner.starts_with("!--") {
-        end_of("--}}", 2).or_else(|| end_of("--~}}", 2))
+        end_of("--}}", 2)
+            .or_else(|| end_of("--~}}", 2))
+            .or_else(|| end_of("}}", 2))
     } else if inner.starts_with('!') {
         end_of("}}", 2)
     } else {
         let triple = inner.starts_with('{');
         let mut quote: Option<char> = None;
+        let mut escaped = false;
         let mut found = None;
         for (at, c) in s.char_indices().skip(2) {
             match quote {
+                _ if escaped => escaped = false,
+                Some(_) if c == '\\' => escaped = true,
                 Some(q) if c == q => quote = None,
                 Some(_) => {}
                 None if c == '"' || c == '\'' => quote = Some(c),
@@ -198,81 +274,77 @@ fn tag_len(s: &str) -> usize {
     };
     found.unwrap_or(s.len())
 }
-
 /// A tag as the text template writes it, and its kind.
 fn text_tag(tag: &str) -> (String, SpanKind) {
-    let body = tag[2..].trim_start_matches('~');
-    if tag.starts_with("{{{{") {
-        return (tag.to_string(), SpanKind::Other);
+    if let Some(raw) = raw_block_as_text(tag) {
+        return (raw, SpanKind::Other);
     }
+    let body = tag[2..].trim_start_matches('~');
+    if body.starts_with('!') {
+        return (tag.to_string(), SpanKind::Block);
+    }
+    // Whitespace control off: `{{~#if x~}}` → `{{#if x}}`.
+    let tag = without_tildes(tag);
+    let tag = tag.as_str();
+    let body = &tag[2..];
     if body.starts_with('>') || body.starts_with("#>") {
         return (tag.to_string(), SpanKind::Partial);
     }
-    if body.starts_with(['#', '/', '^', '!']) || body.starts_with("else") {
+    let is_else = body
+        .strip_prefix("else")
+        .is_some_and(|r| r.starts_with([' ', '\t', '\n', '\r', '}']));
+    if body.starts_with(['#', '/', '^']) || is_else {
         return (tag.to_string(), SpanKind::Block);
     }
-    // `{{{x}}}`, `{{~{x}~}}` and `{{&x}}` let HTML through: its text instead.
-    let unescaped = body.strip_prefix('{').or_else(|| body.strip_prefix('&'));
-    let Some(expr) = unescaped else {
+    // `{{{x}}}` and `{{&x}}` let HTML through: its text instead.
+    let expr = if let Some(e) = body.strip_prefix('{') {
+        e.strip_suffix("}}}")
+    } else if let Some(e) = body.strip_prefix('&') {
+        e.strip_suffix("}}")
+    } else {
+        None
+    };
+    let Some(expr) = expr.map(str::trim).filter(|e| !e.is_empty()) else {
         return (tag.to_string(), SpanKind::Other);
     };
-    // What is left of `{{{~ x ~}}}`, `{{~{x}~}}` or `{{& x}}` past the prefix.
-    let mut expr = expr.strip_suffix("}}").unwrap_or(expr);
-    let mut close_tilde = false;
-    let mut open_tilde = tag[2..].starts_with('~');
-    if let Some(e) = expr.strip_suffix('~') {
-        (close_tilde, expr) = (true, e);
-    }
-    if let Some(e) = expr.strip_suffix('}') {
-        expr = e;
-    }
-    if let Some(e) = expr.strip_suffix('~') {
-        (close_tilde, expr) = (true, e);
-    }
-    if let Some(e) = expr.strip_prefix('~') {
-        (open_tilde, expr) = (true, e);
-    }
-    let expr = expr.trim();
-    if expr.is_empty() {
-        return (tag.to_string(), SpanKind::Other);
-    }
-    let mut out = String::from("{{");
-    if open_tilde {
-        out.push('~');
-    }
-    out.push_str("html_text ");
-    if expr.starts_with('(') || !expr.contains(char::is_whitespace) {
-        out.push_str(expr);
+    let written = if expr.starts_with('(') || !expr.contains(char::is_whitespace) {
+        format!("{{{{html_text {expr}}}}}")
     } else {
-        out.push('(');
-        out.push_str(expr);
-        out.push(')');
-    }
-    if close_tilde {
-        out.push('~');
-    }
-    out.push_str("}}");
-    (out, SpanKind::Other)
+        format!("{{{{html_text ({expr})}}}}")
+    };
+    (written, SpanKind::Other)
 }
 
-/// A partial alone on its line is standalone for Handlebars, which drops the
-/// line break that ends the line. Where a blank line follows (the partial
-/// was a paragraph or a table of its own), one more keeps the paragraph
-/// break after what the partial renders (the text part is tidied later,
-/// so a spare blank line costs nothing).
-fn blank_line_after_partials(template: &str) -> String {
-    let mut out = String::with_capacity(template.len() + 16);
-    let mut lines = template.split_inclusive('\n').peekable();
-    while let Some(line) = lines.next() {
-        out.push_str(line);
-        let tag = line.trim();
-        let partial_alone =
-            (tag.starts_with("{{>") || tag.starts_with("{{#>")) && tag.ends_with("}}");
-        if partial_alone && lines.peek().is_some_and(|next| next.trim().is_empty()) {
-            out.push('\n');
-        }
+/// The tag without `~` just inside its braces (`{{~`, `~}}`, `{{{~`, `~}}}`).
+fn without_tildes(tag: &str) -> String {
+    let braces = |s: &str, c: char| s.len() - s.trim_start_matches(c).len();
+    let open = braces(tag, '{');
+    let close = tag.len() - tag.trim_end_matches('}').len();
+    if open + close > tag.len() {
+        return tag.to_string();
     }
-    out
+    let inner = &tag[open..tag.len() - close];
+    let inner = inner.strip_prefix('~').unwrap_or(inner);
+    let inner = inner.strip_suffix('~').unwrap_or(inner);
+    format!("{}{inner}{}", &tag[..open], &tag[tag.len() - close..])
+}
+
+/// A raw block (`{{{{raw}}}}<b>{{x}}</b>{{{{/raw}}}}`) with the text of its
+/// HTML content, as the HTML part shows it.
+fn raw_block_as_text(tag: &str) -> Option<String> {
+    let rest = tag.strip_prefix("{{{{")?;
+    let open_end = rest.find("}}}}")? + 4;
+    let close = rest.rfind("{{{{/")?;
+    if close < open_end {
+        return None;
+    }
+    let content = from_html(&rest[open_end..close]);
+    Some(format!(
+        "{{{{{{{{{}{}{}",
+        &rest[..open_end],
+        content.trim_end_matches('\n'),
+        &rest[close..]
+    ))
 }
 
 /// The tags' effect on layout, the links as `text (url)`, the entities decoded,
@@ -309,14 +381,41 @@ fn untagged(html: &str) -> String {
             name[len] = b.to_ascii_lowercase();
             len += 1;
         }
+        // Block tags of a template in an attribute or an HTML comment are
+        // kept (an `<a>`'s are kept below, apart from its link's).
+        if !(name[..len] == *b"a" && !closing) {
+            keep_blocks(&mut out, tag);
+        }
         match (&name[..len], closing) {
             // Content that is not text at all.
-            (b"head", false) => rest = skip_past(&mut out, rest, "</head"),
+            (b"head", false) => {
+                // HTML5 lets `</head>` out: the body then ends the head.
+                let end = find_ascii_ci(rest, "</head");
+                match find_ascii_ci(rest, "<body") {
+                    Some(body) if end.is_none_or(|end| body < end) => {
+                        keep_blocks(&mut out, &rest[..body]);
+                        rest = &rest[body..];
+                    }
+                    _ => rest = skip_past(&mut out, rest, "</head"),
+                }
+            }
             (b"style", false) => rest = skip_past(&mut out, rest, "</style"),
             (b"script", false) => rest = skip_past(&mut out, rest, "</script"),
             (b"title", false) => rest = skip_past(&mut out, rest, "</title"),
             (b"a", false) => {
-                link = attribute(tag, "href=");
+                // Block tags in the attributes are kept, those in the link
+                // go with it.
+                match attribute_span(tag, "href=") {
+                    Some((start, end)) => {
+                        keep_blocks(&mut out, &tag[..start]);
+                        keep_blocks(&mut out, &tag[end..]);
+                        link = Some(decode_entities(&tag[start..end]));
+                    }
+                    None => {
+                        keep_blocks(&mut out, tag);
+                        link = None;
+                    }
+                }
                 link_text_start = out.len();
             }
             (b"a", true) => {
@@ -325,11 +424,13 @@ fn untagged(html: &str) -> String {
                     // the text template from HTML source).
                     let is_link = url.starts_with("http")
                         || url.starts_with("{{")
-                        || url.starts_with(HIDDEN_OPEN);
+                        || url.starts_with([HIDDEN_OPEN, HIDDEN_BLOCK]);
                     let text = out.get(link_text_start..).unwrap_or_default().trim();
-                    if is_link && text.is_empty() {
+                    if !is_link {
+                        keep_blocks(&mut out, &url);
+                    } else if text.is_empty() {
                         out.push_str(&url);
-                    } else if is_link && text != url {
+                    } else if text != url {
                         out.push_str(" (");
                         out.push_str(&url);
                         out.push(')');
@@ -359,18 +460,9 @@ fn untagged(html: &str) -> String {
 /// none). Placeholders of block tags in what is skipped are kept (a template's
 /// `{{#if}}` may open in `<head>` and close in the body).
 fn skip_past<'a>(out: &mut String, rest: &'a str, end: &str) -> &'a str {
-    let skipped_end = find_ascii_ci(rest, end).unwrap_or(rest.len());
-    let mut skipped = &rest[..skipped_end];
-    while let Some(open) = skipped.find(HIDDEN_BLOCK) {
-        let tail = &skipped[open..];
-        let Some(close) = tail.find(HIDDEN_CLOSE) else {
-            break;
-        };
-        let end = close + HIDDEN_CLOSE.len_utf8();
-        out.push_str(&tail[..end]);
-        skipped = &tail[end..];
-    }
-    let Some(at) = find_ascii_ci(rest, end) else {
+    let found = find_ascii_ci(rest, end);
+    keep_blocks(out, &rest[..found.unwrap_or(rest.len())]);
+    let Some(at) = found else {
         return "";
     };
     let closing = &rest[at..];
@@ -601,18 +693,26 @@ fn tidy_lines(s: &str, push: impl Fn(&mut String, &str)) -> String {
     out
 }
 
-/// The value of the attribute `name_eq` (its name and `=`, e.g. `href=`).
-fn attribute(tag: &str, name_eq: &str) -> Option<String> {
-    let at = find_ascii_ci(tag, name_eq)?;
-    let value = &tag[at + name_eq.len()..];
+/// Where the value of the attribute `name_eq` (its name and `=`, e.g.
+/// `href=`) is in `tag`, without quotes.
+fn attribute_span(tag: &str, name_eq: &str) -> Option<(usize, usize)> {
+    let at = find_ascii_ci(tag, name_eq)? + name_eq.len();
+    let value = &tag[at..];
     let quote = value.chars().next()?;
-    let v = if quote == '"' || quote == '\'' {
-        let body = &value[1..];
-        &body[..body.find(quote)?]
+    if quote == '"' || quote == '\'' {
+        let len = value[1..].find(quote)?;
+        Some((at + 1, at + 1 + len))
     } else {
-        value.split_whitespace().next()?
-    };
-    Some(decode_entities(v))
+        let word = value.split_whitespace().next()?;
+        Some((at, at + word.len()))
+    }
+}
+
+/// The value of the attribute `name_eq`, entities decoded.
+#[cfg(test)]
+fn attribute(tag: &str, name_eq: &str) -> Option<String> {
+    let (start, end) = attribute_span(tag, name_eq)?;
+    Some(decode_entities(&tag[start..end]))
 }
 
 fn decode_entities(s: &str) -> String {
@@ -848,7 +948,7 @@ mod tests {
     fn derives_text_templates() {
         assert_eq!(
             template_from_html("<p>{{{a}}} {{{~ b c ~}}} {{{{raw}}}} x {{{{/raw}}}}</p>"),
-            "{{html_text a}} {{~html_text (b c)~}} {{{{raw}}}} x {{{{/raw}}}}\n"
+            "{{html_text a}} {{html_text (b c)}} {{{{raw}}}}x{{{{/raw}}}}\n"
         );
         // After a block tag, a partial alone on the rest of its line starts
         // its own line; after text, or with text after it, it stays.
