@@ -383,7 +383,7 @@ fn untagged(html: &str) -> String {
         }
         // Block tags of a template in an attribute or an HTML comment are
         // kept (an `<a>`'s are kept below, apart from its link's).
-        if !(name[..len] == *b"a" && !closing) {
+        if name[..len] != *b"a" || closing {
             keep_blocks(&mut out, tag);
         }
         match (&name[..len], closing) {
