@@ -87,6 +87,12 @@ pub struct Templates {
     slots: Slots,
     names: BTreeSet<String>,
     with_text: BTreeSet<String>,
+    /// Templates whose text part is converted from each rendered HTML message:
+    /// no text template could be derived from their HTML (a warning said so).
+    text_from_rendered: BTreeSet<String>,
+    /// The same for every template without a `.txt.hbs`: a partial's text
+    /// could not be derived.
+    all_text_from_rendered: bool,
     /// Partial name → its file under `partials/`, per part, for error messages.
     html_partials: BTreeMap<String, String>,
     text_partials: BTreeMap<String, String>,
@@ -159,6 +165,8 @@ impl Templates {
             slots: Slots::default(),
             names: BTreeSet::new(),
             with_text: BTreeSet::new(),
+            text_from_rendered: BTreeSet::new(),
+            all_text_from_rendered: false,
             html_partials: BTreeMap::new(),
             text_partials: BTreeMap::new(),
         };
@@ -202,11 +210,19 @@ impl Templates {
                 t.html_partials
                     .insert(name.to_string(), format!("partials/{fname}"));
                 if !text_partials.contains(name) {
-                    t.text
+                    match t
+                        .text
                         .register_partial(name, text::partial_from_html(&source))
-                        .map_err(partial_error)?;
-                    t.text_partials
-                        .insert(name.to_string(), format!("partials/{fname} (text part)"));
+                    {
+                        Ok(()) => {
+                            t.text_partials
+                                .insert(name.to_string(), format!("partials/{fname} (text part)"));
+                        }
+                        Err(e) => {
+                            cannot_derive(path, &e);
+                            t.all_text_from_rendered = true;
+                        }
+                    }
                 }
             }
         }
@@ -224,15 +240,17 @@ impl Templates {
         for path in &entries {
             if let Some(name) = file_name(path).and_then(|f| f.strip_suffix(".html.hbs")) {
                 let source = read(path)?;
-                if !t.with_text.contains(name) {
-                    t.text
-                        .register_template_string(name, text::template_from_html(&source))
-                        .map_err(|e| compile_error(path, e))?;
-                }
                 t.html
-                    .register_template_string(name, source)
+                    .register_template_string(name, &source)
                     .map_err(|e| compile_error(path, e))?;
                 t.names.insert(name.to_string());
+                if !t.with_text.contains(name) {
+                    let derived = text::template_from_html(&source);
+                    if let Err(e) = t.text.register_template_string(name, derived) {
+                        cannot_derive(path, &e);
+                        t.text_from_rendered.insert(name.to_string());
+                    }
+                }
             }
         }
         for (name, template) in t.html.get_templates() {
@@ -305,6 +323,8 @@ impl Templates {
         };
         let text = if self.with_text.contains(template) {
             render_text()?
+        } else if self.all_text_from_rendered || self.text_from_rendered.contains(template) {
+            text::part_from_html(&html)
         } else {
             // Block helpers and partials leave indentation and empty lines
             // behind; one linear pass makes the derived part read like a letter.
@@ -383,6 +403,17 @@ impl Templates {
     fn path(&self, file: &str) -> String {
         self.dir.join(file).display().to_string()
     }
+}
+
+/// A text template that could not be derived from HTML that compiled: the
+/// text part is converted from each rendered message instead, which is slower
+/// but says the same.
+fn cannot_derive(path: &Path, e: &handlebars::TemplateError) {
+    tracing::warn!(
+        file = %path.display(),
+        error = %e,
+        "no text template could be derived from this HTML; its text part is converted from each rendered message instead (a .txt.hbs beside it avoids that)"
+    );
 }
 
 fn subject_key(key: &str) -> String {
@@ -744,6 +775,42 @@ mod tests {
             let r = t.render(name, "s", data.clone()).unwrap();
             assert_eq!(r.text, text, "{name}");
         }
+    }
+
+    /// HTML that compiles but whose derived text template would not (an
+    /// object literal in a triple-stash): the template still loads, and its
+    /// text part is converted from each rendered message.
+    #[test]
+    fn text_part_falls_back_to_the_rendered_html() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = "<p>Hi {{name}}: {{{default bio {\"a\":1}}}}</p>";
+        std::fs::write(dir.path().join("odd.html.hbs"), source).unwrap();
+        std::fs::write(dir.path().join("plain.html.hbs"), "<p>Hi {{name}}</p>").unwrap();
+        let mut t = Templates::load(dir.path()).unwrap();
+        t.add_subject("s", "s").unwrap();
+        assert!(t.text_from_rendered.contains("odd") && !t.all_text_from_rendered);
+        let data = json!({"name": "Ann", "bio": "<b>Bold</b>"});
+        assert_eq!(
+            t.render("odd", "s", data.clone()).unwrap().text,
+            "Hi Ann: Bold\n"
+        );
+        assert_eq!(
+            t.render("plain", "s", data.clone()).unwrap().text,
+            "Hi Ann\n"
+        );
+
+        // In a partial: every derived text part falls back.
+        std::fs::create_dir(dir.path().join("partials")).unwrap();
+        std::fs::write(dir.path().join("partials/bio.hbs"), source).unwrap();
+        std::fs::write(dir.path().join("odd.html.hbs"), "<div>{{> bio}}</div>").unwrap();
+        let mut t = Templates::load(dir.path()).unwrap();
+        t.add_subject("s", "s").unwrap();
+        assert!(t.all_text_from_rendered);
+        assert_eq!(
+            t.render("odd", "s", data.clone()).unwrap().text,
+            "Hi Ann: Bold\n"
+        );
+        assert_eq!(t.render("plain", "s", data).unwrap().text, "Hi Ann\n");
     }
 
     /// The shipped templates with no text version of the layout: the text

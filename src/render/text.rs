@@ -7,6 +7,12 @@ pub fn from_html(html: &str) -> String {
     tidy(&untagged(html))
 }
 
+/// The text part of a rendered HTML message: [`from_html`], tidied and wrapped
+/// in one pass (for a template no text template could be derived from).
+pub fn part_from_html(html: &str) -> String {
+    tidy_wrapped(&untagged(html))
+}
+
 /// A text template derived from the source of an HTML template: what
 /// [`from_html`] makes of the HTML, with the Handlebars tags kept, so the text
 /// part says what the HTML part says:
