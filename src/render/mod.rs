@@ -544,6 +544,21 @@ pub fn event_context(occurred_at: Millis, data: &Map<String, Value>) -> Value {
 mod tests {
     use super::*;
 
+    /// Customer 1, Ann in Berlin, with `attributes`.
+    fn ann(attributes: Value) -> Value {
+        let attributes = attributes.as_object().cloned().unwrap_or_default();
+        customer_context(
+            1,
+            "ann@example.com",
+            None,
+            Some("Ann"),
+            None,
+            Some("Europe/Berlin"),
+            1_790_000_000_000,
+            &attributes,
+        )
+    }
+
     /// The shipped templates take the compiled renderer, both parts and the
     /// subject (and, in this debug build, agree with Handlebars).
     #[test]
@@ -552,17 +567,7 @@ mod tests {
         let mut t = Templates::load(&dir).unwrap();
         t.add_subject("s", "{{default customer.first_name \"Hi\"}}, 15% off")
             .unwrap();
-        let attrs = json!({"city": "Köln", "vip": true, "plan": "pro"});
-        let customer = customer_context(
-            1,
-            "ann@example.com",
-            None,
-            Some("Ann"),
-            None,
-            Some("Europe/Berlin"),
-            1_790_000_000_000,
-            attrs.as_object().unwrap(),
-        );
+        let customer = ann(json!({"city": "Köln", "vip": true, "plan": "pro"}));
         let purchase = |product: &str, quantity: u32| {
             let data = json!({"product": product, "quantity": quantity, "amount": 19.5, "category": "shoes"});
             event_context(1_790_000_000_000, data.as_object().unwrap())
@@ -830,16 +835,7 @@ mod tests {
         }
         let mut t = Templates::load(dir.path()).unwrap();
         t.add_subject("s", "s").unwrap();
-        let customer = customer_context(
-            1,
-            "ann@example.com",
-            None,
-            Some("Ann"),
-            None,
-            Some("Europe/Berlin"),
-            0,
-            &Map::new(),
-        );
+        let customer = ann(json!({}));
         let data = message_context(
             customer,
             "c",
