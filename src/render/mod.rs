@@ -88,11 +88,9 @@ pub struct Templates {
     names: BTreeSet<String>,
     with_text: BTreeSet<String>,
     /// Templates whose text part is converted from each rendered HTML message:
-    /// no text template could be derived from their HTML (a warning said so).
+    /// no text template could be derived from their HTML, or from a partial's
+    /// (a warning said so).
     text_from_rendered: BTreeSet<String>,
-    /// The same for every template without a `.txt.hbs`: a partial's text
-    /// could not be derived.
-    all_text_from_rendered: bool,
     /// Partial name → its file under `partials/`, per part, for error messages.
     html_partials: BTreeMap<String, String>,
     text_partials: BTreeMap<String, String>,
@@ -166,7 +164,6 @@ impl Templates {
             names: BTreeSet::new(),
             with_text: BTreeSet::new(),
             text_from_rendered: BTreeSet::new(),
-            all_text_from_rendered: false,
             html_partials: BTreeMap::new(),
             text_partials: BTreeMap::new(),
         };
@@ -190,6 +187,9 @@ impl Templates {
             .iter()
             .filter_map(|p| file_name(p)?.strip_suffix(".txt.hbs").map(str::to_string))
             .collect();
+        // A partial no text could be derived from: every derived text part
+        // is converted from the rendered HTML instead.
+        let mut partial_not_derived = false;
         for path in &partial_files {
             let Some(fname) = file_name(path) else {
                 continue;
@@ -220,7 +220,7 @@ impl Templates {
                         }
                         Err(e) => {
                             cannot_derive(path, &e);
-                            t.all_text_from_rendered = true;
+                            partial_not_derived = true;
                         }
                     }
                 }
@@ -244,12 +244,17 @@ impl Templates {
                     .register_template_string(name, &source)
                     .map_err(|e| compile_error(path, e))?;
                 t.names.insert(name.to_string());
-                if !t.with_text.contains(name) {
-                    let derived = text::template_from_html(&source);
-                    if let Err(e) = t.text.register_template_string(name, derived) {
-                        cannot_derive(path, &e);
-                        t.text_from_rendered.insert(name.to_string());
-                    }
+                if t.with_text.contains(name) {
+                    continue;
+                }
+                if partial_not_derived {
+                    t.text_from_rendered.insert(name.to_string());
+                    continue;
+                }
+                let derived = text::template_from_html(&source);
+                if let Err(e) = t.text.register_template_string(name, derived) {
+                    cannot_derive(path, &e);
+                    t.text_from_rendered.insert(name.to_string());
                 }
             }
         }
@@ -323,7 +328,7 @@ impl Templates {
         };
         let text = if self.with_text.contains(template) {
             render_text()?
-        } else if self.all_text_from_rendered || self.text_from_rendered.contains(template) {
+        } else if self.text_from_rendered.contains(template) {
             text::part_from_html(&html)
         } else {
             // Block helpers and partials leave indentation and empty lines
@@ -621,12 +626,11 @@ mod tests {
         let t = Templates::load(dir.path()).unwrap();
         let data = json!({"name": "Ann", "x": true, "bio": "<b>Bold</b> &amp; <i>co</i>"});
         assert!(t.text_fast.render("a", &data).is_ok());
-        let r = t.render("a", "a", data).unwrap_err();
+        let r = t.render("a", "a", data.clone()).unwrap_err();
         // No subject was added: the error says which.
         assert!(r.to_string().contains("subject"), "{r}");
         let mut t = t;
         t.add_subject("a", "s").unwrap();
-        let data = json!({"name": "Ann", "x": true, "bio": "<b>Bold</b> &amp; <i>co</i>"});
         let r = t.render("a", "a", data).unwrap();
         assert_eq!(
             r.text,
@@ -793,7 +797,7 @@ mod tests {
         std::fs::write(dir.path().join("plain.html.hbs"), "<p>Hi {{name}}</p>").unwrap();
         let mut t = Templates::load(dir.path()).unwrap();
         t.add_subject("s", "s").unwrap();
-        assert!(t.text_from_rendered.contains("odd") && !t.all_text_from_rendered);
+        assert!(t.text_from_rendered.contains("odd") && !t.text_from_rendered.contains("plain"));
         let data = json!({"name": "Ann", "bio": "<b>Bold</b>"});
         assert_eq!(
             t.render("odd", "s", data.clone()).unwrap().text,
@@ -810,7 +814,7 @@ mod tests {
         std::fs::write(dir.path().join("odd.html.hbs"), "<div>{{> bio}}</div>").unwrap();
         let mut t = Templates::load(dir.path()).unwrap();
         t.add_subject("s", "s").unwrap();
-        assert!(t.all_text_from_rendered);
+        assert!(t.text_from_rendered.contains("odd") && t.text_from_rendered.contains("plain"));
         assert_eq!(
             t.render("odd", "s", data.clone()).unwrap().text,
             "Hi Ann: Bold\n"

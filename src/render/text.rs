@@ -124,23 +124,15 @@ impl Spans {
         let mut rest = converted;
         while let Some(open) = rest.find([HIDDEN_OPEN, HIDDEN_BLOCK]) {
             push_text_of_template(&mut out, &rest[..open], &mut only_blocks);
-            // Both open characters have the same UTF-8 length.
-            let after = &rest[open + HIDDEN_OPEN.len_utf8()..];
-            // A placeholder is the open character, digits and the close
-            // character; anything else (`&#xE000;` in the HTML) is text.
-            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-            let tag = after[digits..]
-                .starts_with(HIDDEN_CLOSE)
-                .then(|| after[..digits].parse::<usize>().ok())
-                .flatten()
-                .and_then(|n| self.tags.get(n));
-            let Some((tag, kind)) = tag else {
-                out.push_str(&rest[open..open + HIDDEN_OPEN.len_utf8()]);
+            let Some(((tag, kind), after)) = self.placeholder(&rest[open..]) else {
+                // Not a placeholder (`&#xE000;` in the HTML): text.
+                let mark = HIDDEN_OPEN.len_utf8();
+                out.push_str(&rest[open..open + mark]);
                 only_blocks = false;
-                rest = after;
+                rest = &rest[open + mark..];
                 continue;
             };
-            rest = &after[digits + HIDDEN_CLOSE.len_utf8()..];
+            rest = after;
             let rest_of_line = rest.split('\n').next().unwrap_or_default();
             if *kind == SpanKind::Partial && only_blocks && self.only_tags(rest_of_line) {
                 out.truncate(out.trim_end_matches([' ', '\t']).len());
@@ -167,30 +159,29 @@ impl Spans {
         push_text_of_template(&mut out, rest, &mut only_blocks);
         out
     }
-}
 
-impl Spans {
+    /// The tag whose placeholder starts `s`, and what follows it. A
+    /// placeholder is an open character, digits and the close character.
+    fn placeholder<'s>(&self, s: &'s str) -> Option<(&(String, SpanKind), &'s str)> {
+        let after = s
+            .strip_prefix(HIDDEN_OPEN)
+            .or_else(|| s.strip_prefix(HIDDEN_BLOCK))?;
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let rest = after[digits..].strip_prefix(HIDDEN_CLOSE)?;
+        let tag = self.tags.get(after[..digits].parse::<usize>().ok()?)?;
+        Some((tag, rest))
+    }
+
     /// Whether `line` holds nothing but spaces, block tags and partials.
     fn only_tags(&self, line: &str) -> bool {
         let mut rest = line.trim_start();
         while !rest.is_empty() {
-            let Some(after) = rest
-                .strip_prefix(HIDDEN_OPEN)
-                .or_else(|| rest.strip_prefix(HIDDEN_BLOCK))
-            else {
-                return false;
-            };
-            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-            let kind = after[digits..]
-                .starts_with(HIDDEN_CLOSE)
-                .then(|| after[..digits].parse::<usize>().ok())
-                .flatten()
-                .and_then(|n| self.tags.get(n))
-                .map(|(_, kind)| *kind);
-            if !matches!(kind, Some(SpanKind::Block | SpanKind::Partial)) {
-                return false;
+            match self.placeholder(rest) {
+                Some(((_, SpanKind::Block | SpanKind::Partial), after)) => {
+                    rest = after.trim_start()
+                }
+                _ => return false,
             }
-            rest = after[digits + HIDDEN_CLOSE.len_utf8()..].trim_start();
         }
         true
     }
@@ -280,6 +271,7 @@ fn tag_len(s: &str) -> usize {
     };
     found.unwrap_or(s.len())
 }
+
 /// A tag as the text template writes it, and its kind.
 fn text_tag(tag: &str) -> (String, SpanKind) {
     if let Some(raw) = raw_block_as_text(tag) {
@@ -984,6 +976,10 @@ mod tests {
         ];
         for html in samples {
             assert_eq!(from_html(html), from_html_reference(html), "{html:?}");
+            assert_eq!(
+                part_from_html(html),
+                tidy_wrapped(&from_html_reference(html))
+            );
         }
         let mut runner = proptest::test_runner::TestRunner::default();
         let pieces = prop::collection::vec(
