@@ -87,6 +87,27 @@ impl Header for ListUnsubscribePost {
     }
 }
 
+/// The recipient's display name from the customer's names, safe for a header:
+/// a line break or other control character in the data becomes a space (runs
+/// of white space collapse to one), so data can never add a header line;
+/// lettre encodes what is not ASCII (RFC 2047). `None` without a first name,
+/// or when nothing is left.
+pub fn display_name(first: Option<&str>, last: Option<&str>) -> Option<String> {
+    let mut name = String::new();
+    for part in [first?].into_iter().chain(last) {
+        for word in part
+            .split(|c: char| c.is_whitespace() || c.is_control())
+            .filter(|w| !w.is_empty())
+        {
+            if !name.is_empty() {
+                name.push(' ');
+            }
+            name.push_str(word);
+        }
+    }
+    (!name.is_empty()).then_some(name)
+}
+
 /// Builds the message. `rendered.html` is final (tracking already applied).
 pub fn build(rendered: &Rendered, env: &Envelope<'_>) -> Result<Message, MessageError> {
     let mut list_unsubscribe = format!("<{}>", env.unsubscribe_url);
@@ -236,6 +257,22 @@ impl Dkim {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn display_names_cannot_break_a_header_line() {
+        use super::display_name;
+        assert_eq!(
+            display_name(Some("Eve\r\nBcc: x@evil.example"), Some("Doe\n")).as_deref(),
+            Some("Eve Bcc: x@evil.example Doe")
+        );
+        assert_eq!(display_name(Some(" Ann\t"), None).as_deref(), Some("Ann"));
+        assert_eq!(display_name(Some("\r\n"), None), None);
+        assert_eq!(display_name(None, Some("Doe")), None);
+        assert_eq!(
+            display_name(Some("Zoë"), Some("Ünal")).as_deref(),
+            Some("Zoë Ünal")
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -134,11 +134,11 @@ async fn claims_leases_and_outcomes(db: TestDb) {
         .unwrap() as usize;
     let lease = ANCHOR + 60_000;
     let a = store
-        .claim(run, 10, (ANCHOR, lease), None, IDS)
+        .claim(run, 10, (ANCHOR, lease), None, IDS, "A")
         .await
         .unwrap();
     let b = store
-        .claim(run, 1000, (ANCHOR, lease), None, IDS)
+        .claim(run, 1000, (ANCHOR, lease), None, IDS, "B")
         .await
         .unwrap();
     assert_eq!(a.len(), 10);
@@ -150,29 +150,58 @@ async fn claims_leases_and_outcomes(db: TestDb) {
     );
     assert!(
         store
-            .claim(run, 10, (ANCHOR, lease), None, IDS)
+            .claim(run, 10, (ANCHOR, lease), None, IDS, "C")
             .await
             .unwrap()
             .is_empty()
     );
     assert!(a[0].email.contains('@') && a[0].attributes.contains_key("plan"));
 
-    // The worker holding `b` dies: after its lease, the rows return.
-    assert_eq!(store.requeue_expired(lease - 1).await.unwrap(), 0);
+    // A live holder renews its leases; its own claims are never requeued by it.
+    assert_eq!(store.renew_claims("A", lease + 30_000).await.unwrap(), 10);
     assert_eq!(
-        store.requeue_expired(lease + 1).await.unwrap() as usize,
-        planned
+        store.requeue_expired(lease + 1, "B", 5).await.unwrap(),
+        0,
+        "B never takes back its own claims, A renewed"
     );
+    // The worker holding `b` dies: after its lease, another takes its rows back,
+    // marked as possibly sent.
+    assert_eq!(store.requeue_expired(lease - 1, "C", 5).await.unwrap(), 0);
+    assert_eq!(
+        store.requeue_expired(lease + 1, "C", 5).await.unwrap() as usize,
+        planned - 10
+    );
+    let unknown = db
+        .pairs("SELECT id, CAST(CASE WHEN outcome_unknown THEN 1 ELSE 0 END AS BIGINT) FROM deliveries WHERE status = 'queued'")
+        .await;
+    assert!(unknown.iter().all(|(_, u)| *u == Some(1)), "{unknown:?}");
+    // A stalled B wakes up: what it would record for its lost claims is not written.
+    let late: Vec<(i64, Outcome)> = b
+        .iter()
+        .map(|c| {
+            (
+                c.delivery_id,
+                Outcome::Failed {
+                    error: "late".into(),
+                },
+            )
+        })
+        .collect();
+    store.record_outcomes(&late, lease + 1, "B").await.unwrap();
+    assert_eq!(store.run_counts(run).await.unwrap().failed, 0);
+    // A finishes without sending: what it holds goes back, its attempt returned.
+    assert_eq!(store.release_claims("A", lease + 1).await.unwrap(), 10);
     let again = store
-        .claim(run, 1000, (lease + 2, lease + 60_000), None, IDS)
+        .claim(run, 1000, (lease + 2, lease + 60_000), None, IDS, "D")
         .await
         .unwrap();
     assert_eq!(again.len(), planned);
-    assert!(
-        again
-            .iter()
-            .all(|c| c.attempts == 2 || a.iter().any(|x| x.delivery_id == c.delivery_id))
-    );
+    assert!(again.iter().all(|c| c.attempts
+        == if a.iter().any(|x| x.delivery_id == c.delivery_id) {
+            1
+        } else {
+            2
+        }));
 
     // The first claim gave each delivery its Message-ID; the retry kept it.
     let ids: Vec<(i64, String)> = again
@@ -207,7 +236,10 @@ async fn claims_leases_and_outcomes(db: TestDb) {
         };
         outcomes.push((c.delivery_id, o));
     }
-    store.record_outcomes(&outcomes, lease + 3).await.unwrap();
+    store
+        .record_outcomes(&outcomes, lease + 3, "D")
+        .await
+        .unwrap();
     let counts = store.run_counts(run).await.unwrap();
     let n = |k: usize| (0..planned).filter(|i| i % 5 == k).count() as i64;
     assert_eq!(counts.sent, n(0) + n(1));
@@ -220,7 +252,7 @@ async fn claims_leases_and_outcomes(db: TestDb) {
     );
     assert!(
         store
-            .claim(run, 10, (lease + 4, lease + 60_000), None, IDS)
+            .claim(run, 10, (lease + 4, lease + 60_000), None, IDS, "D")
             .await
             .unwrap()
             .is_empty(),
@@ -263,7 +295,14 @@ async fn claims_leases_and_outcomes(db: TestDb) {
         .await
         .unwrap();
     let claimed = store
-        .claim(run2, 1000, (lease + 11, lease + 70_000), Some(lease), IDS)
+        .claim(
+            run2,
+            1000,
+            (lease + 11, lease + 70_000),
+            Some(lease),
+            IDS,
+            "E",
+        )
         .await
         .unwrap();
     let of_first = claimed

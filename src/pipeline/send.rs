@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use lettre::message::Mailbox;
 use serde_json::{Map, Value};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+
+use futures_util::FutureExt as _;
 
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
@@ -107,11 +109,80 @@ struct Senders {
     refused: std::sync::Mutex<Option<(String, u32)>>,
     refusals: AtomicU32,
     abort: AtomicBool,
+    lease: Arc<Lease>,
 }
 
 impl Senders {
     fn halted(&self) -> bool {
         *self.stop.borrow() || self.abort.load(Ordering::Relaxed)
+    }
+}
+
+/// The claims of one send pass: who holds them, and until when they are
+/// surely still held.
+///
+/// The pass renews every lease it holds each quarter lease, so a claim never
+/// expires while its pass works, however slowly the batch drains (a rate
+/// limit, a slow relay). A sender starts a message only while the last
+/// successful renewal is less than half a lease old: if renewals fail (the
+/// database is gone) or the process stalled, it stops before another worker
+/// could take the claim over, and gives the message back.
+struct Lease {
+    holder: String,
+    span: Millis,
+    /// The end of the lease every held claim has at least.
+    valid_until: AtomicI64,
+}
+
+impl Lease {
+    fn new(now: Millis, span: Millis) -> Result<Lease, StoreError> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| StoreError::Query {
+            context: "naming a send pass",
+            source: sqlx::Error::Protocol(format!("no randomness: {e}")),
+        })?;
+        let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Lease {
+            holder: format!("{}.{random}", std::process::id()),
+            span: span.max(1),
+            valid_until: AtomicI64::new(now + span.max(1)),
+        })
+    }
+
+    /// Whether a message may go on the wire now.
+    fn may_start(&self, now: Millis) -> bool {
+        now < self.valid_until.load(Ordering::Relaxed) - self.span / 2
+    }
+
+    /// How often the leases are renewed.
+    fn every(&self) -> std::time::Duration {
+        std::time::Duration::from_millis((self.span / 4).clamp(20, 30_000) as u64)
+    }
+
+    /// Renews the pass's leases until `done` is dropped or set.
+    async fn keep(
+        self: Arc<Self>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        mut done: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.every()) => {}
+                _ = super::stopped(done.clone()) => return,
+            }
+            if *done.borrow_and_update() {
+                return;
+            }
+            let at = clock.now();
+            match store.renew_claims(&self.holder, at + self.span).await {
+                Ok(_) => {
+                    self.valid_until
+                        .fetch_max(at + self.span, Ordering::Relaxed);
+                }
+                Err(error) => tracing::warn!(%error, holder = %self.holder, "leases not renewed"),
+            }
+        }
     }
 }
 
@@ -132,6 +203,16 @@ impl Engine {
     ) -> Result<RunSummary, EngineError> {
         let concurrency = self.settings.smtp_concurrency.max(1);
         let batch = (concurrency * 64).clamp(64, 1000);
+        let lease = Arc::new(Lease::new(
+            self.clock.now(),
+            self.settings.send_lease.as_millis(),
+        )?);
+        let (renewing, renewing_rx) = watch::channel(false);
+        let renewer = tokio::spawn(lease.clone().keep(
+            self.store.clone(),
+            self.clock.clone(),
+            renewing_rx,
+        ));
         let (work_tx, work_rx) = mpsc::channel::<Work>(batch);
         let (out_tx, out_rx) = mpsc::channel::<Recorded>(concurrency * 4);
         let out_rx = Arc::new(tokio::sync::Mutex::new(out_rx));
@@ -142,6 +223,7 @@ impl Engine {
                 self.clock.clone(),
                 out_rx.clone(),
                 self.metrics.clone(),
+                lease.clone(),
             ));
         }
         let shared = Arc::new(Senders {
@@ -153,6 +235,7 @@ impl Engine {
             refused: std::sync::Mutex::new(None),
             refusals: AtomicU32::new(0),
             abort: AtomicBool::new(false),
+            lease: lease.clone(),
         });
         let mut senders = tokio::task::JoinSet::new();
         for _ in 0..concurrency {
@@ -186,6 +269,18 @@ impl Engine {
                     }))
                 }
             }
+        }
+        let _ = renewing.send(true);
+        let _ = renewer.await;
+        // Whatever is still held was never started (a sender task that ended
+        // abnormally): it goes back at once.
+        let released = self
+            .store
+            .release_claims(&lease.holder, self.clock.now())
+            .await?;
+        if released > 0 {
+            tracing::warn!(campaign = %campaign.name, run = run_id, released, "unstarted claims given back");
+            summary.pending = true;
         }
         let (skipped, deferred, pending) = claimed?;
         summary.skipped += skipped;
@@ -222,7 +317,9 @@ impl Engine {
                 return Ok((skipped, deferred, true));
             }
             let now = self.clock.now();
-            self.store.requeue_expired(now).await?;
+            self.store
+                .requeue_expired(now, &shared.lease.holder, self.settings.max_attempts)
+                .await?;
             let cap_since = self
                 .settings
                 .frequency_cap
@@ -235,6 +332,7 @@ impl Engine {
                     (now, now + self.settings.send_lease.as_millis()),
                     cap_since,
                     (&prefix, &suffix),
+                    &shared.lease.holder,
                 )
                 .await?;
             if claimed.is_empty() {
@@ -351,6 +449,7 @@ impl Engine {
         c: &Claimed,
         events: &Events,
         limiter: Option<&Limiter>,
+        lease: &Lease,
     ) -> Outcome {
         let message_id = c.message_id.as_str();
         let bytes = match self.build(campaign, c, message_id, events) {
@@ -364,6 +463,12 @@ impl Engine {
             let waited = std::time::Instant::now();
             l.wait().await;
             self.metrics.observe_rate_limit_wait(waited.elapsed());
+        }
+        if !lease.may_start(self.clock.now()) {
+            // Not started: the claim may not be ours for long enough.
+            return Outcome::Deferred {
+                at: self.clock.now(),
+            };
         }
         let to: lettre::Address = match c.email.parse() {
             Ok(a) => a,
@@ -429,7 +534,23 @@ impl Engine {
 
     /// Renders one customer's message and builds it: the parts as sent (links
     /// tracked) and the signed lettre message.
+    ///
+    /// A panic in a library while rendering or building is this message's
+    /// failure, not the run's: it comes back as [`BuildError::Panic`].
     pub(crate) fn compose(
+        &self,
+        campaign: &Campaign,
+        c: &Claimed,
+        message_id: &str,
+        events: &HashMap<(i64, String), Vec<Value>>,
+    ) -> Result<(Rendered, lettre::Message), BuildError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.compose_unguarded(campaign, c, message_id, events)
+        }))
+        .unwrap_or_else(|panic| Err(BuildError::Panic(panic_text(&*panic))))
+    }
+
+    fn compose_unguarded(
         &self,
         campaign: &Campaign,
         c: &Claimed,
@@ -481,11 +602,7 @@ impl Engine {
         if campaign.tracking {
             rendered.html = tracking.apply(&rendered.html, &unsubscribe);
         }
-        let name = match (&c.first_name, &c.last_name) {
-            (Some(f), Some(l)) => Some(format!("{f} {l}")),
-            (Some(f), None) => Some(f.clone()),
-            _ => None,
-        };
+        let name = message::display_name(c.first_name.as_deref(), c.last_name.as_deref());
         let address = c.email.parse().map_err(|e| BuildError::Recipient {
             email: c.email.clone(),
             message: format!("{e}"),
@@ -533,9 +650,20 @@ async fn sender(engine: Engine, shared: Arc<Senders>) -> RunSummary {
         let Ok(_permit) = engine.slots.acquire().await else {
             break;
         };
-        let outcome = engine
-            .deliver(&shared.campaign, &c, &events, shared.limiter.as_deref())
-            .await;
+        let delivered = std::panic::AssertUnwindSafe(engine.deliver(
+            &shared.campaign,
+            &c,
+            &events,
+            shared.limiter.as_deref(),
+            &shared.lease,
+        ))
+        .catch_unwind()
+        .await;
+        let outcome = delivered.unwrap_or_else(|panic| {
+            let error = format!("internal error while sending: {}", panic_text(&*panic));
+            tracing::error!(campaign = %shared.campaign.name, step = %c.step, delivery = c.delivery_id, %error, "message failed");
+            Outcome::Failed { error }
+        });
         match &outcome {
             Outcome::Sent { .. } => {
                 part.sent += 1;
@@ -544,7 +672,13 @@ async fn sender(engine: Engine, shared: Arc<Senders>) -> RunSummary {
             Outcome::Retry { .. } => part.retried += 1,
             Outcome::Failed { .. } => part.failed += 1,
             Outcome::Skipped { .. } => part.skipped += 1,
-            Outcome::Deferred { .. } => part.deferred += 1,
+            Outcome::Deferred { .. } => {
+                // Given back for want of a lease: stop this pass, the next
+                // one (here or on another worker) carries on.
+                part.deferred += 1;
+                part.pending = true;
+                shared.abort.store(true, Ordering::Relaxed);
+            }
             Outcome::Bounced {
                 code,
                 text,
@@ -598,6 +732,17 @@ pub enum BuildError {
     Recipient { email: String, message: String },
     #[error("{0}")]
     Message(String),
+    #[error("internal error while building the message: {0}")]
+    Panic(String),
+}
+
+/// What a caught panic said.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 fn step_of<'c>(campaign: &'c Campaign, id: &str) -> Option<&'c crate::campaign::Step> {
@@ -638,6 +783,7 @@ async fn write_outcomes(
     clock: Arc<dyn Clock>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Recorded>>>,
     metrics: crate::report::metrics::Metrics,
+    lease: Arc<Lease>,
 ) -> Result<(), StoreError> {
     let mut buf: Vec<Recorded> = Vec::with_capacity(256);
     loop {
@@ -645,7 +791,9 @@ async fn write_outcomes(
             return Ok(());
         }
         let batch: Vec<(i64, Outcome)> = buf.iter().map(|(id, o, _)| (*id, o.clone())).collect();
-        store.record_outcomes(&batch, clock.now()).await?;
+        store
+            .record_outcomes(&batch, clock.now(), &lease.holder)
+            .await?;
         for (_, outcome) in &batch {
             metrics.outcome(outcome);
         }

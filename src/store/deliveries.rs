@@ -281,20 +281,92 @@ impl Store {
         Ok(planned)
     }
 
-    /// Returns claims whose lease ran out (their worker died) to the queue.
-    pub async fn requeue_expired(&self, now: Millis) -> Result<u64, StoreError> {
+    /// Returns claims whose lease ran out to the queue: their holder died or
+    /// stalled (a live holder renews its leases, [`Store::renew_claims`]). Such a
+    /// message may have been sent before its holder stopped, so it is marked
+    /// `outcome_unknown`; one that has used up `max_attempts` claims fails
+    /// instead of going round again. `holder`'s own claims are never taken: a
+    /// send pass does not re-claim what it still holds.
+    pub async fn requeue_expired(
+        &self,
+        now: Millis,
+        holder: &str,
+        max_attempts: u32,
+    ) -> Result<u64, StoreError> {
+        let _gate = self.write_gate().await;
+        let n = with_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let expired = "status = 'sending' AND lease_until < $1 \
+                 AND (claimed_by IS NULL OR claimed_by <> $2)";
+            let failed = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE deliveries SET status = 'failed', lease_until = NULL, updated_at = $1, \
+                 outcome_unknown = (outcome_unknown OR $4), reason = 'no outcome after ' || CAST(attempts AS TEXT) || \
+                 ' claims: the worker holding it stopped each time', \
+                 last_error = COALESCE(last_error, 'lease expired') \
+                 WHERE {expired} AND attempts >= $3"
+            )))
+            .bind(now)
+            .bind(holder)
+            .bind(i64::from(max_attempts))
+            .bind(true)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let requeued = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE deliveries SET status = 'queued', lease_until = NULL, updated_at = $1, \
+                 outcome_unknown = (outcome_unknown OR $3) WHERE {expired}"
+            )))
+            .bind(now)
+            .bind(holder)
+            .bind(true)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(failed + requeued)
+        }
+        .await)
+        .context("requeueing expired claims")?;
+        Ok(n)
+    }
+
+    /// Extends the lease of every delivery `holder` still holds to `until`, in
+    /// one statement; returns how many it holds.
+    pub async fn renew_claims(&self, holder: &str, until: Millis) -> Result<u64, StoreError> {
         let _gate = self.write_gate().await;
         let n = with_pool!(self, |pool| {
             sqlx::query(
-                "UPDATE deliveries SET status = 'queued', lease_until = NULL, updated_at = $1 \
-                 WHERE status = 'sending' AND lease_until < $1",
+                "UPDATE deliveries SET lease_until = $2 \
+                 WHERE status = 'sending' AND claimed_by = $1",
             )
+            .bind(holder)
+            .bind(until)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .context("renewing leases")?;
+        Ok(n)
+    }
+
+    /// Gives back what `holder` still holds at the end of its send pass
+    /// (claims no sender started): queued again at once, the claim's attempt
+    /// returned.
+    pub async fn release_claims(&self, holder: &str, now: Millis) -> Result<u64, StoreError> {
+        let _gate = self.write_gate().await;
+        let n = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'queued', lease_until = NULL, \
+                 attempts = attempts - 1, updated_at = $2 \
+                 WHERE status = 'sending' AND claimed_by = $1",
+            )
+            .bind(holder)
             .bind(now)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
         })
-        .context("requeueing expired claims")?;
+        .context("releasing claims")?;
         Ok(n)
     }
 
@@ -310,10 +382,11 @@ impl Store {
         (now, lease_until): (Millis, Millis),
         cap_since: Option<Millis>,
         ids: (&str, &str),
+        holder: &str,
     ) -> Result<Vec<Claimed>, StoreError> {
         let claim_sql = format!(
             "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = $1, \
-             updated_at = $2, message_id = COALESCE(message_id, $5 || CAST(id AS TEXT) || $6) \
+             claimed_by = $7, updated_at = $2, message_id = COALESCE(message_id, $5 || CAST(id AS TEXT) || $6) \
              WHERE id IN (SELECT id FROM deliveries WHERE run_id = $3 \
              AND status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $2) \
              ORDER BY id LIMIT $4 {}) RETURNING id",
@@ -328,6 +401,7 @@ impl Store {
                 .bind(limit)
                 .bind(ids.0)
                 .bind(ids.1)
+                .bind(holder)
                 .fetch_all(pool)
                 .await
         })
@@ -469,10 +543,14 @@ impl Store {
 
     /// Records outcomes in one transaction: statuses, `email_sent` and
     /// `email_bounced` interactions, suppressions for hard bounces.
+    ///
+    /// Only claims `holder` still holds are written: a claim that expired and
+    /// was taken over by another send pass is that pass's to record.
     pub async fn record_outcomes(
         &self,
         outcomes: &[(i64, Outcome)],
         now: Millis,
+        holder: &str,
     ) -> Result<(), StoreError> {
         if outcomes.is_empty() {
             return Ok(());
@@ -502,21 +580,21 @@ impl Store {
         let b = self.backend();
         let mark_skipped = format!(
             "UPDATE deliveries SET status = 'skipped', reason = $2, lease_until = NULL, \
-             updated_at = $3 WHERE {}",
+             updated_at = $3 WHERE {} AND status = 'sending' AND claimed_by = $4",
             b.in_json_ids("id", 1)
         );
         // Back to the queue until the time, the claim's attempt given back.
         let mark_deferred = format!(
             "UPDATE deliveries SET status = 'queued', next_attempt_at = $2, \
              attempts = attempts - 1, lease_until = NULL, updated_at = $3 \
-             WHERE {} AND status = 'sending'",
+             WHERE {} AND status = 'sending' AND claimed_by = $4",
             b.in_json_ids("id", 1)
         );
         // Only deliveries this worker still held become sent, and only those get
         // an `email_sent`: a claim that expired and moved on is left alone.
         let mark_sent = format!(
             "UPDATE deliveries SET status = 'sent', sent_at = $2, lease_until = NULL, \
-             updated_at = $2 WHERE {} AND status = 'sending' \
+             updated_at = $2 WHERE {} AND status = 'sending' AND claimed_by = $3 \
              RETURNING id, customer_id, campaign, step, message_id",
             b.in_json_ids("id", 1)
         );
@@ -540,6 +618,7 @@ impl Store {
                 sqlx::query(AssertSqlSafe(sent_pg.as_str()))
                     .bind(&sent_list)
                     .bind(now)
+                    .bind(holder)
                     .execute(pool)
                     .await
                     .context("marking deliveries sent")?;
@@ -555,6 +634,7 @@ impl Store {
                         sqlx::query(AssertSqlSafe(sent_pg.as_str()))
                             .bind(&sent_list)
                             .bind(now)
+                            .bind(holder)
                             .execute(&mut *tx)
                             .await
                             .context("marking deliveries sent")?;
@@ -564,6 +644,7 @@ impl Store {
                             sqlx::query_as(AssertSqlSafe(mark_sent.as_str()))
                                 .bind(&sent_list)
                                 .bind(now)
+                                .bind(holder)
                                 .fetch_all(&mut *tx)
                                 .await
                                 .context("marking deliveries sent")?;
@@ -582,6 +663,7 @@ impl Store {
                     .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
                     .bind(reason)
                     .bind(now)
+                    .bind(holder)
                     .execute(&mut *tx)
                     .await
                     .context("marking deliveries skipped")?;
@@ -591,6 +673,7 @@ impl Store {
                     .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
                     .bind(at)
                     .bind(now)
+                    .bind(holder)
                     .execute(&mut *tx)
                     .await
                     .context("deferring deliveries")?;
@@ -602,13 +685,15 @@ impl Store {
                         sqlx::query(
                             "UPDATE deliveries SET status = 'queued', next_attempt_at = $2, \
                              last_error = $3, lease_until = NULL, updated_at = $4, \
-                             outcome_unknown = (outcome_unknown OR $5) WHERE id = $1",
+                             outcome_unknown = (outcome_unknown OR $5) \
+                             WHERE id = $1 AND status = 'sending' AND claimed_by = $6",
                         )
                         .bind(id)
                         .bind(at)
                         .bind(error)
                         .bind(now)
                         .bind(*unknown)
+                        .bind(holder)
                         .execute(&mut *tx)
                         .await
                         .context("requeueing a delivery")?;
@@ -616,11 +701,13 @@ impl Store {
                     Outcome::Failed { error } => {
                         sqlx::query(
                             "UPDATE deliveries SET status = 'failed', reason = $2, last_error = $2, \
-                             lease_until = NULL, updated_at = $3 WHERE id = $1",
+                             lease_until = NULL, updated_at = $3 \
+                             WHERE id = $1 AND status = 'sending' AND claimed_by = $4",
                         )
                         .bind(id)
                         .bind(error)
                         .bind(now)
+                        .bind(holder)
                         .execute(&mut *tx)
                         .await
                         .context("marking a delivery failed")?;
@@ -631,16 +718,22 @@ impl Store {
                         text,
                         suppress,
                     } => {
-                        sqlx::query(
+                        let held = sqlx::query(
                             "UPDATE deliveries SET status = 'bounced', reason = $2, last_error = $2, \
-                             lease_until = NULL, updated_at = $3 WHERE id = $1",
+                             lease_until = NULL, updated_at = $3 \
+                             WHERE id = $1 AND status = 'sending' AND claimed_by = $4",
                         )
                         .bind(id)
                         .bind(format!("{code} {text}"))
                         .bind(now)
+                        .bind(holder)
                         .execute(&mut *tx)
                         .await
-                        .context("marking a delivery bounced")?;
+                        .context("marking a delivery bounced")?
+                        .rows_affected();
+                        if held == 0 {
+                            continue;
+                        }
                         let data =
                             serde_json::json!({ "code": code, "reply": text, "hard": suppress });
                         sqlx::query(
