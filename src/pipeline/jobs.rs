@@ -57,6 +57,10 @@ const SEND_JOBS_PER_WORKER: usize = 4;
 const ADVANCE_SCHEDULE: &str = "0/15 * * * * *";
 /// How often a worker polls the queues when idle.
 const POLL: Duration = Duration::from_millis(500);
+/// When a worker fetched a send job for a run it is already sending, the job
+/// goes back for this long, so that another worker can take it: one pass per
+/// process already uses every SMTP slot the process has.
+const PASS_ON: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -200,6 +204,33 @@ struct Shared {
     campaigns: HashMap<String, Campaign>,
     queues: Queues,
     stop: watch::Receiver<bool>,
+    /// Runs this process is sending now.
+    sending: std::sync::Mutex<std::collections::HashSet<i64>>,
+}
+
+/// This process's mark on a run it is sending; gone when dropped.
+struct Sending<'a> {
+    shared: &'a Shared,
+    run_id: i64,
+}
+
+impl Shared {
+    /// Marks the run as being sent here, unless it already is.
+    fn start_sending(&self, run_id: i64) -> Option<Sending<'_>> {
+        let mut runs = self.sending.lock().ok()?;
+        runs.insert(run_id).then_some(Sending {
+            shared: self,
+            run_id,
+        })
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut runs) = self.shared.sending.lock() {
+            runs.remove(&self.run_id);
+        }
+    }
 }
 
 impl Shared {
@@ -234,6 +265,16 @@ async fn on_plan(job: PlanJob, ctx: Ctx) -> Result<(), BoxDynError> {
 
 async fn on_send(job: SendJob, ctx: Ctx) -> Result<(), BoxDynError> {
     let campaign = ctx.campaign(&job.campaign)?;
+    let Some(_sending) = ctx.start_sending(job.run_id) else {
+        // Another job of this run is sending here: pass this one on, to
+        // another worker if there is one, while the run is still being sent.
+        if !*ctx.stop.borrow()
+            && ctx.engine.store.run_status(job.run_id).await?.as_deref() == Some("sending")
+        {
+            ctx.queues.push_send(job, PASS_ON).await?;
+        }
+        return Ok(());
+    };
     let pass = send_pass(&ctx.engine, campaign, job.run_id, ctx.stop.clone()).await?;
     if let Some(s) = &pass.summary
         && (s.sent + s.failed + s.bounced + s.skipped) > 0
@@ -343,6 +384,7 @@ pub async fn run_worker(
         campaigns: campaigns.into_iter().map(|c| (c.name.clone(), c)).collect(),
         queues: queues.clone(),
         stop: stop.clone(),
+        sending: Default::default(),
     });
     for (campaign, _, tz) in &scheduled {
         tracing::info!(campaign = %campaign, timezone = %tz, "schedule loaded");
