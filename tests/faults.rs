@@ -65,14 +65,8 @@ fn assert_each_once(server: &SmtpServer, audience: &HashSet<String>) {
     assert_eq!(&got, audience, "everyone in the audience, once");
 }
 
-/// A run that drains its claims far slower than the lease (a campaign rate
-/// limit, one connection): the pass renews what it holds and never claims it
-/// again, so nobody gets a second copy, and the figures match the relay's.
-async fn rate_limited_run_longer_than_its_lease(db: TestDb) {
-    write_files(&db, &campaign("limits:\n  rate: 50/s\n"));
-    let audience = seed(&db, 400);
-    assert!(audience.len() > 200, "a run of several seconds");
-    let server = SmtpServer::accepting().await;
+/// `herald run t` with a 1 s lease and one message at a time; its output.
+fn run_on_one_connection_with_a_short_lease(db: &TestDb, server: &SmtpServer) -> String {
     let url = server.url();
     let env = [
         ("HERALD_SMTP_URL", url.as_str()),
@@ -81,8 +75,19 @@ async fn rate_limited_run_longer_than_its_lease(db: TestDb) {
     ];
     let out = db.herald_env(&env, &["run", "t"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+/// A run that drains its claims far slower than the lease (a campaign rate
+/// limit, one connection): the pass renews what it holds and never claims it
+/// again, so nobody gets a second copy, and the figures match the relay's.
+async fn rate_limited_run_longer_than_its_lease(db: TestDb) {
+    write_files(&db, &campaign("limits:\n  rate: 50/s\n"));
+    let audience = seed(&db, 400);
+    assert!(audience.len() > 200, "a run of several seconds");
+    let server = SmtpServer::accepting().await;
+    let text = run_on_one_connection_with_a_short_lease(&db, &server);
     assert_each_once(&server, &audience);
-    let text = stdout(&out);
     assert!(
         text.contains(&format!("sent {}, ", audience.len())),
         "{text}"
@@ -96,14 +101,7 @@ async fn slow_relay(db: TestDb) {
     let audience = seed(&db, 250);
     let server = SmtpServer::accepting().await;
     server.set_delay(Duration::from_millis(25));
-    let url = server.url();
-    let env = [
-        ("HERALD_SMTP_URL", url.as_str()),
-        ("HERALD_SEND_LEASE", "1s"),
-        ("HERALD_SMTP_CONCURRENCY", "1"),
-    ];
-    let out = db.herald_env(&env, &["run", "t"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_on_one_connection_with_a_short_lease(&db, &server);
     assert_each_once(&server, &audience);
 }
 both_backends!(slow_relay_replies, slow_relay);

@@ -136,12 +136,7 @@ struct Lease {
 
 impl Lease {
     fn new(now: Millis, span: Millis) -> Result<Lease, StoreError> {
-        let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes).map_err(|e| StoreError::Query {
-            context: "naming a send pass",
-            source: sqlx::Error::Protocol(format!("no randomness: {e}")),
-        })?;
-        let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let random = crate::store::random_hex::<8>("naming a send pass")?;
         Ok(Lease {
             holder: format!("{}.{random}", std::process::id()),
             span: span.max(1),

@@ -852,12 +852,7 @@ impl Store {
     /// The key stored under `name`, generated (32 random bytes, hex) on first use.
     /// Concurrent first uses agree: the first insert wins and everyone reads it.
     pub async fn generated_key(&self, name: &str, now: Millis) -> Result<String, StoreError> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| StoreError::Query {
-            context: "generating a key",
-            source: sqlx::Error::Protocol(format!("no randomness: {e}")),
-        })?;
-        let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let fresh = super::random_hex::<32>("generating a key")?;
         let value: String = with_pool!(self, |pool| async {
             sqlx::query(
                 "INSERT INTO generated_keys (name, value, created_at) VALUES ($1, $2, $3) \

@@ -58,6 +58,16 @@ pub enum StoreError {
     },
 }
 
+/// `N` random bytes from the operating system, as hex.
+pub(crate) fn random_hex<const N: usize>(context: &'static str) -> Result<String, StoreError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::Query {
+        context,
+        source: sqlx::Error::Protocol(format!("no randomness: {e}")),
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Adds what the statement was doing to a driver error.
 pub(crate) trait Context<T> {
     fn context(self, context: &'static str) -> Result<T, StoreError>;
