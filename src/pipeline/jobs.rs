@@ -217,8 +217,10 @@ struct Sending<'a> {
 impl Shared {
     /// Marks the run as being sent here, unless it already is.
     fn start_sending(&self, run_id: i64) -> Option<Sending<'_>> {
-        let mut runs = self.sending.lock().ok()?;
-        runs.insert(run_id).then_some(Sending {
+        // Not `then_some`: it would build a mark (and drop it, locking this
+        // mutex again) even when the run is already marked.
+        let inserted = self.sending.lock().ok()?.insert(run_id);
+        inserted.then(|| Sending {
             shared: self,
             run_id,
         })
