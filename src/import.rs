@@ -120,10 +120,14 @@ impl CustomerRows {
         };
         let inner: Box<dyn Iterator<Item = _>> = match format {
             Format::Csv => Box::new(csv_customers(reader, &path.display().to_string())?),
-            Format::JsonLines => Box::new(
-                json_lines(reader)
-                    .map(|(line, parsed)| (line, parsed.and_then(customer_from_json))),
-            ),
+            Format::JsonLines => Box::new(json_lines(reader).map(|(line, parsed)| {
+                (
+                    line,
+                    parsed
+                        .and_then(customer_from_json)
+                        .and_then(storable_customer),
+                )
+            })),
         };
         Ok(CustomerRows { inner, bytes })
     }
@@ -211,7 +215,10 @@ fn csv_customers<R: Read + 'static>(
                     Err(format!("{} fields, expected {expected}", record.len())),
                 );
             }
-            (line, customer_from_csv(&headers, &record))
+            (
+                line,
+                customer_from_csv(&headers, &record).and_then(storable_customer),
+            )
         }
     }))
 }
@@ -337,7 +344,12 @@ fn json_lines<R: Read>(
                 Ok(raw) => raw,
                 Err(e) => return Some((number, Err(format!("unreadable line: {e}")))),
             };
-            let text = match std::str::from_utf8(&raw) {
+            // A byte order mark may open the file (editors on Windows write one).
+            let raw = match number {
+                1 => raw.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&raw),
+                _ => &raw[..],
+            };
+            let text = match std::str::from_utf8(raw) {
                 Ok(t) => t.trim(),
                 Err(_) => return Some((number, Err("invalid UTF-8".to_string()))),
             };
@@ -440,6 +452,79 @@ fn interaction_from_json(obj: Map<String, Value>) -> Parsed<InteractionRecord> {
         occurred_at,
         external_id: text_field(&obj, "id")?,
         data,
+    })
+}
+
+/// PostgreSQL's `text` and `jsonb` cannot hold U+0000: a row carrying one is
+/// rejected by line, on both backends alike, instead of failing its batch.
+fn storable_customer(rec: CustomerRecord) -> Parsed<CustomerRecord> {
+    let fields = [
+        ("external_id", &rec.external_id),
+        ("first_name", &rec.first_name),
+        ("last_name", &rec.last_name),
+    ];
+    for (name, value) in fields {
+        if value.as_deref().is_some_and(has_nul) {
+            return Err(nul_in(name));
+        }
+    }
+    if let Some(path) = nul_path(&rec.attributes) {
+        return Err(nul_in(&path));
+    }
+    Ok(rec)
+}
+
+fn storable_interaction(rec: InteractionRecord) -> Parsed<InteractionRecord> {
+    if has_nul(&rec.kind) {
+        return Err(nul_in("kind"));
+    }
+    if rec.external_id.as_deref().is_some_and(has_nul) {
+        return Err(nul_in("id"));
+    }
+    if let CustomerKey::ExternalId(x) = &rec.customer
+        && has_nul(x)
+    {
+        return Err(nul_in("external_id"));
+    }
+    if let Some(path) = nul_path(&rec.data) {
+        return Err(nul_in(&format!("data.{path}")));
+    }
+    Ok(rec)
+}
+
+fn has_nul(text: &str) -> bool {
+    text.contains('\0')
+}
+
+fn nul_in(field: &str) -> String {
+    format!("{field} contains a NUL character (U+0000), which the database cannot store")
+}
+
+/// The dotted path of the first key or string in `map` holding a NUL.
+fn nul_path(map: &Map<String, Value>) -> Option<String> {
+    fn in_value(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) if has_nul(s) => Some(String::new()),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| in_value(item).map(|rest| join(&i.to_string(), &rest))),
+            Value::Object(m) => nul_path(m),
+            _ => None,
+        }
+    }
+    fn join(head: &str, rest: &str) -> String {
+        if rest.is_empty() {
+            head.to_string()
+        } else {
+            format!("{head}.{rest}")
+        }
+    }
+    map.iter().find_map(|(k, v)| {
+        if has_nul(k) {
+            return Some(k.replace('\0', "\\0"));
+        }
+        in_value(v).map(|rest| join(k, &rest))
     })
 }
 
@@ -619,9 +704,14 @@ impl InteractionRows {
             inner: file,
             bytes: bytes.clone(),
         };
-        let inner = Box::new(
-            json_lines(reader).map(|(line, parsed)| (line, parsed.and_then(interaction_from_json))),
-        );
+        let inner = Box::new(json_lines(reader).map(|(line, parsed)| {
+            (
+                line,
+                parsed
+                    .and_then(interaction_from_json)
+                    .and_then(storable_interaction),
+            )
+        }));
         Ok(InteractionRows { inner, bytes })
     }
 }

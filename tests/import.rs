@@ -306,3 +306,80 @@ async fn header_problems_stop_before_any_write(db: TestDb) {
     store.close().await;
 }
 both_backends!(header_problems, header_problems_stop_before_any_write);
+
+/// A NUL byte (which PostgreSQL's text and jsonb cannot hold) rejects its row
+/// by line, like any bad row, and the rest of its batch is kept; a file that
+/// opens with a byte order mark reads its first line as any other, in CSV and
+/// JSON Lines.
+async fn nul_bytes_and_byte_order_marks(db: TestDb) {
+    let mut csv = String::from("\u{feff}email,first_name,note\n");
+    let mut nul_lines = Vec::new();
+    for i in 0..3_000u64 {
+        match i {
+            10 => writeln!(csv, "n{i}@example.com,Nu\0ll,x").unwrap(),
+            1500 => writeln!(csv, "n{i}@example.com,Ok,has \0 inside").unwrap(),
+            _ => {
+                writeln!(csv, "u{i}@example.com,User{i},n").unwrap();
+                continue;
+            }
+        }
+        nul_lines.push(i + 2);
+    }
+    std::fs::write(db.path("c.csv"), csv).unwrap();
+    let out = db.herald(&["import", "customers", "c.csv"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    let reported: Vec<&str> = err.lines().filter(|l| l.starts_with("c.csv:")).collect();
+    assert_eq!(reported.len(), 2, "{err}");
+    assert!(
+        reported[0].starts_with(&format!(
+            "c.csv:{}: first_name contains a NUL",
+            nul_lines[0]
+        )),
+        "{err}"
+    );
+    assert!(
+        reported[1].starts_with(&format!("c.csv:{}: note contains a NUL", nul_lines[1])),
+        "{err}"
+    );
+    let store = db.store().await;
+    assert_eq!(store.table_counts().await.unwrap().customers, 2_998);
+    assert!(
+        store
+            .customer_by_email("u0@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let jsonl = format!(
+        "\u{feff}{}\n{}\n{}\n",
+        json!({"email": "u1@example.com", "kind": "purchase", "occurred_at": "2026-01-02T03:04:05Z"}),
+        json!({"email": "u2@example.com", "kind": "purchase", "occurred_at": "2026-01-02T03:04:05Z", "data": {"sku": ["a", "b\u{0}"]}}),
+        json!({"email": "u3@example.com", "kind": "view", "occurred_at": "2026-01-02T03:04:05Z"}),
+    );
+    std::fs::write(db.path("i.jsonl"), jsonl).unwrap();
+    let out = db.herald(&["import", "interactions", "i.jsonl"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("i.jsonl:2: data.sku.1 contains a NUL"),
+        "{err}"
+    );
+    assert!(!err.contains("i.jsonl:1:"), "{err}");
+    assert!(stdout(&out).contains("2 new"), "{}", stdout(&out));
+
+    let jsonl = format!("\u{feff}{}\n", json!({"email": "bom@example.com"}));
+    std::fs::write(db.path("c.jsonl"), jsonl).unwrap();
+    let out = db.herald(&["import", "customers", "c.jsonl"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        store
+            .customer_by_email("bom@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.close().await;
+}
+both_backends!(nul_and_bom, nul_bytes_and_byte_order_marks);

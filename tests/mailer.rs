@@ -176,3 +176,34 @@ async fn outbox_writes_one_file_per_message() {
         Err(SendError::Local(_))
     ));
 }
+
+/// Internationalised addresses: a domain goes into the envelope as A-labels; a
+/// non-ASCII local part only to a relay that offers SMTPUTF8 (and with it), and
+/// to any other relay it fails at once, for good, leaving the connection usable.
+#[tokio::test]
+async fn internationalised_addresses_in_the_envelope() {
+    let plain = SmtpServer::accepting().await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mailer::new(&settings(Some(plain.url()), None, dir.path())).unwrap();
+    send(&m, "anna@bücher.example", "x").await.unwrap();
+    let refused = send(&m, "jörg@bücher.example", "x").await.unwrap_err();
+    assert!(
+        matches!(&refused, SendError::Local(t) if t.contains("does not offer SMTPUTF8")),
+        "{refused:?}"
+    );
+    send(&m, "after@example.com", "x").await.unwrap();
+    let got = plain.received();
+    let to: Vec<&str> = got.iter().map(|r| r.to.as_str()).collect();
+    assert_eq!(to, ["anna@xn--bcher-kva.example", "after@example.com"]);
+    assert!(got.iter().all(|r| !r.mail_params.contains("SMTPUTF8")));
+
+    let utf8 = SmtpServer::accepting().await;
+    utf8.offer_smtputf8();
+    let m = Mailer::new(&settings(Some(utf8.url()), None, dir.path())).unwrap();
+    send(&m, "jörg@bücher.example", "x").await.unwrap();
+    send(&m, "plain@example.com", "x").await.unwrap();
+    let got = utf8.received();
+    assert_eq!(got[0].to, "jörg@xn--bcher-kva.example");
+    assert!(got[0].mail_params.contains("SMTPUTF8"), "{:?}", got[0]);
+    assert!(!got[1].mail_params.contains("SMTPUTF8"), "{:?}", got[1]);
+}

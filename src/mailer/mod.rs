@@ -9,6 +9,7 @@
 //! Rate limits are per process: N workers sharing one relay send at up to N
 //! times the configured rate.
 
+pub mod envelope;
 pub mod reply;
 pub mod smtp;
 

@@ -13,6 +13,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 
+use super::envelope::EnvelopeAddress;
 use super::reply::{Reply, SendError};
 
 /// How to secure the connection.
@@ -271,6 +272,15 @@ pub async fn send(
     to: &Address,
     message: &[u8],
 ) -> Result<String, SendError> {
+    // An address this relay cannot take fails before any command: the
+    // connection stays good for the next message.
+    let utf8 = conn.server_info().supports_feature(Extension::SmtpUtfEight);
+    let envelope = |a: &Address| {
+        EnvelopeAddress::new(a)
+            .and_then(|e| e.for_relay(utf8))
+            .map_err(|e| SendError::Local(e.to_string()))
+    };
+    let (from, to) = (envelope(from)?, envelope(to)?);
     let result = transaction(conn, timeout, from, to, message).await;
     if result.is_err() {
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.abort()).await;
@@ -281,11 +291,14 @@ pub async fn send(
 async fn transaction(
     conn: &mut AsyncSmtpConnection,
     timeout: Duration,
-    from: &Address,
-    to: &Address,
+    from: Address,
+    to: Address,
     message: &[u8],
 ) -> Result<String, SendError> {
     let mut params = Vec::new();
+    if !from.user().is_ascii() || !to.user().is_ascii() {
+        params.push(MailParameter::SmtpUtfEight);
+    }
     if !message.is_ascii() {
         if !conn.server_info().supports_feature(Extension::EightBitMime) {
             return Err(SendError::Local(
@@ -294,10 +307,10 @@ async fn transaction(
         }
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    within(timeout, conn.command(Mail::new(Some(from.clone()), params)))
+    within(timeout, conn.command(Mail::new(Some(from), params)))
         .await?
         .map_err(classify)?;
-    within(timeout, conn.command(Rcpt::new(to.clone(), Vec::new())))
+    within(timeout, conn.command(Rcpt::new(to, Vec::new())))
         .await?
         .map_err(classify)?;
     within(timeout, conn.command(Data))

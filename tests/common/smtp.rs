@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -27,6 +28,8 @@ pub enum Behavior {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub from: String,
+    /// What followed the address in MAIL FROM (e.g. `SMTPUTF8 BODY=8BITMIME`).
+    pub mail_params: String,
     pub to: String,
     pub data: Vec<u8>,
     pub at: Instant,
@@ -36,6 +39,7 @@ type Script = dyn Fn(usize, &str) -> Behavior + Send + Sync;
 
 pub struct SmtpServer {
     pub addr: SocketAddr,
+    smtputf8: Arc<AtomicBool>,
     delay: Arc<Mutex<std::time::Duration>>,
     received: Arc<Mutex<Vec<Received>>>,
     attempts: Arc<Mutex<usize>>,
@@ -51,18 +55,26 @@ impl SmtpServer {
         let received = Arc::new(Mutex::new(Vec::new()));
         let attempts = Arc::new(Mutex::new(0usize));
         let delay = Arc::new(Mutex::new(std::time::Duration::ZERO));
+        let smtputf8 = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
-        let (r, a, d) = (received.clone(), attempts.clone(), delay.clone());
+        let session_state = Session {
+            received: received.clone(),
+            attempts: attempts.clone(),
+            script,
+            delay: delay.clone(),
+            smtputf8: smtputf8.clone(),
+        };
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let (r, a, s, d) = (r.clone(), a.clone(), script.clone(), d.clone());
+                let state = session_state.clone();
                 tokio::spawn(async move {
-                    let _ = session(socket, r, a, s, d).await;
+                    let _ = session(socket, state).await;
                 });
             }
         });
         SmtpServer {
             addr,
+            smtputf8,
             delay,
             received,
             attempts,
@@ -76,6 +88,11 @@ impl SmtpServer {
     /// Waits this long before accepting each message (a slow relay).
     pub fn set_delay(&self, delay: std::time::Duration) {
         *self.delay.lock().unwrap() = delay;
+    }
+
+    /// Announce SMTPUTF8 (RFC 6531) to connections opened from now on.
+    pub fn offer_smtputf8(&self) {
+        self.smtputf8.store(true, Ordering::Relaxed);
     }
 
     pub fn url(&self) -> String {
@@ -92,17 +109,28 @@ impl SmtpServer {
     }
 }
 
-async fn session(
-    socket: tokio::net::TcpStream,
+/// What every connection of one server shares.
+#[derive(Clone)]
+struct Session {
     received: Arc<Mutex<Vec<Received>>>,
     attempts: Arc<Mutex<usize>>,
     script: Arc<Script>,
     delay: Arc<Mutex<std::time::Duration>>,
-) -> std::io::Result<()> {
+    smtputf8: Arc<AtomicBool>,
+}
+
+async fn session(socket: tokio::net::TcpStream, state: Session) -> std::io::Result<()> {
+    let Session {
+        received,
+        attempts,
+        script,
+        delay,
+        smtputf8,
+    } = state;
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
     write.write_all(b"220 test.smtp ESMTP ready\r\n").await?;
-    let (mut from, mut to) = (String::new(), String::new());
+    let (mut from, mut to, mut mail_params) = (String::new(), String::new(), String::new());
     let mut behavior = Behavior::Accept;
     let mut line = String::new();
     loop {
@@ -112,11 +140,15 @@ async fn session(
         }
         let upper = line.trim_end().to_ascii_uppercase();
         if upper.starts_with("EHLO") {
-            write
-                .write_all(
-                    b"250-test.smtp\r\n250-8BITMIME\r\n250-PIPELINING\r\n250 SIZE 10000000\r\n",
-                )
-                .await?;
+            let utf8 = if smtputf8.load(Ordering::Relaxed) {
+                "250-SMTPUTF8\r\n"
+            } else {
+                ""
+            };
+            let ehlo = format!(
+                "250-test.smtp\r\n250-8BITMIME\r\n{utf8}250-PIPELINING\r\n250 SIZE 10000000\r\n"
+            );
+            write.write_all(ehlo.as_bytes()).await?;
         } else if upper.starts_with("HELO")
             || upper.starts_with("NOOP")
             || upper.starts_with("RSET")
@@ -124,6 +156,10 @@ async fn session(
             write.write_all(b"250 OK\r\n").await?;
         } else if upper.starts_with("MAIL FROM:") {
             from = address(&line);
+            mail_params = line
+                .rsplit_once('>')
+                .map(|(_, rest)| rest.trim().to_string())
+                .unwrap_or_default();
             write.write_all(b"250 2.1.0 OK\r\n").await?;
         } else if upper.starts_with("RCPT TO:") {
             to = address(&line);
@@ -173,6 +209,7 @@ async fn session(
                     }
                     received.lock().unwrap().push(Received {
                         from: from.clone(),
+                        mail_params: mail_params.clone(),
                         to: to.clone(),
                         data,
                         at: Instant::now(),
