@@ -296,6 +296,36 @@ async fn opens_and_clicks(db: TestDb) {
 }
 both_backends!(opens_clicks, opens_and_clicks);
 
+/// Links from data: Handlebars writes `=` as `&#x3D;` and `&` as `&amp;` in
+/// the href, and the tracked redirect still goes where the untracked link
+/// would have gone; a `javascript:` URL from data is no link at all.
+async fn links_from_data(db: TestDb) {
+    let store = db.store().await;
+    let server = Server::start(store.clone(), Arc::new(SystemClock), None).await;
+    let template = r#"<html><body><a href="{{customer.link}}">Yours</a>
+<a href="{{customer.evil}}">Evil</a> <a href="{{unsubscribe_url}}">Unsubscribe</a></body></html>"#;
+    let customers = "email,first_name,country,link,evil\n\
+        ann@x.example,Ann,DE,https://acme.example/p?id=5&src=mail,javascript:alert(document.cookie)\n";
+    let m = send_campaign(&db, template, customers, &server.url());
+    let ann = &m[0];
+    assert_eq!(ann.clicks.len(), 1, "{}", ann.html);
+    assert!(
+        ann.html.contains(r##"<a href="#">Evil</a>"##),
+        "{}",
+        ann.html
+    );
+    assert!(!ann.html.contains("javascript"), "{}", ann.html);
+    let r = server.get(&ann.clicks[0], Some(HUMAN)).await;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location"),
+        Some("https://acme.example/p?id=5&src=mail")
+    );
+    server.stop().await.unwrap();
+    store.close().await;
+}
+both_backends!(data_links, links_from_data);
+
 async fn machine_opens_are_flagged(db: TestDb) {
     let store = db.store().await;
     let clock = ManualClock::at(0);

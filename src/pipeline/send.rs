@@ -1,5 +1,6 @@
 //! Sending a planned run.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,7 +18,8 @@ use crate::clock::{Clock, Millis};
 use crate::config::Settings;
 use crate::mailer::{Limiter, Mailer, Outgoing, SendError};
 use crate::message::{self, Dkim, Envelope};
-use crate::render::{self, RenderError, Rendered, Templates, links::Tracking};
+use crate::render::links::{self, Tracking};
+use crate::render::{self, RenderError, Rendered, Templates};
 use crate::store::deliveries::{Claimed, Outcome};
 use crate::store::{Store, StoreError};
 use crate::token::Signer;
@@ -596,6 +598,8 @@ impl Engine {
         )?;
         if campaign.tracking {
             rendered.html = tracking.apply(&rendered.html, &unsubscribe);
+        } else if let Cow::Owned(safe) = links::neutralise_script_links(&rendered.html) {
+            rendered.html = safe;
         }
         let name = message::display_name(c.first_name.as_deref(), c.last_name.as_deref());
         let address = c.email.parse().map_err(|e| BuildError::Recipient {

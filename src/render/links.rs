@@ -3,6 +3,12 @@
 //! Every `href` with an http(s) URL becomes a tracking URL whose signed token
 //! carries the original; `mailto:`, `tel:`, anchors and the unsubscribe link stay
 //! as written. The pixel goes just before `</body>` (or at the end).
+//!
+//! The URL a token carries is the one a browser would follow from the href as
+//! written: character references decoded (`&amp;`, and `&#x3D;` that
+//! Handlebars writes for `=` in data). An href whose URL would run script or
+//! carry a document (`javascript:`, `vbscript:`, `data:`) becomes `#`, tracked
+//! or not: such a URL comes from data, never from a link a marketer meant.
 
 use std::borrow::Cow;
 
@@ -42,8 +48,10 @@ impl Tracking<'_> {
         while let Some((before, quote, value, after)) = next_href(rest) {
             out.push_str(before);
             out.push(quote);
-            let url = decode_amp(value);
-            if is_trackable(&url) && url != unsubscribe_url {
+            let url = decode_references(value);
+            if runs_script(&url) {
+                out.push('#');
+            } else if is_trackable(&url) && url != unsubscribe_url {
                 out.push_str(self.base_url);
                 out.push_str("/c/");
                 self.sign_into(Purpose::Click, Some((index, &url)), &mut out);
@@ -87,13 +95,56 @@ fn is_trackable(url: &str) -> bool {
     has("http://") || has("https://")
 }
 
-/// The HTML escaping of `&` in attribute values, undone for the URL itself.
-fn decode_amp(value: &str) -> Cow<'_, str> {
-    if value.contains("&amp;") {
-        Cow::Owned(value.replace("&amp;", "&"))
+/// The attribute value as a browser reads it: character references decoded.
+fn decode_references(value: &str) -> Cow<'_, str> {
+    if value.contains('&') {
+        html_escape::decode_html_entities(value)
     } else {
         Cow::Borrowed(value)
     }
+}
+
+/// Whether a browser would run or render the URL itself instead of following
+/// it: its scheme, read as the URL parser does (leading spaces and controls
+/// dropped, tabs and line breaks ignored anywhere, any case).
+fn runs_script(url: &str) -> bool {
+    let mut scheme = String::with_capacity(10);
+    for c in url.trim_start_matches(|c: char| c <= ' ').chars() {
+        match c {
+            '\t' | '\n' | '\r' => {}
+            ':' => return matches!(scheme.as_str(), "javascript" | "vbscript" | "data"),
+            c if c.is_ascii_alphabetic() && scheme.len() < 10 => {
+                scheme.push(c.to_ascii_lowercase())
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// `html` with every script or data URL in an href replaced by `#`: the part
+/// of [`Tracking::apply`] that applies to messages sent without tracking.
+pub fn neutralise_script_links(html: &str) -> Cow<'_, str> {
+    let mut out = String::new();
+    let mut rest = html;
+    let mut changed = false;
+    while let Some((before, quote, value, after)) = next_href(rest) {
+        out.push_str(before);
+        out.push(quote);
+        if runs_script(&decode_references(value)) {
+            out.push('#');
+            changed = true;
+        } else {
+            out.push_str(value);
+        }
+        out.push(quote);
+        rest = after;
+    }
+    if !changed {
+        return Cow::Borrowed(html);
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 /// Finds the next `href = "…"` (or `'…'`): (text before the opening quote, quote,
@@ -166,5 +217,72 @@ mod tests {
             verified.link,
             Some((0, "https://shop.example/a?x=1&y=2".to_string()))
         );
+    }
+
+    /// Handlebars escapes `=` and `&` in a URL that comes from data; the
+    /// token carries the URL the browser would have followed.
+    #[test]
+    fn tokens_carry_the_url_a_browser_would_follow() {
+        let signer = Signer::new(&["a-secret-of-16-chars".to_string()]).unwrap();
+        let t = Tracking {
+            signer: &signer,
+            base_url: "https://t.example",
+            delivery_id: 5,
+            customer_id: 9,
+        };
+        let html =
+            "<a href=\"https://shop.example/p?id&#x3D;5&amp;src&#x3D;mail&#x27;s&#96;\">p</a>";
+        let out = t.apply(html, "https://t.example/u/x");
+        let start = out.find("/c/").unwrap() + 3;
+        let token = &out[start..start + out[start..].find('"').unwrap()];
+        let link = signer.verify(token, Purpose::Click).unwrap().link;
+        assert_eq!(
+            link,
+            Some((0, "https://shop.example/p?id=5&src=mail's`".to_string()))
+        );
+    }
+
+    #[test]
+    fn script_and_data_urls_become_anchors() {
+        let signer = Signer::new(&["a-secret-of-16-chars".to_string()]).unwrap();
+        let t = Tracking {
+            signer: &signer,
+            base_url: "https://t.example",
+            delivery_id: 5,
+            customer_id: 9,
+        };
+        for url in [
+            "javascript:alert(1)",
+            " JavaScript:alert(1)",
+            "java\tscript:alert(1)",
+            "jav&#x61;script&#x3A;alert(1)",
+            "\u{1}vbscript:msgbox",
+            "data:text/html;base64,PHNjcmlwdD4=",
+        ] {
+            let html = format!("<a href=\"{url}\">x</a><a href=\"https://ok.example/\">ok</a>");
+            let tracked = t.apply(&html, "https://t.example/u/x");
+            assert!(
+                tracked.starts_with("<a href=\"#\">x</a>"),
+                "{url}: {tracked}"
+            );
+            assert_eq!(tracked.matches("/c/").count(), 1, "{tracked}");
+            let plain = neutralise_script_links(&html);
+            assert_eq!(
+                plain,
+                "<a href=\"#\">x</a><a href=\"https://ok.example/\">ok</a>"
+            );
+        }
+        for fine in [
+            "https://ok.example/javascript:x",
+            "mailto:a@b.example",
+            "#data:x",
+            "datax:1",
+        ] {
+            let html = format!("<a href=\"{fine}\">x</a>");
+            assert!(
+                matches!(neutralise_script_links(&html), Cow::Borrowed(_)),
+                "{fine}"
+            );
+        }
     }
 }
