@@ -391,6 +391,68 @@ fn validate_reports_every_problem_of_every_file() {
     assert_eq!(stdout(&ok), "1 campaigns OK\n");
 }
 
+/// What the fault suite fed `herald validate` without getting a position: an
+/// invalid subject template, an alias bomb (capped, quickly), bytes that are not
+/// UTF-8, and two documents in one file.
+#[test]
+fn every_unreadable_file_gets_a_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "campaigns/a.yaml",
+        &BASE.replace("subject: \"Soon\"", "subject: \"Soon {{#if x}}\""),
+    );
+    let mut bomb = String::from(
+        "a: &a [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n",
+    );
+    for (name, prev) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+        .iter()
+        .zip(["a", "b", "c", "d", "e", "f", "g", "h"])
+    {
+        let list = vec![format!("*{prev}"); 9].join(", ");
+        bomb.push_str(&format!("{name}: &{name} [{list}]\n"));
+    }
+    bomb.push_str("name: bomb\n");
+    write(d, "campaigns/b.yaml", &bomb);
+    let mut not_utf8 = BASE.replace("name: winback", "name: latin").into_bytes();
+    let at = not_utf8.windows(4).position(|w| w == b"Acme").unwrap();
+    not_utf8.splice(at..at + 4, *b"Acm\xe9");
+    std::fs::write(d.join("campaigns/c.yaml"), not_utf8).unwrap();
+    write(
+        d,
+        "campaigns/d.yaml",
+        &format!(
+            "{}---\nname: second\n",
+            BASE.replace("name: winback", "name: first")
+        ),
+    );
+    write(
+        d,
+        "templates/winback.html.hbs",
+        "<p>{{unsubscribe_url}}</p>",
+    );
+    write(
+        d,
+        "templates/winback-reminder.html.hbs",
+        "<p>{{unsubscribe_url}}</p>",
+    );
+    let started = std::time::Instant::now();
+    let out = common::herald_in(d, "sqlite://unused.db", &["validate"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "campaigns/a.yaml:21:14: the subject is not a valid template: invalid Handlebars syntax (an unclosed or unbalanced {{…}} tag?), at character 15 of the subject\n\
+         campaigns/b.yaml:2:8: aliases expand beyond the limit (a YAML alias bomb?); write the values out\n\
+         campaigns/c.yaml:3:11: the file is not valid UTF-8 here; save it as UTF-8\n\
+         campaigns/d.yaml:25:1: a second YAML document starts here; a campaign file holds one\n"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the bomb is capped"
+    );
+}
+
 #[test]
 fn the_shipped_campaigns_are_valid() {
     let out = common::herald_in(repo(), "sqlite://unused.db", &["validate"]);

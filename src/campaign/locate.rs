@@ -41,6 +41,69 @@ pub fn locate(text: &str, target: &Target) -> Option<(usize, usize)> {
     }
 }
 
+/// 1-based (line, column, in characters) of byte `offset` in `bytes`, which
+/// are valid UTF-8 up to there.
+pub fn position_of(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |at| at + 1);
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+/// Where a second YAML document starts: a `---` line after content, or the
+/// second `---` line of a file that opened with one.
+pub fn second_document(text: &str) -> Option<(usize, usize)> {
+    let mut started = false;
+    for (i, line) in text.lines().enumerate() {
+        let is_marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if is_marker {
+            if started {
+                return Some((i + 1, 1));
+            }
+            started = true;
+            continue;
+        }
+        let content = line.trim();
+        if !content.is_empty() && !content.starts_with('#') && !content.starts_with('%') {
+            started = true;
+        }
+        if line == "..." {
+            started = true;
+        }
+    }
+    None
+}
+
+/// The first alias (`*name`) outside quotes and comments: where expanding
+/// aliases begins.
+pub fn first_alias(text: &str) -> Option<(usize, usize)> {
+    for (i, line) in text.lines().enumerate() {
+        let mut quote = None;
+        let mut prev = ' ';
+        for (col, c) in line.chars().enumerate() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') if prev.is_whitespace() => break,
+                (None, '*') if prev.is_whitespace() || "[{,:-".contains(prev) => {
+                    return Some((i + 1, col + 1));
+                }
+                _ => {}
+            }
+            prev = c;
+        }
+    }
+    None
+}
+
 fn probe(text: &str, path: &[Seg], key: bool) -> Option<(usize, usize)> {
     let de = serde_norway::Deserializer::from_str(text);
     match (Seek { path, key }).deserialize(de) {

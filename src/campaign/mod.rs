@@ -214,10 +214,25 @@ pub fn parse(file: &str, text: &str) -> Result<Campaign, Vec<Problem>> {
     let mut doc: serde_norway::Value = match serde_norway::from_str(text) {
         Ok(v) => v,
         Err(e) => {
+            let message = e.to_string();
+            // Two of serde_norway's errors carry no position; find it.
+            let (position, message) = match e.location() {
+                Some(l) => (Some((l.line(), l.column())), strip_positions(&message)),
+                None if message.contains("more than one document") => (
+                    locate::second_document(text),
+                    "a second YAML document starts here; a campaign file holds one".to_string(),
+                ),
+                None if message.contains("repetition limit exceeded") => (
+                    locate::first_alias(text),
+                    "aliases expand beyond the limit (a YAML alias bomb?); write the values out"
+                        .to_string(),
+                ),
+                None => (None, message),
+            };
             return Err(vec![Problem {
                 file: file.to_string(),
-                position: e.location().map(|l| (l.line(), l.column())),
-                message: strip_positions(&e.to_string()),
+                position,
+                message,
             }]);
         }
     };
@@ -300,19 +315,14 @@ pub fn files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// own, then names unique across files and templates present.
 pub fn load(paths: &[PathBuf], checks: &Checks<'_>) -> Catalog {
     let mut catalog = Catalog::default();
-    let mut texts: Vec<(PathBuf, String)> = Vec::new();
+    // Read first, then checked in order: problems come out file by file.
+    let mut texts: Vec<(PathBuf, Result<String, Problems>)> = Vec::new();
     for path in paths {
         match files(path) {
             Ok(list) => {
                 for file in list {
-                    match std::fs::read_to_string(&file) {
-                        Ok(text) => texts.push((file, text)),
-                        Err(e) => catalog.problems.push(Problem {
-                            file: file.display().to_string(),
-                            position: None,
-                            message: format!("cannot read the file: {e}"),
-                        }),
-                    }
+                    let text = read(&file);
+                    texts.push((file, text));
                 }
             }
             Err(e) => catalog.problems.push(Problem {
@@ -324,6 +334,13 @@ pub fn load(paths: &[PathBuf], checks: &Checks<'_>) -> Catalog {
     }
     let mut seen: Vec<(String, String)> = Vec::new();
     for (file, text) in texts {
+        let text = match text {
+            Ok(text) => text,
+            Err(Problems(mut p)) => {
+                catalog.problems.append(&mut p);
+                continue;
+            }
+        };
         let label = file.display().to_string();
         match parse(&label, &text) {
             Ok(c) => {
@@ -402,13 +419,25 @@ pub fn find(name_or_path: &str, dir: &Path) -> Result<Campaign, Problems> {
     Err(Problems(problems))
 }
 
+/// A campaign file's text; bytes that are not UTF-8 are a problem at their
+/// line and column.
 fn read(path: &Path) -> Result<String, Problems> {
-    std::fs::read_to_string(path).map_err(|e| {
+    let problem = |position, message| {
         Problems(vec![Problem {
             file: path.display().to_string(),
-            position: None,
-            message: format!("cannot read the file: {e}"),
+            position,
+            message,
         }])
+    };
+    let bytes =
+        std::fs::read(path).map_err(|e| problem(None, format!("cannot read the file: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let valid = e.utf8_error().valid_up_to();
+        problem(
+            Some(locate::position_of(bytes, valid)),
+            "the file is not valid UTF-8 here; save it as UTF-8".to_string(),
+        )
     })
 }
 

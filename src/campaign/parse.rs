@@ -421,8 +421,12 @@ impl Parser {
         let subject = self
             .required(&entries, p, "subject", " in a step")
             .and_then(|v| self.string(v, &key(p, "subject")));
-        if subject.as_deref().is_some_and(|s| s.trim().is_empty()) {
-            self.at(&key(p, "subject"), "the subject is empty");
+        if let Some(text) = &subject {
+            if text.trim().is_empty() {
+                self.at(&key(p, "subject"), "the subject is empty");
+            } else if let Err(message) = subject_syntax(text) {
+                self.at(&key(p, "subject"), message);
+            }
         }
         let template = self
             .required(&entries, p, "template", " in a step")
@@ -986,6 +990,26 @@ fn get<'v>(entries: &Entries<'v>, name: &str) -> Option<&'v Value> {
 }
 
 /// Campaign names and step ids: lower-case letters, digits and '-'.
+/// A subject is a Handlebars template: its syntax is checked here, so the
+/// problem points at the campaign file, not at a compiled-template name.
+fn subject_syntax(subject: &str) -> Result<(), String> {
+    handlebars::Template::compile(subject).map(drop).map_err(|e| {
+        let reason = match e.reason() {
+            // The parser's list of every token it expected helps nobody.
+            handlebars::TemplateErrorReason::InvalidSyntax(_) => {
+                "invalid Handlebars syntax (an unclosed or unbalanced {{…}} tag?)".to_string()
+            }
+            other => other.to_string(),
+        };
+        match e.pos() {
+            Some((_, column)) => {
+                format!("the subject is not a valid template: {reason}, at character {column} of the subject")
+            }
+            None => format!("the subject is not a valid template: {reason}"),
+        }
+    })
+}
+
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64

@@ -234,3 +234,15 @@ mod send_window {
         );
     }
 }
+
+#[test]
+fn a_second_document_is_found_after_an_opening_marker() {
+    use super::locate::{first_alias, second_document};
+    assert_eq!(
+        second_document("---\nname: a\n---\nname: b\n"),
+        Some((3, 1))
+    );
+    assert_eq!(second_document("# c\n---\nname: a\n"), None);
+    assert_eq!(second_document("name: a\n--- \nname: b\n"), Some((2, 1)));
+    assert_eq!(first_alias("a: \"*no\" # *no\nb: [*a]\n"), Some((2, 5)));
+}
