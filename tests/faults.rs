@@ -253,3 +253,79 @@ async fn killed_at_random_instants(db: TestDb) {
     store.close().await;
 }
 both_backends!(sigkill, killed_at_random_instants);
+
+/// What a planner killed between creating its run and committing the plan
+/// leaves behind: a run row still `planning`, nothing else.
+async fn leave_a_run_in_planning(db: &TestDb) {
+    db.exec("INSERT INTO runs (campaign, trigger, created_at) VALUES ('t', 'manual', 0)")
+        .await;
+}
+
+/// `herald run` plans and sends a run whose planner was killed, and its
+/// summary shows that run as well as the new one (empty: everyone is in the
+/// resumed run).
+async fn run_left_in_planning_is_finished_by_the_next_run(db: TestDb) {
+    write_files(&db, &campaign(""));
+    let audience = seed(&db, 40);
+    leave_a_run_in_planning(&db).await;
+    let server = SmtpServer::accepting().await;
+    let url = server.url();
+    let out = db.herald_env(&[("HERALD_SMTP_URL", url.as_str())], &["run", "t"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let n = audience.len();
+    assert!(
+        lines[0].starts_with("t: run 1 (resumed")
+            && lines[0].contains(&format!("planned {n}, sent {n}, ")),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("t: run 2 planned 0, sent 0, "),
+        "{text}"
+    );
+    assert_each_once(&server, &audience);
+    let status = db.pairs("SELECT id, CAST(CASE WHEN status = 'done' THEN 1 ELSE 0 END AS BIGINT) FROM runs ORDER BY id").await;
+    assert_eq!(status, vec![(1, Some(1)), (2, Some(1))]);
+}
+both_backends!(
+    planning_then_run,
+    run_left_in_planning_is_finished_by_the_next_run
+);
+
+/// `herald worker` does the same at start.
+async fn run_left_in_planning_is_finished_by_a_worker(db: TestDb) {
+    write_files(&db, &campaign(""));
+    let audience = seed(&db, 40);
+    leave_a_run_in_planning(&db).await;
+    let server = SmtpServer::accepting().await;
+    let url = server.url();
+    let env = [
+        ("HERALD_SMTP_URL", url.as_str()),
+        ("HERALD_HTTP_ADDR", "127.0.0.1:0"),
+    ];
+    let mut worker = db
+        .command(&env, &["worker", "--name", "w"])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let done = db
+            .pairs("SELECT id, CAST(1 AS BIGINT) FROM runs WHERE status = 'done'")
+            .await;
+        if !done.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run is never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(common::sigterm_and_wait(&mut worker).success());
+    assert_each_once(&server, &audience);
+}
+both_backends!(
+    planning_then_worker,
+    run_left_in_planning_is_finished_by_a_worker
+);

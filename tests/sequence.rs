@@ -158,6 +158,7 @@ async fn run_now(s: &Setup) -> pipeline::RunReport {
     )
     .await
     .unwrap()
+    .pop()
     .unwrap()
 }
 

@@ -120,7 +120,7 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<ExitCode>
             ExitCode::SUCCESS
         });
     }
-    let report = pipeline::run_campaign(
+    let reports = pipeline::run_campaign(
         &engine,
         &campaign,
         Trigger::Manual,
@@ -130,9 +130,11 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<ExitCode>
     )
     .await?;
     store.close().await;
-    match report {
-        Some(r) => print_report(&campaign.name, &r, &engine),
-        None => println!("{}: no steps, nothing to do", campaign.name),
+    if reports.is_empty() {
+        println!("{}: no steps, nothing to do", campaign.name);
+    }
+    for r in &reports {
+        print_report(&campaign.name, r, &engine);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -149,8 +151,13 @@ fn reasons<'a>(list: impl Iterator<Item = (&'a str, i64)>) -> String {
 fn print_report(name: &str, r: &RunReport, engine: &Engine) {
     let c = &r.counts;
     println!(
-        "{name}: run {} planned {}, sent {}, skipped {}{}, failed {}, bounced {}{} → {}",
+        "{name}: run {}{} planned {}, sent {}, skipped {}{}, failed {}, bounced {}{} → {}",
         r.run_id,
+        if r.resumed {
+            " (resumed: it had been stopped before it finished)"
+        } else {
+            ""
+        },
         r.planned,
         c.sent,
         c.skipped_total(),
@@ -213,11 +220,14 @@ pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCod
     // a send window (up to hours): the demo reports it rather than waiting.
     let wait = settings.smtp_url.is_some();
     for campaign in &campaigns {
-        match pipeline::run_campaign(&engine, campaign, Trigger::Manual, None, wait, stop.clone())
-            .await?
-        {
-            Some(r) => print_report(&campaign.name, &r, &engine),
-            None => println!("{}: no steps", campaign.name),
+        let reports =
+            pipeline::run_campaign(&engine, campaign, Trigger::Manual, None, wait, stop.clone())
+                .await?;
+        if reports.is_empty() {
+            println!("{}: no steps", campaign.name);
+        }
+        for r in &reports {
+            print_report(&campaign.name, r, &engine);
         }
     }
     let counts = store.table_counts().await?;

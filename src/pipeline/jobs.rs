@@ -345,8 +345,8 @@ async fn on_advance(tick: Tick, ctx: Ctx) -> Result<(), BoxDynError> {
 /// unstarted claims go back, and queued jobs stay for the next start.
 ///
 /// At start, every unfinished run of a loaded campaign (a crash, a stop, a
-/// `herald run` that was interrupted) gets a send job, so nothing planned is
-/// left behind. The job tables must exist ([`setup`]).
+/// `herald run` that was interrupted) is planned if its planner stopped, and
+/// gets a send job, so nothing is left behind. The job tables must exist ([`setup`]).
 pub async fn run_worker(
     engine: Arc<Engine>,
     campaigns: Vec<Campaign>,
@@ -355,6 +355,7 @@ pub async fn run_worker(
 ) -> Result<(), WorkerError> {
     let queues = Queues::new(&engine.store);
     for c in &campaigns {
+        super::resume_planning(&engine, c).await?;
         for run_id in engine
             .store
             .unfinished_runs(&c.name)

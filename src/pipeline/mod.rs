@@ -149,6 +149,8 @@ pub struct RunReport {
     pub planned: u64,
     pub counts: RunCounts,
     pub pending: bool,
+    /// An earlier run (stopped or crashed) that this call finished.
+    pub resumed: bool,
 }
 
 fn reentry(r: campaign::Reentry) -> Reentry {
@@ -183,9 +185,11 @@ pub async fn plan_run(
     let Some(first) = campaign.steps.first() else {
         return Ok(PlanOutcome::NoSteps);
     };
-    let now = engine.clock.now();
     let store = &engine.store;
-    let run_id = match store.create_run(&campaign.name, trigger, tick, now).await? {
+    let run_id = match store
+        .create_run(&campaign.name, trigger, tick, engine.clock.now())
+        .await?
+    {
         Some(id) => id,
         None => {
             let existing = match tick {
@@ -202,8 +206,22 @@ pub async fn plan_run(
             }
         }
     };
-    let audience = campaign.audience_sql(store.backend(), now);
-    let planned = store
+    let planned = plan_into(engine, campaign, first, run_id).await?;
+    Ok(PlanOutcome::Planned { run_id, planned })
+}
+
+/// Enters the audience into `run_id` and queues the first step: one
+/// transaction, idempotent.
+async fn plan_into(
+    engine: &Engine,
+    campaign: &Campaign,
+    first: &campaign::Step,
+    run_id: i64,
+) -> Result<u64, EngineError> {
+    let now = engine.clock.now();
+    let audience = campaign.audience_sql(engine.store.backend(), now);
+    let planned = engine
+        .store
         .plan_run(
             run_id,
             &campaign.name,
@@ -213,7 +231,22 @@ pub async fn plan_run(
             now,
         )
         .await?;
-    Ok(PlanOutcome::Planned { run_id, planned })
+    Ok(planned)
+}
+
+/// Plans the campaign's runs whose planner stopped before it committed (they
+/// are still `planning`), so that they are sent like any unfinished run.
+/// Planning again is safe: it is one idempotent transaction, and a planner
+/// still at work elsewhere makes the second one add nothing.
+pub async fn resume_planning(engine: &Engine, campaign: &Campaign) -> Result<(), EngineError> {
+    let Some(first) = campaign.steps.first() else {
+        return Ok(());
+    };
+    for run_id in engine.store.planning_runs(&campaign.name).await? {
+        let planned = plan_into(engine, campaign, first, run_id).await?;
+        tracing::info!(campaign = %campaign.name, run = run_id, planned, "planned a run whose planner stopped");
+    }
+    Ok(())
 }
 
 /// What one [`send_pass`] did and what is left.
@@ -252,11 +285,14 @@ pub async fn send_pass(
     })
 }
 
-/// Finishes the campaign's unfinished runs (after a crash or a stop), then
-/// plans a new run and sends it. With `wait`, retries are waited for until the
-/// run is complete or `stop` is set; without, it returns once nothing is due
-/// now (a worker picks the rest up later). A second call for the same schedule
-/// tick plans nothing.
+/// Finishes the campaign's unfinished runs (after a crash or a stop: planned
+/// if their planner stopped, then sent), then plans a new run and sends it.
+/// With `wait`, retries are waited for until the run is complete or `stop` is
+/// set; without, it returns once nothing is due now (a worker picks the rest
+/// up later). A second call for the same schedule tick plans nothing.
+///
+/// Returns a report per run it sent: the resumed ones first, then the new one
+/// (none when the campaign has no steps or the tick was planned already).
 pub async fn run_campaign(
     engine: &Engine,
     campaign: &Campaign,
@@ -264,25 +300,37 @@ pub async fn run_campaign(
     tick: Option<i64>,
     wait: bool,
     stop: watch::Receiver<bool>,
-) -> Result<Option<RunReport>, EngineError> {
+) -> Result<Vec<RunReport>, EngineError> {
+    let mut reports = Vec::new();
+    resume_planning(engine, campaign).await?;
     for run_id in engine.store.unfinished_runs(&campaign.name).await? {
         tracing::info!(campaign = %campaign.name, run = run_id, "resuming an unfinished run");
-        send_until_done(engine, campaign, run_id, wait, stop.clone()).await?;
+        let pending = send_until_done(engine, campaign, run_id, wait, stop.clone()).await?;
+        let counts = engine.store.run_counts(run_id).await?;
+        reports.push(RunReport {
+            run_id,
+            planned: counts.planned as u64,
+            counts,
+            pending,
+            resumed: true,
+        });
     }
     let (run_id, planned) = match plan_run(engine, campaign, trigger, tick).await? {
         PlanOutcome::Planned { run_id, planned } => (run_id, planned),
-        PlanOutcome::AlreadyPlanned { .. } | PlanOutcome::NoSteps => return Ok(None),
+        PlanOutcome::AlreadyPlanned { .. } | PlanOutcome::NoSteps => return Ok(reports),
     };
     tracing::debug!(campaign = %campaign.name, run = run_id, planned, "run planned");
     let pending = send_until_done(engine, campaign, run_id, wait, stop).await?;
     let counts = engine.store.run_counts(run_id).await?;
     tracing::debug!(campaign = %campaign.name, run = run_id, sent = counts.sent, "run sent");
-    Ok(Some(RunReport {
+    reports.push(RunReport {
         run_id,
         planned,
         counts,
         pending,
-    }))
+        resumed: false,
+    });
+    Ok(reports)
 }
 
 /// The longest `herald run` waits for a retry or a send window before it

@@ -834,6 +834,22 @@ impl Store {
         Ok(ids)
     }
 
+    /// Runs of a campaign created but never planned: the run row is written
+    /// first, then planned in one transaction, so a planner that died in
+    /// between leaves its run `planning`.
+    pub async fn planning_runs(&self, campaign: &str) -> Result<Vec<i64>, StoreError> {
+        let ids: Vec<i64> = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT id FROM runs WHERE campaign = $1 AND status = 'planning' ORDER BY id",
+            )
+            .bind(campaign)
+            .fetch_all(pool)
+            .await
+        })
+        .context("listing runs left in planning")?;
+        Ok(ids)
+    }
+
     pub async fn finish_run(&self, run_id: i64, now: Millis) -> Result<(), StoreError> {
         with_pool!(self, |pool| {
             sqlx::query("UPDATE runs SET status = 'done', finished_at = $2 WHERE id = $1")
