@@ -329,3 +329,52 @@ both_backends!(
     planning_then_worker,
     run_left_in_planning_is_finished_by_a_worker
 );
+
+/// Two workers started together share a large run: each relays part of it
+/// (each worker has its own relay here, so the split is visible), nobody gets
+/// two copies, and nobody is left out.
+async fn two_workers_share_a_run(db: TestDb) {
+    write_files(&db, &campaign("limits:\n  rate: 150/s\n"));
+    let audience = seed(&db, 700);
+    let (a, b) = (SmtpServer::accepting().await, SmtpServer::accepting().await);
+    let worker = |server: &SmtpServer, name: &str, now: bool| {
+        let url = server.url();
+        let env = [
+            ("HERALD_SMTP_URL", url.as_str()),
+            ("HERALD_HTTP_ADDR", "127.0.0.1:0"),
+        ];
+        let mut args = vec!["worker", "--name", name];
+        if now {
+            args.extend(["--now", "t"]);
+        }
+        db.command(&env, &args).spawn().unwrap()
+    };
+    let mut first = worker(&a, "a", true);
+    let mut second = worker(&b, "b", false);
+    let started = Instant::now();
+    while a.received().len() + b.received().len() < audience.len() {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "sent {} + {} of {}",
+            a.received().len(),
+            b.received().len(),
+            audience.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(common::sigterm_and_wait(&mut first).success());
+    assert!(common::sigterm_and_wait(&mut second).success());
+    let (by_a, by_b) = (a.received().len(), b.received().len());
+    eprintln!("worker a relayed {by_a}, worker b {by_b}");
+    assert!(
+        by_a > 0 && by_b > 0,
+        "both workers send: a {by_a}, b {by_b}"
+    );
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for r in a.received().into_iter().chain(b.received()) {
+        *copies.entry(r.to).or_default() += 1;
+    }
+    assert!(copies.values().all(|n| *n == 1), "no duplicates");
+    assert_eq!(copies.into_keys().collect::<HashSet<_>>(), audience);
+}
+both_backends!(two_workers, two_workers_share_a_run);

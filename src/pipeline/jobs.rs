@@ -36,7 +36,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{Engine, EngineError, PlanOutcome, plan_run, send_pass};
+use super::{Engine, EngineError, Pass, PlanOutcome, plan_run, send_pass};
 use crate::campaign::Campaign;
 use crate::store::deliveries::Trigger;
 use crate::store::{Pool, Store};
@@ -57,10 +57,9 @@ const SEND_JOBS_PER_WORKER: usize = 4;
 const ADVANCE_SCHEDULE: &str = "0/15 * * * * *";
 /// How often a worker polls the queues when idle.
 const POLL: Duration = Duration::from_millis(500);
-/// When a worker fetched a send job for a run it is already sending, the job
-/// goes back for this long, so that another worker can take it: one pass per
-/// process already uses every SMTP slot the process has.
-const PASS_ON: Duration = Duration::from_secs(1);
+/// How often a worker looks for runs with work due that it is not sending, to
+/// join them (see [`join_runs`]).
+const JOIN_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -266,18 +265,34 @@ async fn on_plan(job: PlanJob, ctx: Ctx) -> Result<(), BoxDynError> {
 }
 
 async fn on_send(job: SendJob, ctx: Ctx) -> Result<(), BoxDynError> {
-    let campaign = ctx.campaign(&job.campaign)?;
-    let Some(_sending) = ctx.start_sending(job.run_id) else {
-        // Another job of this run is sending here: pass this one on, to
-        // another worker if there is one, while the run is still being sent.
-        if !*ctx.stop.borrow()
-            && ctx.engine.store.run_status(job.run_id).await?.as_deref() == Some("sending")
-        {
-            ctx.queues.push_send(job, PASS_ON).await?;
-        }
+    let Some(pass) = pass_here(&ctx, &job).await? else {
+        // A pass of this process is sending the run already (it uses every
+        // SMTP slot the process has); other workers join it on their own.
         return Ok(());
     };
-    let pass = send_pass(&ctx.engine, campaign, job.run_id, ctx.stop.clone()).await?;
+    if let Some(at) = pass.next {
+        // Come back when the next retry (or a dead worker's lease) is due; at
+        // least a second later, and at once after a stop so the next start
+        // carries on.
+        let wait = if *ctx.stop.borrow() {
+            Duration::ZERO
+        } else {
+            let ms = (at - ctx.engine.clock.now()).clamp(1_000, 3_600_000);
+            Duration::from_millis(ms as u64)
+        };
+        ctx.queues.push_send(job, wait).await?;
+    }
+    Ok(())
+}
+
+/// One send pass over the run in this process, unless one is under way here
+/// already (`None`). Logs what it did.
+async fn pass_here(shared: &Shared, job: &SendJob) -> Result<Option<Pass>, BoxDynError> {
+    let campaign = shared.campaign(&job.campaign)?;
+    let Some(_sending) = shared.start_sending(job.run_id) else {
+        return Ok(None);
+    };
+    let pass = send_pass(&shared.engine, campaign, job.run_id, shared.stop.clone()).await?;
     if let Some(s) = &pass.summary
         && (s.sent + s.failed + s.bounced + s.skipped) > 0
     {
@@ -286,29 +301,80 @@ async fn on_send(job: SendJob, ctx: Ctx) -> Result<(), BoxDynError> {
             failed = s.failed, bounced = s.bounced, retried = s.retried, "send pass"
         );
     }
-    match pass.next {
-        None if pass.finished => {
-            let c = ctx.engine.store.run_counts(job.run_id).await?;
-            tracing::info!(
-                campaign = %campaign.name, run = job.run_id, sent = c.sent, skipped = c.skipped_total(),
-                failed = c.failed, bounced = c.bounced, "run complete"
-            );
+    if pass.finished {
+        let c = shared.engine.store.run_counts(job.run_id).await?;
+        tracing::info!(
+            campaign = %campaign.name, run = job.run_id, sent = c.sent, skipped = c.skipped_total(),
+            failed = c.failed, bounced = c.bounced, "run complete"
+        );
+    }
+    Ok(Some(pass))
+}
+
+/// Joins, every [`JOIN_EVERY`], each run of a loaded campaign that has work
+/// due now and no pass in this process, until `stop`; then waits for the
+/// passes it started.
+///
+/// This is how workers share a run. Send jobs alone cannot do it: apalis hands
+/// a job to whichever worker polls first, and the one that is sending the run
+/// may take every job of it. The deliveries decide who sends what (claims are
+/// leased and skip what another pass holds), so joining is always safe.
+async fn join_runs(shared: Arc<Shared>) {
+    let mut passes = tokio::task::JoinSet::new();
+    let mut stop = shared.stop.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(JOIN_EVERY) => {}
+            _ = super::stopped(stop.clone()) => break,
         }
-        None => {}
-        Some(at) => {
-            // Come back when the next retry (or a dead worker's lease) is due;
-            // at least a second later, and at once after a stop so the next
-            // start carries on.
-            let wait = if *ctx.stop.borrow() {
-                Duration::ZERO
-            } else {
-                let ms = (at - ctx.engine.clock.now()).clamp(1_000, 3_600_000);
-                Duration::from_millis(ms as u64)
-            };
-            ctx.queues.push_send(job, wait).await?;
+        if *stop.borrow_and_update() {
+            break;
+        }
+        while passes.try_join_next().is_some() {}
+        let due = match due_runs(&shared).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "looking for runs to join");
+                continue;
+            }
+        };
+        for job in due {
+            let shared = shared.clone();
+            passes.spawn(async move {
+                match pass_here(&shared, &job).await {
+                    Ok(Some(_)) => {
+                        tracing::debug!(campaign = %job.campaign, run = job.run_id, "joined a run")
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(campaign = %job.campaign, run = job.run_id, %error, "send pass failed")
+                    }
+                }
+            });
         }
     }
-    Ok(())
+    while passes.join_next().await.is_some() {}
+}
+
+/// Runs of loaded campaigns, not being sent here, with a delivery due now.
+async fn due_runs(shared: &Shared) -> Result<Vec<SendJob>, EngineError> {
+    let store = &shared.engine.store;
+    let now = shared.engine.clock.now();
+    let mut due = Vec::new();
+    for (run_id, campaign) in store.sending_runs().await? {
+        let here = shared.sending.lock().map_or(true, |s| s.contains(&run_id));
+        if here || !shared.campaigns.contains_key(&campaign) {
+            continue;
+        }
+        if store
+            .next_attempt(run_id)
+            .await?
+            .is_some_and(|at| at <= now)
+        {
+            due.push(SendJob { campaign, run_id });
+        }
+    }
+    Ok(due)
 }
 
 async fn on_tick(tick: Tick<Tz>, name: Data<String>, ctx: Ctx) -> Result<(), BoxDynError> {
@@ -443,13 +509,21 @@ pub async fn run_worker(
         Queues::Sqlite { plan, send } => register_queues!(plan, send),
         Queues::Postgres { plan, send } => register_queues!(plan, send),
     };
-    monitor
+    let joiner = tokio::spawn(join_runs(shared));
+    let ran = monitor
         .run_with_signal(async move {
             super::stopped(stop).await;
             Ok(())
         })
         .await
-        .map_err(|e| WorkerError::Monitor(e.to_string()))
+        .map_err(|e| WorkerError::Monitor(e.to_string()));
+    // The monitor ends on a stop (then the joiner's passes are finishing) or
+    // on an error (then the joiner is stopped here).
+    if ran.is_err() {
+        joiner.abort();
+    }
+    let _ = joiner.await;
+    ran
 }
 
 /// Wakes a queue's poller every [`POLL`], so a job queued by another process

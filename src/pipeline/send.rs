@@ -199,7 +199,7 @@ impl Engine {
         stop: watch::Receiver<bool>,
     ) -> Result<RunSummary, EngineError> {
         let concurrency = self.settings.smtp_concurrency.max(1);
-        let batch = (concurrency * 64).clamp(64, 1000);
+        let batch = claim_size(concurrency, [campaign.limits.rate, self.settings.smtp_rate]);
         let lease = Arc::new(Lease::new(
             self.clock.now(),
             self.settings.send_lease.as_millis(),
@@ -210,7 +210,8 @@ impl Engine {
             self.clock.clone(),
             renewing_rx,
         ));
-        let (work_tx, work_rx) = mpsc::channel::<Work>(batch);
+        // Half a batch waits for the senders while the next one is claimed.
+        let (work_tx, work_rx) = mpsc::channel::<Work>((batch / 2).max(concurrency));
         let (out_tx, out_rx) = mpsc::channel::<Recorded>(concurrency * 4);
         let out_rx = Arc::new(tokio::sync::Mutex::new(out_rx));
         let mut writers = tokio::task::JoinSet::new();
@@ -625,6 +626,23 @@ impl Engine {
             dkim.sign(&mut msg);
         }
         Ok((rendered, msg))
+    }
+}
+
+/// Deliveries claimed at a time: enough to keep `concurrency` senders busy,
+/// and no more than about a second's worth at the slowest rate that applies.
+/// What a pass holds, another worker cannot take: a rate-limited run claimed
+/// in large batches would be sent by one worker alone, however many share it.
+fn claim_size(concurrency: usize, rates: [Option<crate::quantity::Rate>; 2]) -> usize {
+    let busy = (concurrency * 64).clamp(64, 1000);
+    let per_second = rates
+        .into_iter()
+        .flatten()
+        .map(|r| r.per_second().ceil() as usize)
+        .min();
+    match per_second {
+        Some(n) => n.clamp(concurrency, busy),
+        None => busy,
     }
 }
 

@@ -834,6 +834,17 @@ impl Store {
         Ok(ids)
     }
 
+    /// Every run being sent, of any campaign: (run, campaign).
+    pub async fn sending_runs(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let runs: Vec<(i64, String)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT id, campaign FROM runs WHERE status = 'sending' ORDER BY id")
+                .fetch_all(pool)
+                .await
+        })
+        .context("listing the runs being sent")?;
+        Ok(runs)
+    }
+
     /// Runs of a campaign created but never planned: the run row is written
     /// first, then planned in one transaction, so a planner that died in
     /// between leaves its run `planning`.
