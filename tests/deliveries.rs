@@ -358,3 +358,61 @@ async fn recent_events_per_customer(db: TestDb) {
     store.close().await;
 }
 both_backends!(recent_events, recent_events_per_customer);
+
+/// A claim whose holder keeps dying goes round at most `max_attempts` times:
+/// then it fails with the reason (and stays marked as possibly sent), instead
+/// of being claimed a twelfth time as the fault suite saw.
+async fn expired_claims_stop_at_max_attempts(db: TestDb) {
+    let store = seeded(&db, "20").await;
+    let run = store
+        .create_run("news", Trigger::Manual, None, ANCHOR)
+        .await
+        .unwrap()
+        .unwrap();
+    let planned = store
+        .plan_run(run, "news", &audience(), Reentry::Never, "issue", ANCHOR)
+        .await
+        .unwrap() as usize;
+    let max_attempts = 3;
+    let mut now = ANCHOR;
+    for life in 1..=max_attempts {
+        let claimed = store
+            .claim(
+                run,
+                1000,
+                (now, now + 1_000),
+                None,
+                IDS,
+                &format!("dies-{life}"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), planned, "life {life}");
+        assert!(claimed.iter().all(|c| c.attempts as u32 == life));
+        now += 2_000;
+        store
+            .requeue_expired(now, "next", max_attempts)
+            .await
+            .unwrap();
+    }
+    let counts = store.run_counts(run).await.unwrap();
+    assert_eq!(counts.failed as usize, planned, "{counts:?}");
+    assert!(
+        store
+            .claim(run, 1000, (now, now + 1_000), None, IDS, "late")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let attempts = db
+        .pairs("SELECT id, CAST(attempts AS BIGINT) FROM deliveries WHERE status = 'failed' AND outcome_unknown")
+        .await;
+    assert_eq!(attempts.len(), planned);
+    assert!(
+        attempts
+            .iter()
+            .all(|(_, a)| *a == Some(i64::from(max_attempts)))
+    );
+    store.close().await;
+}
+both_backends!(expired_max_attempts, expired_claims_stop_at_max_attempts);
