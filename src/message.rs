@@ -42,14 +42,15 @@ pub struct Envelope<'a> {
     pub unsubscribe_mailto: Option<&'a str>,
 }
 
-/// A Message-ID on the sender's domain that is unique per delivery and stable
-/// across retries of that delivery.
-pub fn message_id(delivery_id: u64, salt: &str, from: &Mailbox) -> String {
+/// A Message-ID on the sender's domain around `unique`: random digits drawn
+/// once per delivery (and kept across its retries), so that ids never repeat
+/// across installs, databases or previews, and reveal no counter.
+pub fn message_id(unique: &str, salt: &str, from: &Mailbox) -> String {
     let (prefix, suffix) = message_id_parts(salt, from);
-    format!("{prefix}{delivery_id}{suffix}")
+    format!("{prefix}{unique}{suffix}")
 }
 
-/// The parts of [`message_id`] around the delivery id, for the store to fill in.
+/// The parts of [`message_id`] around the unique part, for the store to fill in.
 pub fn message_id_parts(salt: &str, from: &Mailbox) -> (String, String) {
     (
         "herald.".to_string(),

@@ -203,17 +203,27 @@ async fn claims_leases_and_outcomes(db: TestDb) {
             2
         }));
 
-    // The first claim gave each delivery its Message-ID; the retry kept it.
+    // The first claim gave each delivery its Message-ID (random: no counter
+    // shows, and no other install draws it); the retry kept it.
+    let first: std::collections::HashMap<i64, &str> = a
+        .iter()
+        .chain(&b)
+        .map(|c| (c.delivery_id, c.message_id.as_str()))
+        .collect();
     let ids: Vec<(i64, String)> = again
         .iter()
-        .map(|c| {
-            (
-                c.delivery_id,
-                format!("herald.{}.t@acme.example", c.delivery_id),
-            )
-        })
+        .map(|c| (c.delivery_id, c.message_id.clone()))
         .collect();
-    assert!(again.iter().zip(&ids).all(|(c, (_, m))| &c.message_id == m));
+    assert!(ids.iter().all(|(id, m)| first[id] == m.as_str()));
+    assert!(ids.iter().all(|(_, m)| {
+        let unique = m
+            .strip_prefix("herald.")
+            .and_then(|r| r.strip_suffix(".t@acme.example"))
+            .unwrap_or_default();
+        unique.len() == 32 && unique.bytes().all(|b| b.is_ascii_hexdigit())
+    }));
+    let distinct: std::collections::HashSet<&str> = first.values().copied().collect();
+    assert_eq!(distinct.len(), planned);
     let mut outcomes = Vec::new();
     for (i, c) in again.iter().enumerate() {
         let o = match i % 5 {

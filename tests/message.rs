@@ -213,7 +213,7 @@ fn eml_parses_back_with_python_email() {
         from: &from,
         reply_to: Some(&reply),
         to: message::mailbox("Ann Müller <ann@example.com>").unwrap(),
-        message_id: message::message_id(77, "t", &from),
+        message_id: message::message_id("77", "t", &from),
         unsubscribe_url: &unsub,
         unsubscribe_mailto: None,
     };
@@ -300,7 +300,7 @@ fn dkim_signature_verifies_with_dkimpy() {
         from: &from,
         reply_to: Some(&reply),
         to: message::mailbox("ann@example.com").unwrap(),
-        message_id: message::message_id(1, "d", &from),
+        message_id: message::message_id("1", "d", &from),
         unsubscribe_url: "https://t.example/u/x",
         unsubscribe_mailto: None,
     };

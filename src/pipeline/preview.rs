@@ -126,7 +126,8 @@ pub async fn preview(
     let events = engine
         .events(campaign, std::slice::from_ref(&claim))
         .await?;
-    let message_id = message::message_id(0, &campaign.name, &campaign.from);
+    let unique = crate::store::random_hex::<16>("drawing a preview's Message-ID")?;
+    let message_id = message::message_id(&unique, &campaign.name, &campaign.from);
     let (rendered, msg) = engine
         .compose(campaign, &claim, &message_id, &events)
         .map_err(|source| PreviewError::Build {

@@ -374,7 +374,8 @@ impl Store {
     /// lease (state before the wire) and returns them with their customer.
     ///
     /// The first claim of a delivery also gives it its Message-ID,
-    /// `ids.0 || delivery id || ids.1`, which later claims (retries) keep.
+    /// `ids.0 || 32 random hex digits || ids.1`, which later claims (retries)
+    /// keep: unique across installs and databases, and no counter shows.
     pub async fn claim(
         &self,
         run_id: i64,
@@ -386,10 +387,11 @@ impl Store {
     ) -> Result<Vec<Claimed>, StoreError> {
         let claim_sql = format!(
             "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_until = $1, \
-             claimed_by = $7, updated_at = $2, message_id = COALESCE(message_id, $5 || CAST(id AS TEXT) || $6) \
+             claimed_by = $7, updated_at = $2, message_id = COALESCE(message_id, $5 || {} || $6) \
              WHERE id IN (SELECT id FROM deliveries WHERE run_id = $3 \
              AND status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $2) \
              ORDER BY id LIMIT $4 {}) RETURNING id",
+            self.backend().random_hex(),
             self.backend().skip_locked()
         );
         let ids: Vec<i64> = with_pool!(self, |pool| {

@@ -24,6 +24,15 @@ impl Backend {
         }
     }
 
+    /// 32 random hex digits (128 bits; 122 on PostgreSQL, from a v4 UUID),
+    /// drawn anew for each row a statement touches.
+    pub fn random_hex(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "lower(hex(randomblob(16)))",
+            Backend::Postgres => "replace(CAST(gen_random_uuid() AS TEXT), '-', '')",
+        }
+    }
+
     /// A predicate "`column` is one of the strings in the JSON array bound at `param`".
     ///
     /// One bound parameter whatever the list's length keeps the statement text
