@@ -38,6 +38,14 @@ goal:
 /// (what is wrong, replace this, with this, the exact messages)
 const MALFORMED: &[(&str, &str, &str, &[&str])] = &[
     (
+        "an open that can never be known",
+        "goal:",
+        "tracking: false\ngoal:",
+        &[
+            "campaigns/winback.yaml:20:14: opened: can never be known in a campaign with tracking: false (no open pixel, no tracked links); turn tracking on or use another condition",
+        ],
+    ),
+    (
         "the issue's example: unknown operator",
         "      gte: 100",
         "      greater: 100",

@@ -98,6 +98,8 @@ type Entries<'v> = Vec<(&'v str, &'v Value)>;
 #[derive(Default)]
 pub struct Parser {
     pub issues: Vec<Issue>,
+    /// The campaign has `tracking: false`: opens and clicks are never known.
+    untracked: bool,
 }
 
 impl Parser {
@@ -308,6 +310,7 @@ impl Parser {
             None => Some(true),
             Some(v) => self.boolean(v, &key(&root, "tracking")),
         };
+        self.untracked = tracking == Some(false);
 
         let audience = self
             .required(&entries, &root, "audience", "")
@@ -655,6 +658,15 @@ impl Parser {
                             ),
                         );
                     }
+                }
+                if self.untracked {
+                    self.at_key(
+                        &hp,
+                        format!(
+                            "{head}: can never be known in a campaign with tracking: false (no open pixel, no tracked links); turn tracking on or use another condition"
+                        ),
+                    );
+                    return None;
                 }
                 let step = self.string(hv, &hp)?;
                 let (steps, which) = match scope {
