@@ -288,7 +288,7 @@ mod tests {
             from: &from,
             reply_to: None,
             to: mailbox("Ann Lee <ann@example.com>").unwrap(),
-            message_id: message_id(42, "x1", &from),
+            message_id: message_id("42", "x1", &from),
             unsubscribe_url: "https://t.example/u/abc",
             unsubscribe_mailto: Some("mailto:unsub@acme.example"),
         };

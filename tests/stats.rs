@@ -173,3 +173,44 @@ async fn every_campaign_without_a_name(db: TestDb) {
     );
 }
 both_backends!(every_campaign, every_campaign_without_a_name);
+
+/// A campaign with `tracking: false` and no goal: its opens and clicks are
+/// "not tracked" (rates null, not 0 %), and there is no conversion rate; the
+/// counts stay as recorded.
+async fn untracked_without_goal(db: TestDb) {
+    let s = scripted();
+    load(&db, &s).await;
+    let yaml = report_data::CAMPAIGN_YAML.replace(
+        "goal:\n  event: purchase\n  where:\n    - field: amount\n      gte: 10\n",
+        "tracking: false\n",
+    );
+    assert!(yaml.contains("tracking: false") && !yaml.contains("goal:"));
+    std::fs::create_dir_all(db.path("campaigns")).unwrap();
+    std::fs::write(db.path("campaigns/promo.yaml"), yaml).unwrap();
+    let v = stats_json(&db, &[]);
+    assert_eq!(v["tracked"], false);
+    assert!(v["conversion"].is_null());
+    for x in v["steps"].as_array().unwrap().iter().chain([&v["totals"]]) {
+        for rate in [
+            "open_rate",
+            "open_rate_human",
+            "click_rate",
+            "click_to_open_rate",
+            "conversion_rate",
+        ] {
+            assert!(x[rate].is_null(), "{rate}: {x:#}");
+        }
+        assert!(x["sent"].as_i64().unwrap() > 0);
+        assert!(!x["bounce_rate"].is_null());
+    }
+    let text = stdout(&db.herald(&["stats", CAMPAIGN]));
+    assert!(text.contains("opens and clicks: not tracked"), "{text}");
+    let out = db.herald(&["report", CAMPAIGN, "--out", "r.html"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(db.path("r.html")).unwrap();
+    assert!(
+        html.contains("not tracked") && !html.contains(">0.0%<"),
+        "{html}"
+    );
+}
+both_backends!(untracked, untracked_without_goal);

@@ -156,6 +156,9 @@ fn human(s: &CampaignStats) -> String {
         )),
         None => out.push_str("conversion: none (no goal; see --conversion-event)\n"),
     }
+    if !s.tracked {
+        out.push_str("opens and clicks: not tracked (the campaign has tracking: false)\n");
+    }
     let head = [
         "step",
         "entered",

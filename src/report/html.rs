@@ -172,28 +172,34 @@ fn kpis(h: &mut String, s: &CampaignStats) {
         &num(t.sent),
         &format!("{} planned · {} pending", num(planned), num(t.pending)),
     );
-    kpi(
-        h,
-        HUMAN,
-        "Opened",
-        &pct(t.open_rate_human),
-        &format!(
-            "{} people · {} incl. machine opens",
-            num(t.opened_human),
-            pct(t.open_rate)
-        ),
-    );
-    kpi(
-        h,
-        CLICK,
-        "Clicked",
-        &pct(t.click_rate),
-        &format!(
-            "{} people · {} of openers",
-            num(t.clicked),
-            pct(t.click_to_open_rate)
-        ),
-    );
+    if s.tracked {
+        kpi(
+            h,
+            HUMAN,
+            "Opened",
+            &pct(t.open_rate_human),
+            &format!(
+                "{} people · {} incl. machine opens",
+                num(t.opened_human),
+                pct(t.open_rate)
+            ),
+        );
+        kpi(
+            h,
+            CLICK,
+            "Clicked",
+            &pct(t.click_rate),
+            &format!(
+                "{} people · {} of openers",
+                num(t.clicked),
+                pct(t.click_to_open_rate)
+            ),
+        );
+    } else {
+        let untracked = "the campaign has tracking: false";
+        kpi(h, HUMAN, "Opened", "not tracked", untracked);
+        kpi(h, CLICK, "Clicked", "not tracked", untracked);
+    }
     let conv_sub = match &s.conversion {
         Some(c) => format!(
             "{} people · {} within {}",

@@ -99,6 +99,9 @@ pub struct CampaignStats {
     pub entered: i64,
     pub customers: i64,
     pub conversion: Option<ConversionInfo>,
+    /// False for a campaign with `tracking: false`: its opens and clicks are
+    /// unknown, and their rates are `null`, not 0.
+    pub tracked: bool,
     pub totals: StepStats,
     pub steps: Vec<StepStats>,
 }
@@ -167,8 +170,18 @@ fn rate(n: i64, base: i64) -> Option<f64> {
     (base > 0).then(|| n as f64 / base as f64)
 }
 
+/// Which rates a campaign can have at all.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    /// Opens and clicks are recorded (`tracking:` is on).
+    tracked: bool,
+    /// A conversion event is known (a goal or `--conversion-event`).
+    converting: bool,
+}
+
 impl StepStats {
-    fn from_counts(c: Counts, in_file: bool) -> StepStats {
+    fn from_counts(c: Counts, in_file: bool, m: Measured) -> StepStats {
+        let tracked = |r: Option<f64>| r.filter(|_| m.tracked);
         // Refused at the relay: the base of the bounce rate is what reached it.
         let reached = c.sent + c.bounced - c.bounced_later;
         StepStats {
@@ -191,13 +204,13 @@ impl StepStats {
             unsubscribed: c.unsubscribed,
             complained: c.complained,
             converted: c.converted,
-            open_rate: rate(c.opened, c.sent),
-            open_rate_human: rate(c.opened_human, c.sent),
-            click_rate: rate(c.clicked, c.sent),
-            click_to_open_rate: rate(c.clicked, c.opened),
+            open_rate: tracked(rate(c.opened, c.sent)),
+            open_rate_human: tracked(rate(c.opened_human, c.sent)),
+            click_rate: tracked(rate(c.clicked, c.sent)),
+            click_to_open_rate: tracked(rate(c.clicked, c.opened)),
             unsubscribe_rate: rate(c.unsubscribed, c.sent),
             bounce_rate: rate(c.bounced, reached),
-            conversion_rate: rate(c.converted, c.sent),
+            conversion_rate: rate(c.converted, c.sent).filter(|_| m.converting),
             links: c
                 .links
                 .into_iter()
@@ -233,6 +246,10 @@ pub async fn campaign_stats(
         .as_ref()
         .map(|r| r.to_store(store, opts.now, name));
     let counts = store.campaign_counts(name, conversion.as_ref()).await?;
+    let m = Measured {
+        tracked: opts.campaign.is_none_or(|c| c.tracking),
+        converting: conversion.is_some(),
+    };
     let mut stored: Vec<Counts> = counts.steps;
     let mut steps = Vec::new();
     if let Some(c) = opts.campaign {
@@ -247,11 +264,15 @@ pub async fn campaign_stats(
                     ..Default::default()
                 },
             };
-            steps.push(StepStats::from_counts(counts, true));
+            steps.push(StepStats::from_counts(counts, true, m));
         }
     }
     let known = opts.campaign.is_none();
-    steps.extend(stored.into_iter().map(|c| StepStats::from_counts(c, known)));
+    steps.extend(
+        stored
+            .into_iter()
+            .map(|c| StepStats::from_counts(c, known, m)),
+    );
     let period = match (counts.first_sent, counts.last_activity) {
         (Some(from), Some(to)) => Some(Period {
             from: format_rfc3339(from),
@@ -272,7 +293,8 @@ pub async fn campaign_stats(
             window: r.window.to_string(),
             source: r.source,
         }),
-        totals: StepStats::from_counts(counts.total, true),
+        tracked: m.tracked,
+        totals: StepStats::from_counts(counts.total, true, m),
         steps,
     })
 }
