@@ -107,7 +107,7 @@ fn main() {
                 Some("Ann Lee".to_string()),
                 email.parse().expect("address"),
             ),
-            message_id: message::message_id(i, "b", &from),
+            message_id: message::message_id(&format!("{i:032x}"), "b", &from),
             unsubscribe_url: &unsubscribe,
             unsubscribe_mailto: None,
         };
