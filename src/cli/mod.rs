@@ -3,6 +3,7 @@
 
 mod advance;
 mod audience;
+mod backup;
 mod campaigns;
 mod import;
 mod preview;
@@ -113,6 +114,9 @@ enum Command {
     Config,
     /// Create or update the database schema
     Migrate,
+    /// Write a consistent copy of the SQLite database to FILE, safe while a
+    /// worker runs (PostgreSQL: use pg_dump)
+    Backup(backup::BackupArgs),
     /// Import customers (CSV or JSON Lines) or interactions (JSON Lines)
     #[command(subcommand)]
     Import(import::ImportCommand),
@@ -202,6 +206,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             println!("schema is up to date ({})", store.backend().name());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backup(args) => backup::run(args, &settings).await,
         Command::Import(cmd) => import::run(cmd, &settings).await,
         Command::Seed(args) => seed::run(args, &settings).await,
         Command::Demo(args) => run::demo(args, &settings).await,

@@ -6,6 +6,7 @@
 //! shared test suite on both backends.
 
 pub mod audience;
+pub mod backup;
 pub mod customers;
 pub mod deliveries;
 pub mod dialect;
@@ -48,6 +49,8 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("no database at {path}: check database_url")]
+    Missing { path: String },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error while {context}: {source}")]
@@ -97,15 +100,31 @@ pub struct Store {
 impl Store {
     /// Connects (creating an SQLite file on first use) without migrating.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, true).await
+    }
+
+    /// Connects to a database that must exist already (no SQLite file is
+    /// created), without migrating: what reads it is left as it was found.
+    pub async fn connect_existing(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, false).await
+    }
+
+    async fn connect_with(url: &str, create: bool) -> Result<Store, StoreError> {
         let err = |source| StoreError::Connect {
             url: redact(url),
             source,
         };
         let pool = match Backend::of_url(url) {
             Backend::Sqlite => {
-                let options = SqliteConnectOptions::from_str(url)
-                    .map_err(err)?
-                    .create_if_missing(true)
+                let options = SqliteConnectOptions::from_str(url).map_err(err)?;
+                let file = options.get_filename();
+                if !create && !file.exists() {
+                    return Err(StoreError::Missing {
+                        path: file.display().to_string(),
+                    });
+                }
+                let options = options
+                    .create_if_missing(create)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(30))
