@@ -58,7 +58,7 @@ const MALFORMED: &[(&str, &str, &str, &[&str])] = &[
         "name: winback",
         "nme: winback",
         &[
-            "campaigns/winback.yaml:2:1: unknown key \"nme\"; expected one of name, description, from, reply_to, schedule, timezone, reentry, tracking, audience, steps, goal, limits, send_window",
+            "campaigns/winback.yaml:2:1: unknown key \"nme\"; did you mean \"name\"? (expected one of name, description, from, reply_to, schedule, timezone, reentry, tracking, audience, steps, goal, limits, send_window)",
             "campaigns/winback.yaml:2:1: missing key \"name\"",
         ],
     ),
@@ -552,3 +552,44 @@ async fn audience_command(db: TestDb) {
     store.close().await;
 }
 both_backends!(audience, audience_command);
+
+/// A mistyped campaign name is an error with a suggestion for every command
+/// that takes one, and nothing is written (the report used to be an empty file
+/// and exit 0).
+async fn unknown_campaigns_are_errors_with_a_suggestion(db: TestDb) {
+    std::fs::create_dir_all(db.path("campaigns")).unwrap();
+    std::fs::create_dir_all(db.path("templates")).unwrap();
+    for entry in std::fs::read_dir(repo().join("campaigns")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, db.path("campaigns").join(p.file_name().unwrap())).unwrap();
+    }
+    let seeded = db.herald(&["seed", "--customers", "20", "--seed", "3"]);
+    assert!(seeded.status.success(), "{seeded:?}");
+    for args in [
+        &["stats", "newsleter"][..],
+        &["stats", "newsleter", "--json"],
+        &["report", "newsleter", "--out", "r.html"],
+        &["run", "newsleter"],
+        &["run", "newsleter", "--dry-run"],
+        &["preview", "newsleter"],
+        &["audience", "newsleter"],
+        &["status", "newsleter"],
+    ] {
+        let out = db.herald(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let err = common::stderr(&out);
+        assert!(
+            err.contains("no campaign") && err.contains("did you mean \"newsletter\"?"),
+            "{args:?}: {err}"
+        );
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+    }
+    assert!(!db.path("r.html").exists());
+    let out = db.herald(&["stats", "zzzzzz"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!common::stderr(&out).contains("did you mean"), "{out:?}");
+}
+both_backends!(
+    unknown_campaigns,
+    unknown_campaigns_are_errors_with_a_suggestion
+);

@@ -279,6 +279,18 @@ fn strip_positions(message: &str) -> String {
     out
 }
 
+/// The candidate closest to `word`, if one is close enough to be a likely
+/// typo (an edit or two, a third of the word at most).
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// Campaigns loaded from files, and every problem found on the way.
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -399,21 +411,27 @@ pub fn find(name_or_path: &str, dir: &Path) -> Result<Campaign, Problems> {
             }
         }
     }
-    let catalog = load(&[dir.to_path_buf()], &Checks::default());
-    if let Some((_, c)) = catalog
+    let mut catalog = load(&[dir.to_path_buf()], &Checks::default());
+    if let Some(at) = catalog
         .campaigns
-        .into_iter()
-        .find(|(_, c)| c.name == name_or_path)
+        .iter()
+        .position(|(_, c)| c.name == name_or_path)
     {
-        return Ok(c);
+        return Ok(catalog.campaigns.swap_remove(at).1);
     }
+    let suggestion = closest(
+        name_or_path,
+        catalog.campaigns.iter().map(|(_, c)| c.name.as_str()),
+    )
+    .map(|c| format!("; did you mean \"{c}\"?"))
+    .unwrap_or_default();
     let mut problems = catalog.problems;
     problems.insert(
         0,
         Problem {
             file: dir.display().to_string(),
             position: None,
-            message: format!("no campaign named \"{name_or_path}\""),
+            message: format!("no campaign named \"{name_or_path}\"{suggestion}"),
         },
     );
     Err(Problems(problems))

@@ -142,13 +142,14 @@ impl Parser {
     fn only(&mut self, entries: &Entries<'_>, p: &Path, allowed: &[&str], in_what: &str) {
         for (k, _) in entries {
             if !allowed.contains(k) {
-                self.at_key(
-                    &key(p, k),
-                    format!(
-                        "unknown key \"{k}\"{in_what}; expected one of {}",
+                let hint = match super::closest(k, allowed.iter().copied()) {
+                    Some(c) => format!(
+                        "did you mean \"{c}\"? (expected one of {})",
                         one_of(allowed)
                     ),
-                );
+                    None => format!("expected one of {}", one_of(allowed)),
+                };
+                self.at_key(&key(p, k), format!("unknown key \"{k}\"{in_what}; {hint}"));
             }
         }
     }

@@ -1,12 +1,12 @@
 //! `herald stats [CAMPAIGN] [--json]`: a campaign's figures per step.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use herald::campaign::{self, Campaign};
+use herald::campaign;
 use herald::config::Settings;
 use herald::quantity::Span;
 use herald::report::{self, CampaignStats, ConversionRule, StatsOptions, StepStats};
@@ -51,11 +51,29 @@ impl SourceArgs {
     }
 }
 
-/// The campaign file of `name`, or `None` with a warning on stderr.
-fn campaign_file(name: &str, dir: &Path) -> Option<Campaign> {
-    match campaign::find(name, dir) {
+/// A campaign's figures, with its file when there is one.
+pub(super) async fn load_stats(
+    store: &Store,
+    name: &str,
+    source: &SourceArgs,
+) -> anyhow::Result<CampaignStats> {
+    let window = source.window()?;
+    let file = match campaign::find(name, &source.campaigns) {
         Ok(c) => Some(c),
         Err(problems) => {
+            let sent = store.campaigns_with_deliveries().await?;
+            if !sent.iter().any(|s| s == name) {
+                let files = campaign::load(&[source.campaigns.clone()], &Default::default());
+                let names = files.campaigns.iter().map(|(_, c)| c.name.as_str());
+                let hint = campaign::closest(name, names.chain(sent.iter().map(String::as_str)))
+                    .map(|c| format!("; did you mean \"{c}\"?"))
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "no campaign \"{name}\": no file in {} and nothing sent{hint}",
+                    source.campaigns.display()
+                );
+            }
+            // Sent but its file is gone or broken: the figures still count.
             let first = problems
                 .0
                 .first()
@@ -66,17 +84,7 @@ fn campaign_file(name: &str, dir: &Path) -> Option<Campaign> {
             );
             None
         }
-    }
-}
-
-/// A campaign's figures, with its file when there is one.
-pub(super) async fn load_stats(
-    store: &Store,
-    name: &str,
-    source: &SourceArgs,
-) -> anyhow::Result<CampaignStats> {
-    let window = source.window()?;
-    let file = campaign_file(name, &source.campaigns);
+    };
     let conversion =
         ConversionRule::choose(file.as_ref(), source.conversion_event.as_deref(), window);
     let opts = StatsOptions {
