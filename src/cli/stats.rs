@@ -63,7 +63,8 @@ pub(super) async fn load_stats(
         Err(problems) => {
             let sent = store.campaigns_with_deliveries().await?;
             if !sent.iter().any(|s| s == name) {
-                let files = campaign::load(&[source.campaigns.clone()], &Default::default());
+                let files =
+                    campaign::load(std::slice::from_ref(&source.campaigns), &Default::default());
                 let names = files.campaigns.iter().map(|(_, c)| c.name.as_str());
                 let hint = campaign::closest(name, names.chain(sent.iter().map(String::as_str)))
                     .map(|c| format!("; did you mean \"{c}\"?"))
