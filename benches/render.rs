@@ -110,6 +110,8 @@ fn main() {
             message_id: message::message_id(&format!("{i:032x}"), "b", &from),
             unsubscribe_url: &unsubscribe,
             unsubscribe_mailto: None,
+            list_id: "<b.acme.example>",
+            feedback_id: "b:s:marketing:acme.example",
         };
         let eml = message::build(&rendered, &env).expect("build").formatted();
         if i == 0

@@ -111,6 +111,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         None,
     ),
     spec(
+        "feedback_tag",
+        false,
+        "the mail type in each message's Feedback-ID (CAMPAIGN:STEP:TAG:SENDER-DOMAIN), for Gmail's feedback loop",
+        Some("marketing"),
+    ),
+    spec(
         "webhook_secret",
         true,
         "bearer secret required on the bounce/complaint webhook",
@@ -208,6 +214,7 @@ pub struct Settings {
     pub frequency_cap: Option<FrequencyCap>,
     pub postal_address: Option<String>,
     pub unsubscribe_mailto: Option<String>,
+    pub feedback_tag: String,
     pub webhook_secret: Option<String>,
     pub dkim_selector: Option<String>,
     pub dkim_domain: Option<String>,
@@ -401,6 +408,7 @@ impl Settings {
             postal_address: text("postal_address"),
             unsubscribe_mailto: text("unsubscribe_mailto")
                 .map(|a| a.trim_start_matches("mailto:").to_string()),
+            feedback_tag: text("feedback_tag").unwrap_or_else(|| "marketing".into()),
             webhook_secret: text("webhook_secret"),
             dkim_selector: text("dkim_selector"),
             dkim_domain: text("dkim_domain"),

@@ -40,6 +40,56 @@ pub struct Envelope<'a> {
     pub message_id: String,
     pub unsubscribe_url: &'a str,
     pub unsubscribe_mailto: Option<&'a str>,
+    /// The `List-Id` value ([`list_id`]).
+    pub list_id: &'a str,
+    /// The `Feedback-ID` value ([`feedback_id`]).
+    pub feedback_id: &'a str,
+}
+
+/// `List-Id` (RFC 2919) of a campaign: its description as the phrase, and
+/// `<CAMPAIGN.sender-domain>`, one list per campaign. Mailbox providers group
+/// and filter bulk mail by it.
+pub fn list_id(campaign: &str, description: Option<&str>, from: &Mailbox) -> String {
+    let id = format!("<{}.{}>", campaign, from.email.domain());
+    match description.map(header_phrase).filter(|d| !d.is_empty()) {
+        Some(d) => format!("\"{d}\" {id}"),
+        None => id,
+    }
+}
+
+/// `Feedback-ID` for Gmail's feedback loop: `CAMPAIGN:STEP:TAG:SENDER`, the
+/// sender being the From domain (Gmail asks for an identifier that stays the
+/// same for one sender); the fields lose anything but letters, digits, `-`,
+/// `_` and `.`.
+pub fn feedback_id(campaign: &str, step: &str, tag: &str, from: &Mailbox) -> String {
+    let field = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+            .collect()
+    };
+    format!(
+        "{}:{}:{}:{}",
+        field(campaign),
+        field(step),
+        field(tag),
+        field(from.email.domain())
+    )
+}
+
+/// Text safe inside a quoted header phrase: printable ASCII without quotes or
+/// backslashes, one line.
+fn header_phrase(text: &str) -> String {
+    let kept: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    kept.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A Message-ID on the sender's domain around `unique`: random digits drawn
@@ -58,20 +108,29 @@ pub fn message_id_parts(salt: &str, from: &Mailbox) -> (String, String) {
     )
 }
 
-#[derive(Clone)]
-struct ListUnsubscribe(String);
+/// Headers whose values Herald composes itself: ASCII on one line.
+macro_rules! text_header {
+    ($type:ident, $name:literal) => {
+        #[derive(Clone)]
+        struct $type(String);
 
-impl Header for ListUnsubscribe {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("List-Unsubscribe")
-    }
-    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(ListUnsubscribe(s.to_string()))
-    }
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), self.0.clone())
-    }
+        impl Header for $type {
+            fn name() -> HeaderName {
+                HeaderName::new_from_ascii_str($name)
+            }
+            fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+                Ok($type(s.to_string()))
+            }
+            fn display(&self) -> HeaderValue {
+                HeaderValue::new(Self::name(), self.0.clone())
+            }
+        }
+    };
 }
+
+text_header!(ListUnsubscribe, "List-Unsubscribe");
+text_header!(ListId, "List-Id");
+text_header!(FeedbackId, "Feedback-ID");
 
 #[derive(Clone)]
 struct ListUnsubscribePost;
@@ -128,7 +187,9 @@ pub fn build(rendered: &Rendered, env: &Envelope<'_>) -> Result<Message, Message
         .message_id(Some(format!("<{}>", env.message_id)))
         .date_now()
         .header(ListUnsubscribe(list_unsubscribe))
-        .header(ListUnsubscribePost);
+        .header(ListUnsubscribePost)
+        .header(ListId(env.list_id.to_string()))
+        .header(FeedbackId(env.feedback_id.to_string()));
     if let Some(r) = env.reply_to {
         builder = builder.reply_to(r.clone());
     }
@@ -222,6 +283,8 @@ impl Dkim {
                 "Message-ID",
                 "List-Unsubscribe",
                 "List-Unsubscribe-Post",
+                "List-Id",
+                "Feedback-ID",
             ];
             if reply_to {
                 names.push("Reply-To");
@@ -291,6 +354,8 @@ mod tests {
             message_id: message_id("42", "x1", &from),
             unsubscribe_url: "https://t.example/u/abc",
             unsubscribe_mailto: Some("mailto:unsub@acme.example"),
+            list_id: "<x1.acme.example>",
+            feedback_id: "x1:s:marketing:acme.example",
         };
         let message = build(&rendered, &env).unwrap();
         assert_eq!(

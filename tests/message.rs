@@ -216,6 +216,8 @@ fn eml_parses_back_with_python_email() {
         message_id: message::message_id("77", "t", &from),
         unsubscribe_url: &unsub,
         unsubscribe_mailto: None,
+        list_id: &message::list_id("t", Some("Autumn \"offers\"\r\nBcc: x"), &from),
+        feedback_id: &message::feedback_id("t", "s:1", "marketing", &from),
     };
     let eml = message::build(&r, &env).unwrap().formatted();
     let path = dir.path().join("m.eml");
@@ -229,7 +231,8 @@ text = m.get_body(('plain',)).get_content()
 print(json.dumps({
   "subject": str(m["subject"]), "from": str(m["from"]), "to": str(m["to"]), "reply_to": str(m["reply-to"]),
   "message_id": str(m["message-id"]), "date": m["date"] is not None, "lu": str(m["list-unsubscribe"]),
-  "lup": str(m["list-unsubscribe-post"]), "parts": parts, "html": html, "text": text,
+  "lup": str(m["list-unsubscribe-post"]), "list_id": str(m["list-id"]), "fbl": str(m["feedback-id"]),
+  "bcc": m["bcc"] is not None, "parts": parts, "html": html, "text": text,
   "defects": [str(d) for p in m.walk() for d in p.defects]}))
 "#;
     let out = Command::new("python3")
@@ -252,6 +255,9 @@ print(json.dumps({
     assert_eq!(v["date"], true);
     assert_eq!(v["lu"], format!("<{unsub}>"));
     assert_eq!(v["lup"], "List-Unsubscribe=One-Click");
+    assert_eq!(v["list_id"], "\"Autumn offers Bcc: x\" <t.acme.example>");
+    assert_eq!(v["fbl"], "t:s1:marketing:acme.example");
+    assert_eq!(v["bcc"], false);
     assert_eq!(
         v["parts"],
         json!(["multipart/alternative", "text/plain", "text/html"])
@@ -303,6 +309,8 @@ fn dkim_signature_verifies_with_dkimpy() {
         message_id: message::message_id("1", "d", &from),
         unsubscribe_url: "https://t.example/u/x",
         unsubscribe_mailto: None,
+        list_id: "<d.acme.example>",
+        feedback_id: "d:s:marketing:acme.example",
     };
     let without_reply_to = Envelope {
         reply_to: None,
@@ -348,6 +356,8 @@ print(('ok ' if ok else 'bad ') + h.decode().strip())
             "message-id",
             "list-unsubscribe",
             "list-unsubscribe-post",
+            "list-id",
+            "feedback-id",
         ] {
             assert!(
                 text.split(['=', ':', ' ']).any(|h| h.trim() == header),

@@ -312,6 +312,30 @@ async fn demo_sends_every_campaign_once(db: TestDb) {
             "{}",
             f.display()
         );
+        // One list per campaign, and Gmail's feedback loop fields.
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let campaign = [
+            "cross-sell",
+            "newsletter",
+            "support-followup",
+            "welcome",
+            "winback",
+        ]
+        .into_iter()
+        .find(|c| name.starts_with(&format!("{c}-")))
+        .unwrap();
+        assert!(
+            eml.contains(&format!(" <{campaign}.acme.example>\r\n"))
+                && eml.contains("\r\nList-Id: "),
+            "{}",
+            f.display()
+        );
+        assert!(
+            eml.contains(&format!("\r\nFeedback-ID: {campaign}:"))
+                && eml.contains(":marketing:acme.example\r\n"),
+            "{}",
+            f.display()
+        );
     }
     let again = db.herald(&args);
     assert!(

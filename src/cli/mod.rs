@@ -89,6 +89,9 @@ struct SettingArgs {
     /// Address for mail-based unsubscribes, added to List-Unsubscribe
     #[arg(long, env = "HERALD_UNSUBSCRIBE_MAILTO", global = true)]
     unsubscribe_mailto: Option<String>,
+    /// The mail type in each message's Feedback-ID (default marketing)
+    #[arg(long, env = "HERALD_FEEDBACK_TAG", global = true)]
+    feedback_tag: Option<String>,
     /// Bearer secret for the bounce/complaint webhook
     #[arg(
         long,
@@ -243,6 +246,7 @@ fn load_settings(args: &SettingArgs, matches: &ArgMatches) -> anyhow::Result<Set
             "frequency_cap" => &args.frequency_cap,
             "postal_address" => &args.postal_address,
             "unsubscribe_mailto" => &args.unsubscribe_mailto,
+            "feedback_tag" => &args.feedback_tag,
             "webhook_secret" => &args.webhook_secret,
             "dkim_selector" => &args.dkim_selector,
             "dkim_domain" => &args.dkim_domain,

@@ -612,7 +612,20 @@ impl Engine {
             .unsubscribe_mailto
             .as_ref()
             .map(|a| format!("mailto:{a}?subject=unsubscribe"));
+        let list_id = message::list_id(
+            &campaign.name,
+            campaign.description.as_deref(),
+            &campaign.from,
+        );
+        let feedback_id = message::feedback_id(
+            &campaign.name,
+            &step.id,
+            &self.settings.feedback_tag,
+            &campaign.from,
+        );
         let env = Envelope {
+            list_id: &list_id,
+            feedback_id: &feedback_id,
             from: &campaign.from,
             reply_to: campaign.reply_to.as_ref(),
             to: Mailbox::new(name, address),
