@@ -112,6 +112,7 @@ fn main() {
             unsubscribe_mailto: None,
             list_id: "<b.acme.example>",
             feedback_id: "b:s:marketing:acme.example",
+            eight_bit: true,
         };
         let eml = message::build(&rendered, &env).expect("build").formatted();
         if i == 0

@@ -44,6 +44,9 @@ pub struct Envelope<'a> {
     pub list_id: &'a str,
     /// The `Feedback-ID` value ([`feedback_id`]).
     pub feedback_id: &'a str,
+    /// The relay takes 8bit bodies (8BITMIME); without, every part that is
+    /// not ASCII goes quoted-printable.
+    pub eight_bit: bool,
 }
 
 /// `List-Id` (RFC 2919) of a campaign: its description as the phrase, and
@@ -196,21 +199,26 @@ pub fn build(rendered: &Rendered, env: &Envelope<'_>) -> Result<Message, Message
     builder
         .multipart(
             MultiPart::alternative()
-                .singlepart(SinglePart::plain(body(&rendered.text)))
-                .singlepart(SinglePart::html(body(&rendered.html))),
+                .singlepart(SinglePart::plain(body(&rendered.text, env.eight_bit)))
+                .singlepart(SinglePart::html(body(&rendered.html, env.eight_bit))),
         )
         .map_err(|e| MessageError::Build(e.to_string()))
 }
 
-/// 8bit where every line fits RFC 5322's 998 octets: no encoding cost and a
-/// readable source (every relay Herald targets announces 8BITMIME); lettre's own
-/// chooser would quoted-print anything with a line over 76 characters.
+/// 8bit where every line fits RFC 5322's 998 octets and the relay takes it
+/// (or the text is ASCII): no encoding cost and a readable source; lettre's
+/// own chooser would quoted-print anything with a line over 76 characters.
 /// Quoted-printable otherwise.
 ///
 /// Borrowed: the 8bit body is a CRLF copy anyway, so only the quoted-printable
 /// fallback needs its own copy of the text.
-fn body(content: &str) -> Body {
-    match eight_bit(content) {
+fn body(content: &str, eight_bit_ok: bool) -> Body {
+    let eight_bit = if eight_bit_ok || content.is_ascii() {
+        eight_bit(content)
+    } else {
+        None
+    };
+    match eight_bit {
         Some(crlf) => Body::dangerous_pre_encoded(crlf, ContentTransferEncoding::EightBit),
         None => match Body::new_with_encoding(
             content.to_string(),
@@ -356,6 +364,7 @@ mod tests {
             unsubscribe_mailto: Some("mailto:unsub@acme.example"),
             list_id: "<x1.acme.example>",
             feedback_id: "x1:s:marketing:acme.example",
+            eight_bit: true,
         };
         let message = build(&rendered, &env).unwrap();
         assert_eq!(

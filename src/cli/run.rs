@@ -136,6 +136,16 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<ExitCode>
     for r in &reports {
         print_report(&campaign.name, r, &engine);
     }
+    let failed: i64 = reports.iter().map(|r| r.counts.failed).sum();
+    if failed > 0 {
+        eprintln!(
+            "{}: {failed} message{} failed for good; `herald status {}` shows why",
+            campaign.name,
+            if failed == 1 { "" } else { "s" },
+            campaign.name
+        );
+        return Ok(ExitCode::from(3));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use lettre::Address;
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::extension::{ClientId, Extension};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use reply::{Reply, SendError};
 
@@ -80,6 +81,9 @@ pub struct Outgoing<'a> {
 pub struct Mailer {
     transport: Transport,
     limiter: Option<Limiter>,
+    /// Whether the relay announced 8BITMIME on the last connection seen
+    /// (assumed until a connection says otherwise; the outbox takes 8bit).
+    eight_bit: AtomicBool,
 }
 
 impl Mailer {
@@ -118,7 +122,35 @@ impl Mailer {
         Ok(Mailer {
             transport,
             limiter: settings.smtp_rate.map(Limiter::new),
+            eight_bit: AtomicBool::new(true),
         })
+    }
+
+    /// Whether messages may go out with 8bit bodies: the relay announced
+    /// 8BITMIME (RFC 6152) on the last connection seen. Without it, messages
+    /// are built quoted-printable (and signed as sent).
+    pub fn eight_bit(&self) -> bool {
+        self.eight_bit.load(Ordering::Relaxed)
+    }
+
+    /// Connects to the relay (or takes a pooled connection) to learn what it
+    /// announces, before any message is built. Errors are left to the first
+    /// send, which meets them in its own way.
+    pub async fn probe(&self) {
+        if let Transport::Smtp { pool, .. } = &self.transport
+            && let Ok(conn) = pool.get().await
+        {
+            self.note_features(&conn);
+        }
+    }
+
+    fn note_features(&self, conn: &lettre::transport::smtp::client::AsyncSmtpConnection) {
+        let eight_bit = conn.server_info().supports_feature(Extension::EightBitMime);
+        if self.eight_bit.swap(eight_bit, Ordering::Relaxed) && !eight_bit {
+            tracing::warn!(
+                "the relay does not announce 8BITMIME: messages go out quoted-printable"
+            );
+        }
     }
 
     /// Where messages go, for logs and summaries.
@@ -141,6 +173,7 @@ impl Mailer {
                     deadpool::managed::PoolError::Backend(e) => e,
                     other => SendError::Transient(other.to_string()),
                 })?;
+                self.note_features(&conn);
                 smtp::send(&mut conn, *timeout, out.from, out.to, out.message).await
             }
             Transport::Outbox(dir) => write_eml(dir, out.id, out.message).await,

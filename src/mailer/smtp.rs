@@ -301,8 +301,11 @@ async fn transaction(
     }
     if !message.is_ascii() {
         if !conn.server_info().supports_feature(Extension::EightBitMime) {
-            return Err(SendError::Local(
-                "the relay does not announce 8BITMIME, which this message needs".into(),
+            // Built 8bit before this connection showed the relay lacks
+            // 8BITMIME (the mailer has noted it): built again, it goes
+            // quoted-printable.
+            return Err(SendError::Transient(
+                "the relay does not announce 8BITMIME: sent again quoted-printable".into(),
             ));
         }
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));

@@ -31,6 +31,10 @@ const OUTCOME_WRITERS: usize = 1;
 
 /// Consecutive 5.7.x replies (the relay refuses the sender) that stop a run.
 const SENDER_REFUSALS_TO_STOP: u32 = 5;
+/// A pass whose first this many messages all fail for good stops: something
+/// wrong for every message (a template, the relay's settings, a full disk)
+/// is reported once instead of failing the whole audience.
+const FIRST_FAILURES_TO_STOP: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -42,6 +46,14 @@ pub enum EngineError {
     SenderRefused {
         campaign: String,
         reply: String,
+        count: u32,
+    },
+    #[error(
+        "campaign {campaign}: the first {count} messages all failed ({error}); stopped, the rest stay queued"
+    )]
+    EveryMessageFails {
+        campaign: String,
+        error: String,
         count: u32,
     },
 }
@@ -110,6 +122,11 @@ struct Senders {
     /// senders give back what they had not started.
     refused: std::sync::Mutex<Option<(String, u32)>>,
     refusals: AtomicU32,
+    /// The first outcomes of the pass: how many, and the first failure while
+    /// every one of them failed for good.
+    opening: std::sync::Mutex<(u32, Option<String>)>,
+    /// Set when the opening outcomes all failed: the reason, the count.
+    failing: std::sync::Mutex<Option<(String, u32)>>,
     abort: AtomicBool,
     lease: Arc<Lease>,
 }
@@ -117,6 +134,32 @@ struct Senders {
 impl Senders {
     fn halted(&self) -> bool {
         *self.stop.borrow() || self.abort.load(Ordering::Relaxed)
+    }
+
+    /// Counts one of the pass's first outcomes; when the first
+    /// [`FIRST_FAILURES_TO_STOP`] all failed for good, halts the pass.
+    fn opening(&self, outcome: &Outcome) {
+        let Ok(mut opening) = self.opening.lock() else {
+            return;
+        };
+        let (seen, first_failure) = &mut *opening;
+        if *seen >= FIRST_FAILURES_TO_STOP || matches!(outcome, Outcome::Deferred { .. }) {
+            return;
+        }
+        *seen += 1;
+        match (outcome, *seen) {
+            (Outcome::Failed { error }, 1) => *first_failure = Some(error.clone()),
+            (Outcome::Failed { .. }, _) => {}
+            _ => *first_failure = None,
+        }
+        if *seen == FIRST_FAILURES_TO_STOP
+            && let Some(error) = first_failure.take()
+        {
+            self.abort.store(true, Ordering::Relaxed);
+            if let Ok(mut failing) = self.failing.lock() {
+                *failing = Some((error, *seen));
+            }
+        }
     }
 }
 
@@ -198,6 +241,8 @@ impl Engine {
         run_id: i64,
         stop: watch::Receiver<bool>,
     ) -> Result<RunSummary, EngineError> {
+        // What the relay announces decides how messages are built.
+        self.mailer.probe().await;
         let concurrency = self.settings.smtp_concurrency.max(1);
         let batch = claim_size(concurrency, [campaign.limits.rate, self.settings.smtp_rate]);
         let lease = Arc::new(Lease::new(
@@ -232,6 +277,8 @@ impl Engine {
             stop: stop.clone(),
             refused: std::sync::Mutex::new(None),
             refusals: AtomicU32::new(0),
+            opening: std::sync::Mutex::new((0, None)),
+            failing: std::sync::Mutex::new(None),
             abort: AtomicBool::new(false),
             lease: lease.clone(),
         });
@@ -254,6 +301,7 @@ impl Engine {
         }
         drop(out_tx);
         let refused = shared.refused.lock().map(|r| r.clone()).unwrap_or(None);
+        let failing = shared.failing.lock().map(|r| r.clone()).unwrap_or(None);
         drop(shared);
         let mut written = Ok(());
         while let Some(w) = writers.join_next().await {
@@ -289,6 +337,13 @@ impl Engine {
             return Err(EngineError::SenderRefused {
                 campaign: campaign.name.clone(),
                 reply,
+                count,
+            });
+        }
+        if let Some((error, count)) = failing {
+            return Err(EngineError::EveryMessageFails {
+                campaign: campaign.name.clone(),
+                error,
                 count,
             });
         }
@@ -493,8 +548,14 @@ impl Engine {
                 message_id: message_id.to_string(),
             },
             Err(e) => {
-                tracing::info!(campaign = %campaign.name, step = %c.step, delivery = c.delivery_id, attempt = c.attempts, error = %e, "send failed");
-                self.failure(c, e)
+                let shown = e.to_string();
+                let outcome = self.failure(c, e);
+                if let Outcome::Failed { error } = &outcome {
+                    tracing::warn!(campaign = %campaign.name, step = %c.step, delivery = c.delivery_id, attempt = c.attempts, %error, "message failed for good");
+                } else {
+                    tracing::info!(campaign = %campaign.name, step = %c.step, delivery = c.delivery_id, attempt = c.attempts, error = %shown, "send failed");
+                }
+                outcome
             }
         }
     }
@@ -624,6 +685,7 @@ impl Engine {
             &campaign.from,
         );
         let env = Envelope {
+            eight_bit: self.mailer.eight_bit(),
             list_id: &list_id,
             feedback_id: &feedback_id,
             from: &campaign.from,
@@ -694,6 +756,7 @@ async fn sender(engine: Engine, shared: Arc<Senders>) -> RunSummary {
             tracing::error!(campaign = %shared.campaign.name, step = %c.step, delivery = c.delivery_id, %error, "message failed");
             Outcome::Failed { error }
         });
+        shared.opening(&outcome);
         match &outcome {
             Outcome::Sent { .. } => {
                 part.sent += 1;

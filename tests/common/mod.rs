@@ -270,3 +270,54 @@ pub fn assert_snapshot(name: &str, actual: &str) {
         "snapshot {name} differs; run with UPDATE_SNAPSHOTS=1 if the change is intended"
     );
 }
+
+/// The DKIM test key (tests/fixtures/dkim-test-key.pem, selector `herald`,
+/// domain `acme.example`).
+pub fn dkim_key_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dkim-test-key.pem")
+}
+
+/// Verifies the DKIM signature of the message in `eml` with dkimpy (an
+/// independent verifier), the test key's record standing in for DNS. Prints
+/// `ok h=…` or `bad h=…`; the caller asserts. dkimpy must be installed (the
+/// caller checks, so it can skip outside CI).
+pub fn dkim_verify(eml: &Path) -> String {
+    let script = r#"
+import sys, dkim
+msg = open(sys.argv[1], 'rb').read()
+record = open(sys.argv[2], 'rb').read().strip()
+def dns(name, timeout=5):
+    assert name == b'herald._domainkey.acme.example.', name
+    return record
+ok = dkim.verify(msg, dnsfunc=dns)
+h = [x for x in msg.split(b'\r\n\r\n')[0].split(b'DKIM-Signature:')[1].replace(b'\r\n', b'').split(b';') if x.strip().startswith(b'h=')][0]
+print(('ok ' if ok else 'bad ') + h.decode().strip())
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(eml)
+        .arg(dkim_key_path().with_extension("txt"))
+        .output()
+        .expect("python3");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Whether dkimpy is installed; in CI its absence fails the test.
+pub fn have_dkimpy() -> bool {
+    let have = Command::new("python3")
+        .args(["-c", "import dkim"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(!in_ci(), "dkimpy is required in CI (.ci/run installs it)");
+        eprintln!(
+            "skipped: install dkimpy (`python3 -m pip install dkimpy`) to verify DKIM signatures"
+        );
+    }
+    have
+}

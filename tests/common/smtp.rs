@@ -40,6 +40,7 @@ type Script = dyn Fn(usize, &str) -> Behavior + Send + Sync;
 pub struct SmtpServer {
     pub addr: SocketAddr,
     smtputf8: Arc<AtomicBool>,
+    no_8bitmime: Arc<AtomicBool>,
     delay: Arc<Mutex<std::time::Duration>>,
     received: Arc<Mutex<Vec<Received>>>,
     attempts: Arc<Mutex<usize>>,
@@ -56,6 +57,7 @@ impl SmtpServer {
         let attempts = Arc::new(Mutex::new(0usize));
         let delay = Arc::new(Mutex::new(std::time::Duration::ZERO));
         let smtputf8 = Arc::new(AtomicBool::new(false));
+        let no_8bitmime = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
         let session_state = Session {
             received: received.clone(),
@@ -63,6 +65,7 @@ impl SmtpServer {
             script,
             delay: delay.clone(),
             smtputf8: smtputf8.clone(),
+            no_8bitmime: no_8bitmime.clone(),
         };
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -75,6 +78,7 @@ impl SmtpServer {
         SmtpServer {
             addr,
             smtputf8,
+            no_8bitmime,
             delay,
             received,
             attempts,
@@ -93,6 +97,11 @@ impl SmtpServer {
     /// Announce SMTPUTF8 (RFC 6531) to connections opened from now on.
     pub fn offer_smtputf8(&self) {
         self.smtputf8.store(true, Ordering::Relaxed);
+    }
+
+    /// Stop announcing 8BITMIME (RFC 6152) to connections opened from now on.
+    pub fn refuse_8bitmime(&self) {
+        self.no_8bitmime.store(true, Ordering::Relaxed);
     }
 
     pub fn url(&self) -> String {
@@ -117,6 +126,7 @@ struct Session {
     script: Arc<Script>,
     delay: Arc<Mutex<std::time::Duration>>,
     smtputf8: Arc<AtomicBool>,
+    no_8bitmime: Arc<AtomicBool>,
 }
 
 async fn session(socket: tokio::net::TcpStream, state: Session) -> std::io::Result<()> {
@@ -126,6 +136,7 @@ async fn session(socket: tokio::net::TcpStream, state: Session) -> std::io::Resu
         script,
         delay,
         smtputf8,
+        no_8bitmime,
     } = state;
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
@@ -145,8 +156,13 @@ async fn session(socket: tokio::net::TcpStream, state: Session) -> std::io::Resu
             } else {
                 ""
             };
+            let eight_bit = if no_8bitmime.load(Ordering::Relaxed) {
+                ""
+            } else {
+                "250-8BITMIME\r\n"
+            };
             let ehlo = format!(
-                "250-test.smtp\r\n250-8BITMIME\r\n{utf8}250-PIPELINING\r\n250 SIZE 10000000\r\n"
+                "250-test.smtp\r\n{eight_bit}{utf8}250-PIPELINING\r\n250 SIZE 10000000\r\n"
             );
             write.write_all(ehlo.as_bytes()).await?;
         } else if upper.starts_with("HELO")

@@ -1,0 +1,137 @@
+//! Sending for real the first time, as a new operator would: a relay without
+//! 8BITMIME, messages that fail for good, and a run where every message fails.
+//! The real binary, a real SMTP server over TCP, both backends.
+
+mod common;
+
+use common::smtp::SmtpServer;
+use common::{TestDb, stderr, stdout};
+
+const TEMPLATE: &str = r#"<p>Grüße, {{default customer.first_name "there"}}: schöne Woche!</p>
+<a href="{{unsubscribe_url}}">Abmelden</a>"#;
+
+const CAMPAIGN: &str = r#"name: t
+from: "Acme Shöp <hello@acme.example>"
+audience:
+  attribute: country
+  exists: true
+steps:
+  - id: hello
+    subject: 'Grüße, {{default customer.first_name "there"}}'
+    template: hello
+"#;
+
+/// Writes the campaign and imports `emails` (all in the audience).
+fn setup(db: &TestDb, emails: &[String]) {
+    std::fs::create_dir_all(db.path("campaigns")).unwrap();
+    std::fs::create_dir_all(db.path("templates")).unwrap();
+    std::fs::write(db.path("campaigns/t.yaml"), CAMPAIGN).unwrap();
+    std::fs::write(db.path("templates/hello.html.hbs"), TEMPLATE).unwrap();
+    let mut csv = String::from("email,first_name,country\n");
+    for e in emails {
+        csv.push_str(&format!("{e},Jörg,DE\n"));
+    }
+    std::fs::write(db.path("c.csv"), csv).unwrap();
+    let out = db.herald(&["import", "customers", "c.csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn emails(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}@x.example")).collect()
+}
+
+/// A relay that does not announce 8BITMIME gets every message, each one
+/// ASCII throughout (quoted-printable bodies, encoded headers), and the DKIM
+/// signature covers what was sent.
+async fn relay_without_8bitmime(db: TestDb) {
+    let audience = emails("q", 12);
+    setup(&db, &audience);
+    let server = SmtpServer::accepting().await;
+    server.refuse_8bitmime();
+    let url = server.url();
+    let key = common::dkim_key_path();
+    let env = [
+        ("HERALD_SMTP_URL", url.as_str()),
+        ("HERALD_DKIM_SELECTOR", "herald"),
+        ("HERALD_DKIM_DOMAIN", "acme.example"),
+        ("HERALD_DKIM_KEY", key.to_str().unwrap()),
+    ];
+    let out = db.herald_env(&env, &["run", "t"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("sent 12, "), "{}", stdout(&out));
+    let received = server.received();
+    assert_eq!(received.len(), 12);
+    for r in &received {
+        assert!(r.data.is_ascii(), "{}", String::from_utf8_lossy(&r.data));
+        assert!(!r.mail_params.contains("8BITMIME"), "{}", r.mail_params);
+        let text = String::from_utf8_lossy(&r.data);
+        assert!(
+            text.contains("Content-Transfer-Encoding: quoted-printable"),
+            "{text}"
+        );
+        assert!(text.contains("Gr=C3=BC=C3=9Fe"), "{text}");
+    }
+    if common::have_dkimpy() {
+        let eml = db.path("received.eml");
+        std::fs::write(&eml, &received[0].data).unwrap();
+        let verdict = common::dkim_verify(&eml);
+        assert!(verdict.starts_with("ok "), "{verdict}");
+    }
+}
+both_backends!(no_8bitmime, relay_without_8bitmime);
+
+/// Messages that fail for good make `herald run` exit 3 after sending the
+/// rest, and say where to look; the failures are logged as warnings.
+async fn failed_messages_make_run_exit_non_zero(db: TestDb) {
+    let mut audience = emails("ok", 12);
+    audience.push("jörg@bücher.example".to_string());
+    audience.push("zoë@bücher.example".to_string());
+    setup(&db, &audience);
+    let server = SmtpServer::accepting().await;
+    let url = server.url();
+    let out = db.herald_env(&[("HERALD_SMTP_URL", url.as_str())], &["run", "t"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stdout(&out).contains("sent 12, "), "{}", stdout(&out));
+    assert!(stdout(&out).contains("failed 2, "), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("2 messages failed for good; `herald status t`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("WARN") && err.contains("does not offer SMTPUTF8"),
+        "{err}"
+    );
+    assert_eq!(server.received().len(), 12);
+}
+both_backends!(failures_exit_3, failed_messages_make_run_exit_non_zero);
+
+/// When the first ten messages all fail for good, the run stops there with
+/// the reason, and the rest stay queued for when the cause is fixed.
+async fn a_run_where_every_message_fails_stops_early(db: TestDb) {
+    let audience: Vec<String> = (0..25).map(|i| format!("jörg{i}@bücher.example")).collect();
+    setup(&db, &audience);
+    let server = SmtpServer::accepting().await;
+    let url = server.url();
+    let env = [
+        ("HERALD_SMTP_URL", url.as_str()),
+        ("HERALD_SMTP_CONCURRENCY", "1"),
+    ];
+    let out = db.herald_env(&env, &["run", "t"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the first 10 messages all failed (")
+            && err.contains("does not offer SMTPUTF8"),
+        "{err}"
+    );
+    let counts = db
+        .pairs("SELECT CAST(CASE WHEN status = 'failed' THEN 1 ELSE 0 END AS BIGINT), COUNT(*) FROM deliveries GROUP BY 1 ORDER BY 1")
+        .await;
+    assert_eq!(counts, vec![(0, Some(15)), (1, Some(10))]);
+    assert!(server.received().is_empty());
+}
+both_backends!(
+    every_message_fails,
+    a_run_where_every_message_fails_stops_early
+);
