@@ -135,6 +135,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         "path to the DKIM private key (PEM, RSA or Ed25519)",
         None,
     ),
+    spec(
+        "allow_unsafe",
+        false,
+        "send over SMTP even with a loopback or non-https public_url or no postal_address (for a test relay)",
+        Some("false"),
+    ),
 ];
 
 const fn spec(
@@ -171,6 +177,16 @@ impl fmt::Display for Source {
     }
 }
 
+/// Where a value came from, as the user wrote it: `HERALD_SECRET`, `--secret`,
+/// the file, or the default.
+fn origin(name: &str, from: &Source) -> String {
+    match from {
+        Source::Env => format!("HERALD_{}", name.to_ascii_uppercase()),
+        Source::Flag => format!("--{}", name.replace('_', "-")),
+        other => other.to_string(),
+    }
+}
+
 /// Raw values by setting name, each with its source.
 pub type Layer = BTreeMap<&'static str, (String, Source)>;
 
@@ -189,7 +205,7 @@ pub enum ConfigError {
         key: String,
         known: String,
     },
-    #[error("setting {name} (from {from}): {message}")]
+    #[error("setting {name} (from {}): {message}", origin(name, from))]
     Invalid {
         name: &'static str,
         from: Source,
@@ -219,6 +235,8 @@ pub struct Settings {
     pub dkim_selector: Option<String>,
     pub dkim_domain: Option<String>,
     pub dkim_key: Option<PathBuf>,
+    /// Skip [`Settings::check_for_sending`]'s refusals (a test relay).
+    pub allow_unsafe: bool,
     raw: Layer,
 }
 
@@ -384,6 +402,32 @@ impl Settings {
                 "expected an http:// or https:// URL".into(),
             ));
         }
+        if let Some((v, s)) = get("secret")
+            && v.split(',')
+                .map(str::trim)
+                .any(|k| !k.is_empty() && k.len() < 16)
+        {
+            return Err(invalid(
+                "secret",
+                s,
+                "every key must be at least 16 characters (generate one with `openssl rand -hex 32`)"
+                    .into(),
+            ));
+        }
+        let allow_unsafe = match get("allow_unsafe") {
+            Some((v, s)) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(invalid(
+                        "allow_unsafe",
+                        s,
+                        format!("{v:?} is not true or false"),
+                    ));
+                }
+            },
+            None => false,
+        };
         let secrets = text("secret")
             .map(|v| {
                 v.split(',')
@@ -413,8 +457,74 @@ impl Settings {
             dkim_selector: text("dkim_selector"),
             dkim_domain: text("dkim_domain"),
             dkim_key: text("dkim_key").map(PathBuf::from),
+            allow_unsafe,
             raw,
         })
+    }
+
+    /// What sending over SMTP needs beyond valid values, checked before any
+    /// work: links that recipients (and one-click unsubscribe) can reach, and a
+    /// postal address for the footer. Refused unless `allow_unsafe`; returns
+    /// warnings for what only costs deliverability (DKIM), given the campaigns'
+    /// From domains. Nothing is checked when messages go to the outbox.
+    pub fn check_for_sending<'a>(
+        &self,
+        from_domains: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let mut warnings = Vec::new();
+        if self.smtp_url.is_none() {
+            return Ok(warnings);
+        }
+        let refuse = |name: &'static str, message: String| {
+            let from = self
+                .raw
+                .get(name)
+                .map(|(_, s)| s.clone())
+                .unwrap_or(Source::Default);
+            ConfigError::Invalid {
+                name,
+                from,
+                message: format!(
+                    "{message}; set it, or allow_unsafe = true (--allow-unsafe, HERALD_ALLOW_UNSAFE=true) for a test relay"
+                ),
+            }
+        };
+        if !self.allow_unsafe {
+            if let Some(problem) = unreachable_url(&self.public_url) {
+                return Err(refuse(
+                    "public_url",
+                    format!(
+                        "{} {problem}: tracked links and one-click unsubscribe would not work for recipients",
+                        self.public_url
+                    ),
+                ));
+            }
+            if self.postal_address.is_none() {
+                return Err(refuse(
+                    "postal_address",
+                    "sending over SMTP needs the sender's postal address for the footer (CAN-SPAM, GDPR imprint)".into(),
+                ));
+            }
+        }
+        match &self.dkim_domain {
+            None => warnings.push(
+                "DKIM is not configured (dkim_selector, dkim_domain, dkim_key): Gmail and Yahoo reject or junk unsigned bulk mail".to_string(),
+            ),
+            Some(d) => {
+                let d = d.to_ascii_lowercase();
+                let mut seen = std::collections::BTreeSet::new();
+                for from in from_domains {
+                    let from = from.to_ascii_lowercase();
+                    let aligned = from == d || from.ends_with(&format!(".{d}"));
+                    if !aligned && seen.insert(from.clone()) {
+                        warnings.push(format!(
+                            "DKIM domain {d} does not align with the From domain {from}: DMARC fails unless SPF aligns"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(warnings)
     }
 
     /// Every setting as (name, printable value, source), secrets masked.
@@ -433,6 +543,28 @@ impl Settings {
                 None => (spec.name, "(unset)".to_string(), Source::Default),
             })
             .collect()
+    }
+}
+
+/// Why recipients could not reach `url`, if they could not: a loopback or
+/// unspecified host, or plain http.
+fn unreachable_url(url: &str) -> Option<&'static str> {
+    let parsed = url::Url::parse(url).ok()?;
+    let local = match parsed.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        None => true,
+    };
+    if local {
+        Some("points at this machine")
+    } else if parsed.scheme() != "https" {
+        Some("is not https")
+    } else {
+        None
     }
 }
 

@@ -9,7 +9,7 @@ fn precedence_flag_env_file_and_masking() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("herald.toml"),
-        "smtp_rate = \"10/s\"\nfrequency_cap = \"3/7d\"\nsmtp_url = \"smtp://mailer:hunter2@relay.example:587\"\nwebhook_secret = \"whsec\"\nsecret = \"k1,k2\"\n",
+        "smtp_rate = \"10/s\"\nfrequency_cap = \"3/7d\"\nsmtp_url = \"smtp://mailer:hunter2@relay.example:587\"\nwebhook_secret = \"whsec\"\nsecret = \"k1-0123456789abcdef,k2-0123456789abcdef\"\n",
     )
     .unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
@@ -48,7 +48,7 @@ fn precedence_flag_env_file_and_masking() {
     );
     assert_eq!(line("secret"), "secret **** (2 keys) (herald.toml)");
     assert_eq!(line("webhook_secret"), "webhook_secret **** (herald.toml)");
-    assert!(!text.contains("hunter2") && !text.contains("whsec") && !text.contains("k1"));
+    assert!(!text.contains("hunter2") && !text.contains("whsec") && !text.contains("k1-"));
 }
 
 #[test]
@@ -61,7 +61,8 @@ fn bad_settings_are_named() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("setting frequency_cap (from flag): invalid frequency cap"),
+        stderr(&out)
+            .contains("setting frequency_cap (from --frequency-cap): invalid frequency cap"),
         "{}",
         stderr(&out)
     );

@@ -135,3 +135,94 @@ both_backends!(
     every_message_fails,
     a_run_where_every_message_fails_stops_early
 );
+
+/// Placeholder settings over SMTP are refused before any work: a tracking URL
+/// on this machine or without https, no postal address. `allow_unsafe` lets a
+/// test relay through; DKIM that is missing or does not align with the From
+/// domain is a warning.
+async fn placeholder_settings_are_refused_before_any_work(db: TestDb) {
+    setup(&db, &emails("p", 3));
+    let server = SmtpServer::accepting().await;
+    let url = server.url();
+    let smtp = ("HERALD_SMTP_URL", url.as_str());
+    let strict = ("HERALD_ALLOW_UNSAFE", "false");
+    let https = ("HERALD_PUBLIC_URL", "https://t.acme.example");
+    let postal = (
+        "HERALD_POSTAL_ADDRESS",
+        "Acme Inc., 1 Main Street, Springfield",
+    );
+
+    let out = db.herald_env(&[smtp, strict], &["run", "t"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "setting public_url (from default): http://localhost:8080 points at this machine"
+        ) && err.contains("--allow-unsafe"),
+        "{err}"
+    );
+    let out = db.herald_env(
+        &[smtp, strict, ("HERALD_PUBLIC_URL", "http://t.acme.example")],
+        &["run", "t"],
+    );
+    assert!(
+        stderr(&out).contains("(from HERALD_PUBLIC_URL): http://t.acme.example is not https"),
+        "{out:?}"
+    );
+    let out = db.herald_env(&[smtp, strict, https], &["worker"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr(&out).contains("setting postal_address (from default): sending over SMTP needs"),
+        "{out:?}"
+    );
+    let runs = db
+        .pairs("SELECT COUNT(*), CAST(0 AS BIGINT) FROM runs")
+        .await;
+    assert_eq!(runs, vec![(0, Some(0))], "nothing was planned");
+    assert!(server.received().is_empty());
+
+    // Safe settings send, with a warning about DKIM.
+    let out = db.herald_env(&[smtp, strict, https, postal], &["run", "t"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stderr(&out).contains("DKIM is not configured"), "{out:?}");
+    let key = common::dkim_key_path();
+    let misaligned = [
+        ("HERALD_DKIM_SELECTOR", "herald"),
+        ("HERALD_DKIM_DOMAIN", "other.example"),
+        ("HERALD_DKIM_KEY", key.to_str().unwrap()),
+    ];
+    let mut env = vec![smtp, strict, https, postal];
+    env.extend(misaligned);
+    let out = db.herald_env(&env, &["run", "t"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out)
+            .contains("DKIM domain other.example does not align with the From domain acme.example"),
+        "{out:?}"
+    );
+    // --allow-unsafe is a switch.
+    let out = db.herald_env(&[smtp, strict], &["run", "t", "--allow-unsafe"]);
+    assert!(out.status.success(), "{out:?}");
+}
+both_backends!(
+    placeholder_settings,
+    placeholder_settings_are_refused_before_any_work
+);
+
+/// A bad value is reported with where it came from, before anything is done
+/// (the demo used to seed 5,000 customers first).
+#[test]
+fn a_short_secret_fails_before_the_demo_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let out = common::herald_cmd(dir.path(), &db, &[("HERALD_SECRET", "short")], &["demo"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "setting secret (from HERALD_SECRET): every key must be at least 16 characters"
+        ),
+        "{err}"
+    );
+    assert!(!dir.path().join("herald.db").exists(), "nothing seeded");
+}

@@ -109,6 +109,10 @@ struct SettingArgs {
     /// Path to the DKIM private key (PEM)
     #[arg(long, env = "HERALD_DKIM_KEY", global = true)]
     dkim_key: Option<String>,
+    /// Send over SMTP even with a local or non-https public_url or no
+    /// postal_address (for a test relay)
+    #[arg(long, env = "HERALD_ALLOW_UNSAFE", global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    allow_unsafe: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -251,6 +255,7 @@ fn load_settings(args: &SettingArgs, matches: &ArgMatches) -> anyhow::Result<Set
             "dkim_selector" => &args.dkim_selector,
             "dkim_domain" => &args.dkim_domain,
             "dkim_key" => &args.dkim_key,
+            "allow_unsafe" => &args.allow_unsafe,
             other => anyhow::bail!("setting {other} has no flag (bug)"),
         };
         if let Some(v) = value {

@@ -89,8 +89,21 @@ pub(super) async fn engine(
     .await?)
 }
 
+/// Refuses settings that would send broken mail over SMTP, before any work;
+/// logs what only costs deliverability.
+pub(super) fn check_sending(settings: &Settings, campaigns: &[Campaign]) -> anyhow::Result<()> {
+    let domains = campaigns.iter().map(|c| c.from.email.domain());
+    for warning in settings.check_for_sending(domains)? {
+        tracing::warn!("{warning}");
+    }
+    Ok(())
+}
+
 pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let campaign = campaign::find(&args.campaign, &args.campaigns)?;
+    if !args.dry_run {
+        check_sending(settings, std::slice::from_ref(&campaign))?;
+    }
     let store = open_store(settings).await?;
     let engine = engine(
         store.clone(),
@@ -206,6 +219,7 @@ pub(super) fn load_campaigns(dir: &Path, templates: &Path) -> anyhow::Result<Vec
 
 pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let campaigns = load_campaigns(&args.campaigns, &args.templates)?;
+    check_sending(settings, &campaigns)?;
     let store = open_store(settings).await?;
     println!(
         "Herald demo on {}",

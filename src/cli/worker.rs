@@ -10,7 +10,7 @@ use herald::config::Settings;
 use herald::pipeline::jobs;
 
 use super::open_store;
-use super::run::{engine, load_campaigns, stop_on_signal};
+use super::run::{check_sending, engine, load_campaigns, stop_on_signal};
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -42,6 +42,7 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
             );
         }
     }
+    check_sending(settings, &campaigns)?;
     let store = open_store(settings).await?;
     // The job tables first, before anything else holds a connection (see
     // `jobs::setup`).
