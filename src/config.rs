@@ -141,7 +141,20 @@ pub const SETTINGS: &[SettingSpec] = &[
         "send over SMTP even with a loopback or non-https public_url or no postal_address (for a test relay)",
         Some("false"),
     ),
+    spec(
+        "log_format",
+        false,
+        "log lines on stderr: text (coloured only on a terminal, never with NO_COLOR) or json (one object per line)",
+        Some("text"),
+    ),
 ];
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 const fn spec(
     name: &'static str,
@@ -237,6 +250,7 @@ pub struct Settings {
     pub dkim_key: Option<PathBuf>,
     /// Skip [`Settings::check_for_sending`]'s refusals (a test relay).
     pub allow_unsafe: bool,
+    pub log_format: LogFormat,
     raw: Layer,
 }
 
@@ -428,6 +442,20 @@ impl Settings {
             },
             None => false,
         };
+        let log_format = match get("log_format") {
+            Some((v, s)) => match v.trim().to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(invalid(
+                        "log_format",
+                        s,
+                        format!("{v:?} is not text or json"),
+                    ));
+                }
+            },
+            None => LogFormat::Text,
+        };
         let secrets = text("secret")
             .map(|v| {
                 v.split(',')
@@ -458,6 +486,7 @@ impl Settings {
             dkim_domain: text("dkim_domain"),
             dkim_key: text("dkim_key").map(PathBuf::from),
             allow_unsafe,
+            log_format,
             raw,
         })
     }
@@ -646,13 +675,13 @@ mod tests {
         let path = dir.path().join("herald.toml");
         std::fs::write(
             &path,
-            "smtp_rate = \"10/s\"\nsmtp_concurrency = 4\nsecret = [\"a\", \"b\"]\n",
+            "smtp_rate = \"10/s\"\nsmtp_concurrency = 4\nsecret = [\"key-a-0123456789ab\", \"key-b-0123456789ab\"]\n",
         )
         .unwrap();
         let s = Settings::load(flag("smtp_rate", "50/s"), Some(&path)).unwrap();
         assert_eq!(s.smtp_rate.unwrap().count, 50);
         assert_eq!(s.smtp_concurrency, 4);
-        assert_eq!(s.secrets, vec!["a", "b"]);
+        assert_eq!(s.secrets, vec!["key-a-0123456789ab", "key-b-0123456789ab"]);
         assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
         let d = s.describe();
         let find = |n: &str| d.iter().find(|(k, _, _)| *k == n).unwrap().clone();

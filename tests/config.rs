@@ -104,3 +104,49 @@ async fn migrate_twice(db: TestDb) {
     store.close().await;
 }
 both_backends!(migrate, migrate_twice);
+
+/// Logs written to a pipe carry no colour codes; `log_format = "json"` makes
+/// every log line one JSON object with its level and fields.
+#[test]
+fn logs_are_plain_in_a_pipe_and_json_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("campaigns")).unwrap();
+    std::fs::create_dir_all(d.join("templates")).unwrap();
+    std::fs::write(d.join("campaigns/t.yaml"), common::HELLO_CAMPAIGN).unwrap();
+    std::fs::write(
+        d.join("templates/hello.html.hbs"),
+        "<p>Hi {{unsubscribe_url}}</p>",
+    )
+    .unwrap();
+    let url = format!("sqlite://{}", d.join("herald.db").display());
+    let seeded = herald_in(d, &url, &["seed", "--customers", "5"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let info = [("HERALD_LOG", "herald=info")];
+    let out = common::herald_cmd(d, &url, &info, &["run", "t"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("no secret configured"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a pipe: {text:?}");
+
+    let json = [("HERALD_LOG", "herald=info"), ("HERALD_LOG_FORMAT", "json")];
+    let out = common::herald_cmd(d, &url, &json, &["run", "t"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("no secret configured"))),
+        "{lines:?}"
+    );
+    let bad = common::herald_cmd(d, &url, &[("HERALD_LOG_FORMAT", "xml")], &["config"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad)
+            .contains("setting log_format (from HERALD_LOG_FORMAT): \"xml\" is not text or json")
+    );
+}

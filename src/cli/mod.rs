@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use clap::{
     ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, parser::ValueSource,
 };
-use herald::config::{Layer, SETTINGS, Settings, Source};
+use herald::config::{Layer, LogFormat, SETTINGS, Settings, Source};
 use herald::store::Store;
 
 /// Herald: marketing-campaign automation — segments, templates, SMTP delivery, tracking.
@@ -113,6 +113,14 @@ struct SettingArgs {
     /// postal_address (for a test relay)
     #[arg(long, env = "HERALD_ALLOW_UNSAFE", global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     allow_unsafe: Option<String>,
+    /// Log lines as text (coloured on a terminal) or json, one object per line
+    #[arg(
+        long,
+        env = "HERALD_LOG_FORMAT",
+        global = true,
+        value_name = "text|json"
+    )]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,7 +178,14 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    init_tracing();
+    let settings = match load_settings(&cli.settings, &matches) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(settings.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -181,7 +196,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, &matches)) {
+    match runtime.block_on(run(cli, settings)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -190,18 +205,31 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr: in colour only on a terminal (and never with
+/// `NO_COLOR`), or as one JSON object per line (`log_format = "json"`) for a
+/// log collector.
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("herald=info,warn"));
-    tracing_subscriber::fmt()
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && !no_color)
+            .init(),
+    }
 }
 
-async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
-    let settings = load_settings(&cli.settings, matches)?;
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config => {
             print_config(&settings);
@@ -256,6 +284,7 @@ fn load_settings(args: &SettingArgs, matches: &ArgMatches) -> anyhow::Result<Set
             "dkim_domain" => &args.dkim_domain,
             "dkim_key" => &args.dkim_key,
             "allow_unsafe" => &args.allow_unsafe,
+            "log_format" => &args.log_format,
             other => anyhow::bail!("setting {other} has no flag (bug)"),
         };
         if let Some(v) = value {

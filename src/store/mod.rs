@@ -71,6 +71,13 @@ pub(crate) fn random_hex<const N: usize>(context: &'static str) -> Result<String
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Statements slower than [`SLOW_AFTER`] are logged at debug (`HERALD_LOG=sqlx=debug`
+/// shows them): sqlx's default warning printed the full SQL text of ordinary
+/// set-based statements on large data (an audience of a million, an index
+/// build) to every user.
+const SLOW_STATEMENTS: log::LevelFilter = log::LevelFilter::Debug;
+const SLOW_AFTER: Duration = Duration::from_secs(1);
+
 /// Adds what the statement was doing to a driver error.
 pub(crate) trait Context<T> {
     fn context(self, context: &'static str) -> Result<T, StoreError>;
@@ -110,6 +117,7 @@ impl Store {
     }
 
     async fn connect_with(url: &str, create: bool) -> Result<Store, StoreError> {
+        use sqlx::ConnectOptions as _;
         let err = |source| StoreError::Connect {
             url: redact(url),
             source,
@@ -131,7 +139,8 @@ impl Store {
                     .foreign_keys(true)
                     // 16 MiB of page cache per connection keeps bulk loads off the disk
                     // while staying far inside the memory budget.
-                    .pragma("cache_size", "-16384");
+                    .pragma("cache_size", "-16384")
+                    .log_slow_statements(SLOW_STATEMENTS, SLOW_AFTER);
                 Pool::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(4)
@@ -141,7 +150,9 @@ impl Store {
                 )
             }
             Backend::Postgres => {
-                let options = PgConnectOptions::from_str(url).map_err(err)?;
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(err)?
+                    .log_slow_statements(SLOW_STATEMENTS, SLOW_AFTER);
                 Pool::Postgres(
                     PgPoolOptions::new()
                         .max_connections(8)
