@@ -142,6 +142,18 @@ pub const SETTINGS: &[SettingSpec] = &[
         Some("false"),
     ),
     spec(
+        "smtp_helo",
+        false,
+        "the name Herald gives itself in SMTP EHLO (a name that resolves to the sending IP helps deliverability)",
+        None,
+    ),
+    spec(
+        "bounce_address",
+        false,
+        "envelope sender (MAIL FROM, Return-Path) where bounces go; unset = each campaign's From address",
+        None,
+    ),
+    spec(
         "log_format",
         false,
         "log lines on stderr: text (coloured only on a terminal, never with NO_COLOR) or json (one object per line)",
@@ -251,6 +263,10 @@ pub struct Settings {
     /// Skip [`Settings::check_for_sending`]'s refusals (a test relay).
     pub allow_unsafe: bool,
     pub log_format: LogFormat,
+    /// The EHLO name; `None` = lettre's default (the host name).
+    pub smtp_helo: Option<String>,
+    /// The envelope sender; `None` = each campaign's From address.
+    pub bounce_address: Option<lettre::Address>,
     raw: Layer,
 }
 
@@ -456,6 +472,29 @@ impl Settings {
             },
             None => LogFormat::Text,
         };
+        let smtp_helo = match get("smtp_helo") {
+            Some((v, s)) => {
+                let name = v.trim();
+                let ok = name.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+                if !ok {
+                    return Err(invalid(
+                        "smtp_helo",
+                        s,
+                        format!("{name:?} is not a host name such as mail.acme.example"),
+                    ));
+                }
+                Some(name.to_string())
+            }
+            None => None,
+        };
+        let bounce_address = match get("bounce_address") {
+            Some((v, s)) => Some(v.trim().parse::<lettre::Address>().map_err(|e| {
+                invalid("bounce_address", s, format!("{v:?} is not an address: {e}"))
+            })?),
+            None => None,
+        };
         let secrets = text("secret")
             .map(|v| {
                 v.split(',')
@@ -487,6 +526,8 @@ impl Settings {
             dkim_key: text("dkim_key").map(PathBuf::from),
             allow_unsafe,
             log_format,
+            smtp_helo,
+            bounce_address,
             raw,
         })
     }

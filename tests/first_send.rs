@@ -226,3 +226,49 @@ fn a_short_secret_fails_before_the_demo_seeds() {
     );
     assert!(!dir.path().join("herald.db").exists(), "nothing seeded");
 }
+
+/// The EHLO name and the envelope sender are settings: bounces go to the
+/// bounce address, the From header stays the campaign's.
+async fn helo_name_and_bounce_address(db: TestDb) {
+    setup(&db, &emails("h", 2));
+    let server = SmtpServer::accepting().await;
+    let url = server.url();
+    let env = [
+        ("HERALD_SMTP_URL", url.as_str()),
+        ("HERALD_SMTP_HELO", "mail.acme.example"),
+        ("HERALD_BOUNCE_ADDRESS", "bounces@acme.example"),
+    ];
+    let out = db.herald_env(&env, &["run", "t"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let received = server.received();
+    assert_eq!(received.len(), 2);
+    for r in &received {
+        assert_eq!(r.helo, "mail.acme.example");
+        assert_eq!(r.from, "bounces@acme.example");
+        let text = String::from_utf8_lossy(&r.data);
+        assert!(text.contains("<hello@acme.example>"), "{text}");
+    }
+    let bad = db.herald_env(&[("HERALD_BOUNCE_ADDRESS", "not an address")], &["config"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("setting bounce_address (from HERALD_BOUNCE_ADDRESS)"),
+        "{bad:?}"
+    );
+}
+both_backends!(helo_and_bounce, helo_name_and_bounce_address);
+
+/// Every subcommand's help keeps its own options first and groups the global
+/// settings under their own heading.
+#[test]
+fn help_groups_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::herald_in(dir.path(), "sqlite://x.db", &["run", "--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let help = stdout(&out);
+    let heading = help
+        .find("Settings (each also HERALD_NAME")
+        .expect("a settings heading");
+    let own = help.find("--dry-run").expect("run's own option");
+    let setting = help.find("--database-url").expect("a setting");
+    assert!(own < heading && heading < setting, "{help}");
+}

@@ -36,8 +36,12 @@ struct Cli {
     command: Command,
 }
 
-/// Every setting as a flag with its `HERALD_*` environment variable.
+/// Every setting as a flag with its `HERALD_*` environment variable, under a
+/// heading of their own in every subcommand's help.
 #[derive(Args, Debug)]
+#[command(
+    next_help_heading = "Settings (each also HERALD_NAME or a herald.toml key; `herald config` shows them)"
+)]
 struct SettingArgs {
     /// Config file (TOML); default ./herald.toml when it exists
     #[arg(long, env = "HERALD_CONFIG", global = true, value_name = "FILE")]
@@ -113,6 +117,17 @@ struct SettingArgs {
     /// postal_address (for a test relay)
     #[arg(long, env = "HERALD_ALLOW_UNSAFE", global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     allow_unsafe: Option<String>,
+    /// Name Herald gives itself in SMTP EHLO (default: this host's name)
+    #[arg(long, env = "HERALD_SMTP_HELO", global = true, value_name = "NAME")]
+    smtp_helo: Option<String>,
+    /// Envelope sender (MAIL FROM) where bounces go (default: each campaign's From)
+    #[arg(
+        long,
+        env = "HERALD_BOUNCE_ADDRESS",
+        global = true,
+        value_name = "ADDRESS"
+    )]
+    bounce_address: Option<String>,
     /// Log lines as text (coloured on a terminal) or json, one object per line
     #[arg(
         long,
@@ -285,6 +300,8 @@ fn load_settings(args: &SettingArgs, matches: &ArgMatches) -> anyhow::Result<Set
             "dkim_key" => &args.dkim_key,
             "allow_unsafe" => &args.allow_unsafe,
             "log_format" => &args.log_format,
+            "smtp_helo" => &args.smtp_helo,
+            "bounce_address" => &args.bounce_address,
             other => anyhow::bail!("setting {other} has no flag (bug)"),
         };
         if let Some(v) = value {

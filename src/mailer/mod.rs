@@ -93,9 +93,13 @@ impl Mailer {
                 let url = smtp::SmtpUrl::parse(url).map_err(MailerError::Url)?;
                 let label = format!("SMTP relay {}:{}", url.host, url.port);
                 let timeout = Duration::from_secs(60);
+                let hello = match &settings.smtp_helo {
+                    Some(name) => ClientId::Domain(name.clone()),
+                    None => ClientId::default(),
+                };
                 let connector = smtp::Connector {
                     url,
-                    hello: ClientId::default(),
+                    hello,
                     timeout,
                 };
                 let pool = smtp::Pool::builder(connector)

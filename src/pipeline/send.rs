@@ -536,7 +536,11 @@ impl Engine {
         let result = self
             .mailer
             .send(Outgoing {
-                from: &campaign.from.email,
+                from: self
+                    .settings
+                    .bounce_address
+                    .as_ref()
+                    .unwrap_or(&campaign.from.email),
                 to: &to,
                 id: &file_id,
                 message: &bytes,

@@ -27,6 +27,8 @@ pub enum Behavior {
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The name the client gave in EHLO (or HELO).
+    pub helo: String,
     pub from: String,
     /// What followed the address in MAIL FROM (e.g. `SMTPUTF8 BODY=8BITMIME`).
     pub mail_params: String,
@@ -142,6 +144,7 @@ async fn session(socket: tokio::net::TcpStream, state: Session) -> std::io::Resu
     let mut lines = BufReader::new(read);
     write.write_all(b"220 test.smtp ESMTP ready\r\n").await?;
     let (mut from, mut to, mut mail_params) = (String::new(), String::new(), String::new());
+    let mut helo = String::new();
     let mut behavior = Behavior::Accept;
     let mut line = String::new();
     loop {
@@ -150,6 +153,9 @@ async fn session(socket: tokio::net::TcpStream, state: Session) -> std::io::Resu
             return Ok(());
         }
         let upper = line.trim_end().to_ascii_uppercase();
+        if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            helo = line.trim_end()[4..].trim().to_string();
+        }
         if upper.starts_with("EHLO") {
             let utf8 = if smtputf8.load(Ordering::Relaxed) {
                 "250-SMTPUTF8\r\n"
@@ -224,6 +230,7 @@ async fn session(socket: tokio::net::TcpStream, state: Session) -> std::io::Resu
                         tokio::time::sleep(wait).await;
                     }
                     received.lock().unwrap().push(Received {
+                        helo: helo.clone(),
                         from: from.clone(),
                         mail_params: mail_params.clone(),
                         to: to.clone(),
