@@ -3,13 +3,12 @@
 //! optional Reply-To, RFC 8058 one-click unsubscribe headers, optional DKIM.
 
 use lettre::Message;
-use lettre::message::dkim::{
-    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
-    DkimSigningKey,
-};
 use lettre::message::header::ContentTransferEncoding;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
+use mail_auth::common::crypto::{RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter as _;
+use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 
 use crate::render::Rendered;
 
@@ -256,74 +255,82 @@ fn eight_bit(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// DKIM signing settings, loaded once.
-///
-/// Two configurations: lettre mis-signs a header named in `h=` that the message
-/// lacks, so Reply-To is signed only when present.
+/// The headers a DKIM signature covers (RFC 6376 §5.4; RFC 8058 requires the
+/// two List-Unsubscribe headers). Each is over-signed: listed in `h=` once
+/// more than the message has it, so a second Subject or From, or a
+/// Content-Type added by a relay or an attacker, breaks the signature.
+const SIGNED_HEADERS: [&str; 13] = [
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "List-Id",
+    "Feedback-ID",
+];
+
+/// DKIM signing (relaxed/relaxed, rsa-sha256) of messages as they are sent,
+/// with the key loaded once. mail-auth signs the formatted bytes: lettre's own
+/// signer cannot over-sign, nor cover the top-level Content-Type it writes
+/// while formatting.
 pub struct Dkim {
-    with_reply_to: DkimConfig,
-    without_reply_to: DkimConfig,
+    signer: DkimSigner<RsaKey<Sha256>, Done>,
 }
 
 impl Dkim {
-    /// `key_pem` is an RSA private key in PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`).
+    /// `key_pem`: an RSA private key, PKCS#8 (`BEGIN PRIVATE KEY`, what
+    /// `openssl genrsa` writes) or PKCS#1 (`BEGIN RSA PRIVATE KEY`).
     pub fn new(
         selector: &str,
         domain: &str,
         key_pem: &str,
         key_path: &str,
     ) -> Result<Dkim, MessageError> {
-        let config = |reply_to: bool| -> Result<DkimConfig, MessageError> {
-            let key = DkimSigningKey::new(key_pem, DkimSigningAlgorithm::Rsa).map_err(|e| {
-                MessageError::DkimKey {
-                    path: key_path.to_string(),
-                    reason: format!(
-                        "{e}; expected an RSA key in PKCS#1 PEM (convert with `openssl rsa -in KEY -traditional`)"
-                    ),
-                }
-            })?;
-            // RFC 8058 requires List-Unsubscribe and List-Unsubscribe-Post to be signed.
-            let mut names = vec![
-                "From",
-                "To",
-                "Subject",
-                "Date",
-                "Message-ID",
-                "List-Unsubscribe",
-                "List-Unsubscribe-Post",
-                "List-Id",
-                "Feedback-ID",
-            ];
-            if reply_to {
-                names.push("Reply-To");
-            }
-            Ok(DkimConfig::new(
-                selector.to_string(),
-                domain.to_string(),
-                key,
-                names
-                    .into_iter()
-                    .map(HeaderName::new_from_ascii_str)
-                    .collect(),
-                DkimCanonicalization {
-                    header: DkimCanonicalizationType::Relaxed,
-                    body: DkimCanonicalizationType::Relaxed,
-                },
-            ))
+        use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
+        use rsa::pkcs8::DecodePrivateKey as _;
+        let bad = |reason: String| MessageError::DkimKey {
+            path: key_path.to_string(),
+            reason,
         };
-        Ok(Dkim {
-            with_reply_to: config(true)?,
-            without_reply_to: config(false)?,
-        })
+        let key = rsa::RsaPrivateKey::from_pkcs8_pem(key_pem)
+            .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(key_pem))
+            .map_err(|_| {
+                bad("not an RSA private key in PEM (expected BEGIN PRIVATE KEY or BEGIN RSA PRIVATE KEY, e.g. from `openssl genrsa -out dkim.pem 2048`)".into())
+            })?;
+        let der = key
+            .to_pkcs1_der()
+            .map_err(|e| bad(format!("cannot use the key: {e}")))?;
+        let key = RsaKey::<Sha256>::from_pkcs1_der(der.as_bytes())
+            .map_err(|e| bad(format!("cannot use the key: {e}")))?;
+        // Each name twice: mail-auth signs every instance of the first entry
+        // and lists the second as absent, which is over-signing.
+        let headers = SIGNED_HEADERS.iter().flat_map(|h| [*h, *h]);
+        let signer = DkimSigner::from_key(key)
+            .domain(domain)
+            .selector(selector)
+            .headers(headers)
+            .header_canonicalization(Canonicalization::Relaxed)
+            .body_canonicalization(Canonicalization::Relaxed);
+        Ok(Dkim { signer })
     }
 
-    pub fn sign(&self, message: &mut Message) {
-        let has_reply_to = message.headers().get_raw("Reply-To").is_some();
-        message.sign(if has_reply_to {
-            &self.with_reply_to
-        } else {
-            &self.without_reply_to
-        });
+    /// The message with its DKIM-Signature header prepended.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, MessageError> {
+        let signature = self
+            .signer
+            .sign(message)
+            .map_err(|e| MessageError::Build(format!("DKIM signing failed: {e}")))?;
+        let header = signature.to_header();
+        let mut out = Vec::with_capacity(header.len() + message.len());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(message);
+        Ok(out)
     }
 }
 

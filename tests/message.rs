@@ -285,8 +285,6 @@ fn dkim_signature_verifies_with_dkimpy() {
         return;
     }
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let key = std::fs::read_to_string(fixtures.join("dkim-test-key.pem")).unwrap();
-    let dkim = message::Dkim::new("herald", "acme.example", &key, "dkim-test-key.pem").unwrap();
     let from = message::mailbox("Acme <hello@acme.example>").unwrap();
     let rendered = herald::render::Rendered {
         subject: "Grüße".into(),
@@ -311,35 +309,116 @@ fn dkim_signature_verifies_with_dkimpy() {
         message_id: env.message_id.clone(),
         ..env
     };
-    for (n, env) in [env, without_reply_to].iter().enumerate() {
-        let mut m = message::build(&rendered, env).unwrap();
-        dkim.sign(&mut m);
-        let dir = tempfile::tempdir().unwrap();
-        let eml = dir.path().join("signed.eml");
-        std::fs::write(&eml, m.formatted()).unwrap();
-        let text = common::dkim_verify(&eml).to_lowercase();
-        assert!(text.starts_with("ok "), "{text}");
-        for header in [
-            "from",
-            "subject",
-            "date",
-            "message-id",
-            "list-unsubscribe",
-            "list-unsubscribe-post",
-            "list-id",
-            "feedback-id",
-        ] {
-            assert!(
-                text.split(['=', ':', ' ']).any(|h| h.trim() == header),
-                "h= lacks {header}: {text}"
-            );
+    let dir = tempfile::tempdir().unwrap();
+    let verify = |name: &str, bytes: &[u8]| -> String {
+        let eml = dir.path().join(name);
+        std::fs::write(&eml, bytes).unwrap();
+        common::dkim_verify(&eml).to_lowercase()
+    };
+    // `openssl genrsa` writes PKCS#8 today; older keys are PKCS#1.
+    for key_file in ["dkim-test-key.pkcs8.pem", "dkim-test-key.pem"] {
+        let key = std::fs::read_to_string(fixtures.join(key_file)).unwrap();
+        let dkim = message::Dkim::new("herald", "acme.example", &key, key_file).unwrap();
+        for env in [&env, &without_reply_to] {
+            let signed = dkim
+                .sign(&message::build(&rendered, env).unwrap().formatted())
+                .unwrap();
+            let text = verify("signed.eml", &signed);
+            assert!(text.starts_with("ok "), "{key_file}: {text}");
+            let h: Vec<&str> = text[3..]
+                .trim_start_matches("h=")
+                .split(':')
+                .map(str::trim)
+                .collect();
+            for header in [
+                "from",
+                "to",
+                "subject",
+                "date",
+                "message-id",
+                "mime-version",
+                "content-type",
+                "content-transfer-encoding",
+                "list-unsubscribe",
+                "list-unsubscribe-post",
+                "list-id",
+                "feedback-id",
+                "reply-to",
+            ] {
+                // Over-signed: more entries than the message has instances.
+                let present = String::from_utf8_lossy(&signed)
+                    .split("\r\n\r\n")
+                    .next()
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.to_lowercase().starts_with(&format!("{header}:")))
+                    .count();
+                let listed = h.iter().filter(|x| **x == header).count();
+                assert!(listed > present, "{header} in h=: {text}");
+            }
+            // Tampered copies fail: a header added or replaced.
+            let head_end = signed.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+            let tampered = [
+                (
+                    "a second Subject",
+                    b"Subject: Win a prize\r\n".to_vec(),
+                    None,
+                ),
+                (
+                    "a second From",
+                    b"From: ceo@acme.example\r\n".to_vec(),
+                    None,
+                ),
+                (
+                    "a Content-Type",
+                    b"Content-Type: text/plain\r\n".to_vec(),
+                    None,
+                ),
+                (
+                    "a Content-Transfer-Encoding",
+                    b"Content-Transfer-Encoding: base64\r\n".to_vec(),
+                    None,
+                ),
+                (
+                    "a replaced Content-Type",
+                    Vec::new(),
+                    Some((
+                        "Content-Type: multipart/alternative",
+                        "Content-Type: multipart/mixed",
+                    )),
+                ),
+            ];
+            for (what, added, replaced) in tampered {
+                let mut copy = signed[..head_end].to_vec();
+                copy.extend_from_slice(&added);
+                copy.extend_from_slice(&signed[head_end..]);
+                if let Some((from, to)) = replaced {
+                    let text = String::from_utf8(copy).unwrap();
+                    assert!(text.contains(from), "{text}");
+                    copy = text.replacen(from, to, 1).into_bytes();
+                }
+                let verdict = verify("tampered.eml", &copy);
+                assert!(
+                    verdict.starts_with("bad "),
+                    "{what} still verifies: {verdict}"
+                );
+            }
         }
-        assert_eq!(
-            text.contains("reply-to"),
-            n == 0,
-            "Reply-To signed exactly when present: {text}"
-        );
     }
+    // Anything else is one clear error naming the file.
+    let err = message::Dkim::new(
+        "herald",
+        "acme.example",
+        "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
+        "ec.pem",
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.starts_with("DKIM key ec.pem: not an RSA private key in PEM"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -128,7 +128,7 @@ pub async fn preview(
         .await?;
     let unique = crate::store::random_hex::<16>("drawing a preview's Message-ID")?;
     let message_id = message::message_id(&unique, &campaign.name, &campaign.from);
-    let (rendered, msg) = engine
+    let (rendered, eml) = engine
         .compose(campaign, &claim, &message_id, &events)
         .map_err(|source| PreviewError::Build {
             email: claim.email.clone(),
@@ -140,7 +140,7 @@ pub async fn preview(
         subject: rendered.subject,
         html: rendered.html,
         text: rendered.text,
-        eml: msg.formatted(),
+        eml,
         would_skip,
     })
 }

@@ -591,12 +591,13 @@ impl Engine {
         events: &HashMap<(i64, String), Vec<Value>>,
     ) -> Result<Vec<u8>, String> {
         self.compose(campaign, c, message_id, events)
-            .map(|(_, msg)| msg.formatted())
+            .map(|(_, bytes)| bytes)
             .map_err(|e| e.to_string())
     }
 
     /// Renders one customer's message and builds it: the parts as sent (links
-    /// tracked) and the signed lettre message.
+    /// tracked) and the message as it goes on the wire (DKIM-signed when
+    /// configured).
     ///
     /// A panic in a library while rendering or building is this message's
     /// failure, not the run's: it comes back as [`BuildError::Panic`].
@@ -606,7 +607,7 @@ impl Engine {
         c: &Claimed,
         message_id: &str,
         events: &HashMap<(i64, String), Vec<Value>>,
-    ) -> Result<(Rendered, lettre::Message), BuildError> {
+    ) -> Result<(Rendered, Vec<u8>), BuildError> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.compose_unguarded(campaign, c, message_id, events)
         }))
@@ -619,7 +620,7 @@ impl Engine {
         c: &Claimed,
         message_id: &str,
         events: &HashMap<(i64, String), Vec<Value>>,
-    ) -> Result<(Rendered, lettre::Message), BuildError> {
+    ) -> Result<(Rendered, Vec<u8>), BuildError> {
         let step = step_of(campaign, &c.step).ok_or_else(|| BuildError::StepRemoved {
             step: c.step.clone(),
         })?;
@@ -699,12 +700,16 @@ impl Engine {
             unsubscribe_url: &unsubscribe,
             unsubscribe_mailto: mailto.as_deref(),
         };
-        let mut msg =
-            message::build(&rendered, &env).map_err(|e| BuildError::Message(e.to_string()))?;
-        if let Some(dkim) = &self.dkim {
-            dkim.sign(&mut msg);
-        }
-        Ok((rendered, msg))
+        let msg = message::build(&rendered, &env)
+            .map_err(|e| BuildError::Message(e.to_string()))?
+            .formatted();
+        let bytes = match &self.dkim {
+            Some(dkim) => dkim
+                .sign(&msg)
+                .map_err(|e| BuildError::Message(e.to_string()))?,
+            None => msg,
+        };
+        Ok((rendered, bytes))
     }
 }
 
