@@ -12,8 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{TestDb, stderr, stdout};
-use herald::campaign::{self, Checks};
+use common::{TestDb, preview_shipped_steps, stderr, stdout};
 
 /// Highest total a shipped message may score.
 const MAX_SCORE: f64 = 1.0;
@@ -118,61 +117,11 @@ fn every_shipped_step_scores_low_in_spamassassin() {
     if !have_spamassassin() {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (campaigns, templates) = (root.join("campaigns"), root.join("templates"));
-    let catalog = campaign::load(
-        std::slice::from_ref(&campaigns),
-        &Checks {
-            templates: Some(&templates),
-        },
-    );
-    assert!(catalog.problems.is_empty(), "{:?}", catalog.problems);
-    assert!(!catalog.campaigns.is_empty());
-
-    // Customers of every kind, so each campaign's audience has someone real.
     let db = TestDb::sqlite();
-    let seeded = db.herald(&["seed", "--customers", "3000", "--seed", "1"]);
-    assert!(seeded.status.success(), "{}", stderr(&seeded));
-    let (campaigns, templates) = (campaigns.to_str().unwrap(), templates.to_str().unwrap());
-    let env = [
-        ("HERALD_SECRET", "spamassassin-test-secret-0123456789"),
-        ("HERALD_PUBLIC_URL", "https://t.acme.example"),
-    ];
-    let mut messages: Vec<(String, PathBuf)> = Vec::new();
-    for (_, c) in &catalog.campaigns {
-        let listed = db.herald(&["audience", &c.name, "--list", "--campaigns", campaigns]);
-        assert!(listed.status.success(), "{}", stderr(&listed));
-        // The same member every time: the first address in order.
-        let members = stdout(&listed);
-        let customer = members
-            .lines()
-            .min()
-            .unwrap_or_else(|| panic!("the seeded audience of {} is empty", c.name))
-            .to_string();
-        for step in &c.steps {
-            let out = db.herald_env(
-                &env,
-                &[
-                    "preview",
-                    &c.name,
-                    "--step",
-                    &step.id,
-                    "--customer",
-                    &customer,
-                    "--out",
-                    "messages",
-                    "--campaigns",
-                    campaigns,
-                    "--templates",
-                    templates,
-                ],
-            );
-            assert!(out.status.success(), "{}", stderr(&out));
-            let eml = db.path(&format!("messages/{}-{}.eml", c.name, step.id));
-            assert!(eml.is_file(), "{}", stdout(&out));
-            messages.push((format!("{}/{}", c.name, step.id), eml));
-        }
-    }
+    let messages: Vec<(String, PathBuf)> = preview_shipped_steps(&db)
+        .into_iter()
+        .map(|m| (m.step, m.eml))
+        .collect();
     assert!(messages.len() >= 9, "every step of every shipped campaign");
 
     let home = db.path("spamassassin-home");
