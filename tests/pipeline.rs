@@ -65,7 +65,7 @@ async fn retries_bounces_and_no_double_sends(db: TestDb) {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("planned 4, sent 3, skipped 0, failed 0, bounced 1"),
+        text.contains("planned 4, sent 3, skipped 0, failed 0, bounced 1 → SMTP relay 127.0.0.1:"),
         "{text}"
     );
 
@@ -300,6 +300,15 @@ async fn demo_sends_every_campaign_once(db: TestDb) {
         })
         .sum();
     assert!(sent > 100, "{text}");
+    // Each summary says where its messages went, once, as a path.
+    let runs: Vec<&str> = text.lines().filter(|l| l.contains(" planned ")).collect();
+    assert!(!runs.is_empty(), "{text}");
+    assert!(runs.iter().all(|l| l.ends_with(" → outbox/")), "{text}");
+    assert!(
+        text.contains("messages: written to outbox/ (open any .eml"),
+        "{text}"
+    );
+    assert!(!text.contains("outbox outbox"), "{text}");
     let files: Vec<_> = std::fs::read_dir(db.path("outbox"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -1,15 +1,17 @@
 //! `herald report` opened in real headless Chromium (no console output, a
-//! screenshot that is not blank), and the Prometheus `/metrics` endpoint parsed
-//! by a strict reader of the text format; both backends.
+//! screenshot that is not blank, laid out on a phone's and a desktop's
+//! width), and the Prometheus `/metrics` endpoint parsed by a strict reader
+//! of the text format; both backends.
 
 mod common;
 mod report_data;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::browser::chromium;
 use common::{TestDb, stderr, stdout};
 use herald::report::metrics::{self, Metrics};
 use herald::store::deliveries::Outcome;
@@ -17,29 +19,6 @@ use report_data::{CAMPAIGN, generated, load, scripted, write_campaign};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---------------------------------------------------------------- Chromium
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// The Chromium binary, or `None` (with a line on stderr) outside CI.
-fn chromium() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var("HERALD_TEST_CHROMIUM").unwrap_or_default(),
-        "/usr/bin/chromium".into(),
-        "/usr/bin/chromium-browser".into(),
-    ];
-    let found = candidates
-        .iter()
-        .filter(|c| !c.is_empty())
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(!in_ci(), "Chromium is missing in CI (.ci/run installs it)");
-        eprintln!("skipped: no Chromium; install the Debian package `chromium` to run this test");
-    }
-    found
-}
 
 /// Opens `page` in headless Chromium, saves a 1200×2000 screenshot to `png`
 /// and returns the console messages Chromium logged.
@@ -134,10 +113,11 @@ fn assert_self_contained(html: &str) {
     }
 }
 
-async fn report_renders_in_chromium(db: TestDb) {
+/// Six hundred customers' activity, and `herald report` of it in report.html.
+async fn write_report(db: &TestDb) {
     let s = generated(600, 5);
-    load(&db, &s).await;
-    write_campaign(&db);
+    load(db, &s).await;
+    write_campaign(db);
     let out = db.herald(&["report", CAMPAIGN, "--out", "report.html"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -145,6 +125,10 @@ async fn report_renders_in_chromium(db: TestDb) {
         "{}",
         stdout(&out)
     );
+}
+
+async fn report_renders_in_chromium(db: TestDb) {
+    write_report(&db).await;
     let page = db.path("report.html");
     let html = std::fs::read_to_string(&page).unwrap();
     assert_self_contained(&html);
@@ -182,6 +166,121 @@ async fn report_renders_in_chromium(db: TestDb) {
     let _ = std::fs::copy(&page, keep.join(format!("{name}.html")));
 }
 both_backends!(report_in_chromium, report_renders_in_chromium);
+
+/// Measured in the report's frame: the widths, every chart label at the size
+/// it is drawn (SVG text scaled by its chart), labels of one axis that
+/// overlap, and the lines each link's URL takes.
+const FITS: &str = r#"function (win, doc) {
+  function visible(e) {
+    var b = e.getBoundingClientRect();
+    return b.width > 0 && b.height > 0;
+  }
+  var labels = [];
+  doc.querySelectorAll(".lc .xl, .lc .yl, .bars .bl, .bars .bn, .bars .bh, .legend span, svg text")
+    .forEach(function (e) {
+      if (!visible(e)) return;
+      var size = parseFloat(win.getComputedStyle(e).fontSize);
+      if (e instanceof win.SVGElement) {
+        var m = e.getScreenCTM();
+        size *= Math.min(Math.abs(m.a), Math.abs(m.d));
+      }
+      labels.push({ text: e.textContent, size: Math.round(size * 10) / 10 });
+    });
+  var overlaps = [];
+  var timeLabels = 0;
+  doc.querySelectorAll(".lc").forEach(function (chart) {
+    [".xl", ".yl"].forEach(function (axis) {
+      var shown = Array.prototype.filter.call(chart.querySelectorAll(axis), visible);
+      if (axis === ".xl") timeLabels += shown.length;
+      shown.forEach(function (a, i) {
+        shown.slice(i + 1).forEach(function (b) {
+          var p = a.getBoundingClientRect(), q = b.getBoundingClientRect();
+          if (p.left < q.right && q.left < p.right && p.top < q.bottom && q.top < p.bottom) {
+            overlaps.push(a.textContent + " / " + b.textContent);
+          }
+        });
+      });
+    });
+  });
+  var links = Array.prototype.map.call(doc.querySelectorAll("td.url code"), function (c) {
+    var box = c.getBoundingClientRect();
+    return {
+      url: c.title,
+      lines: Math.round(box.height / parseFloat(win.getComputedStyle(c).lineHeight)),
+      width: Math.round(box.width)
+    };
+  });
+  return {
+    width: win.innerWidth,
+    scrollWidth: doc.documentElement.scrollWidth,
+    lineCharts: doc.querySelectorAll(".lc").length,
+    labels: labels,
+    overlaps: overlaps,
+    timeLabels: timeLabels,
+    links: links
+  };
+}"#;
+
+/// The report on a 390 px phone and a 1200 px desktop: no page wider than
+/// the screen, chart labels at a readable size that do not overlap (one
+/// scaled SVG shrank them to 4 px on the phone), and every link's URL on at
+/// most two lines in a column wide enough to read (it took 7 to 12 lines
+/// in a sliver beside a fixed-width bar).
+async fn report_fits_a_phone_and_a_desktop(db: TestDb) {
+    write_report(&db).await;
+    let Some(browser) = chromium() else { return };
+    let html = std::fs::read_to_string(db.path("report.html")).unwrap();
+    let measured = common::browser::layout(
+        &browser,
+        db.dir.path(),
+        &[("report", &html)],
+        &[390, 1200],
+        FITS,
+    );
+    for ((_, width), m) in &measured {
+        let at = format!("at {width} px");
+        assert_eq!(m["width"], *width, "{at}: the frame is the screen");
+        assert!(
+            m["scrollWidth"].as_u64().unwrap() <= u64::from(*width),
+            "{at}: the page is wider than the screen: {m}"
+        );
+        assert_eq!(m["lineCharts"], 1, "{at}: {m}");
+        let labels = m["labels"].as_array().unwrap();
+        assert!(labels.len() > 20, "{at}: chart labels: {m}");
+        let small: Vec<&serde_json::Value> = labels
+            .iter()
+            .filter(|l| l["size"].as_f64().unwrap() < 11.0)
+            .collect();
+        assert!(small.is_empty(), "{at}: labels under 11 px: {small:?}");
+        assert_eq!(
+            m["overlaps"],
+            serde_json::json!([]),
+            "{at}: overlapping labels"
+        );
+        let min_time_labels = if *width < 600 { 3 } else { 6 };
+        assert!(
+            m["timeLabels"].as_u64().unwrap() >= min_time_labels,
+            "{at}: time labels: {m}"
+        );
+        let links = m["links"].as_array().unwrap();
+        assert_eq!(links.len(), 3, "{at}: {m}");
+        for l in links {
+            assert!(
+                l["lines"].as_u64().unwrap() <= 2 && l["width"].as_u64().unwrap() >= 180,
+                "{at}: a link takes {} lines in {} px: {}",
+                l["lines"],
+                l["width"],
+                l["url"]
+            );
+        }
+    }
+    // The longest link is cut on the page, and whole in its title.
+    assert!(html.contains(&format!(
+        "title=\"{}\"",
+        report_data::LINK_LONG.replace('&', "&amp;")
+    )));
+}
+both_backends!(report_on_a_phone, report_fits_a_phone_and_a_desktop);
 
 /// The console check catches what it is meant to catch.
 #[test]

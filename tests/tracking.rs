@@ -16,7 +16,7 @@ use herald::clock::{Clock, ManualClock, SystemClock};
 use herald::config::Settings;
 use herald::store::{Backend, Store};
 use herald::token::{Purpose, Signer, Token};
-use herald::tracking::{self, Totals, TrackingError};
+use herald::tracking::{self, Senders, Totals, TrackingError};
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::net::TcpListener;
@@ -43,7 +43,18 @@ struct Server {
 }
 
 impl Server {
+    /// The service, knowing the sender of campaign `t` (what `send_campaign` sends).
     async fn start(store: Store, clock: Arc<dyn Clock>, webhook: Option<&str>) -> Server {
+        let t = herald::campaign::parse("t.yaml", CAMPAIGN).unwrap();
+        Server::start_with(store, clock, webhook, Senders::new(&[t])).await
+    }
+
+    async fn start_with(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        webhook: Option<&str>,
+        senders: Senders,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut settings = Settings::for_database("sqlite://not-opened.db");
@@ -62,6 +73,7 @@ impl Server {
                 shutdown,
                 clock,
                 herald::report::metrics::Metrics::new(),
+                senders,
             )
             .await
         });
@@ -489,13 +501,18 @@ async fn unsubscribe_confirms_on_get_and_acts_once_on_post(db: TestDb) {
     assert_eq!(r.status, 200);
     assert!(r.text().contains("preview"), "{}", r.text());
 
-    // A link scanner's GET changes nothing.
+    // A link scanner's GET changes nothing. The page says whose emails stop
+    // and for which address.
     let page = server.get(&ann.unsubscribe, Some(HUMAN)).await;
     assert_eq!(page.status, 200);
+    let text = page.text();
+    assert!(text.contains("<form method=\"post\">"), "{text}");
     assert!(
-        page.text().contains("<form method=\"post\">"),
-        "{}",
-        page.text()
+        text.contains("<title>Unsubscribe from Acme Shop</title>")
+            && text.contains(
+                "Stop all marketing emails from <strong>Acme Shop</strong> to <strong>ann@x.example</strong>?"
+            ),
+        "{text}"
     );
     let status = |email: &'static str| {
         let store = store.clone();
@@ -560,6 +577,13 @@ async fn unsubscribe_confirms_on_get_and_acts_once_on_post(db: TestDb) {
     )
     .await;
     assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains(
+            "<strong>bob@x.example</strong> will not receive marketing emails from <strong>Acme Shop</strong> any more."
+        ),
+        "{}",
+        r.text()
+    );
     assert_eq!(status("bob@x.example").await, "unsubscribed");
     let bob_unsub = store
         .interactions_of(bob.customer_id, "unsubscribed")
@@ -588,6 +612,89 @@ both_backends!(
     unsubscribe,
     unsubscribe_confirms_on_get_and_acts_once_on_post
 );
+
+/// The unsubscribe pages name the sender from the campaign's `From:` and
+/// every other name the same list sends as (an unsubscribe stops them all),
+/// escaped; a campaign the service has no file for is named by its name.
+async fn unsubscribe_pages_name_the_sender(db: TestDb) {
+    let store = db.store().await;
+    let sender = r#"name: t
+from: '"Tom & Jerry''s <Shop>" <hello@acme.example>'
+audience:
+  attribute: country
+  exists: true
+steps:
+  - id: hello
+    subject: Hi
+    template: hello
+"#;
+    let journal = CAMPAIGN
+        .replace("name: t", "name: journal")
+        .replace("Acme Shop <hello@", "Acme Journal <journal@");
+    let senders = Senders::new(&[
+        herald::campaign::parse("t.yaml", sender).unwrap(),
+        herald::campaign::parse("journal.yaml", &journal).unwrap(),
+    ]);
+    let server = Server::start_with(store.clone(), Arc::new(SystemClock), None, senders).await;
+    let m = send_campaign(&db, TEMPLATE, CUSTOMERS, &server.url());
+    let (ann, bob) = (&m[0], &m[1]);
+
+    let page = server.get(&ann.unsubscribe, Some(HUMAN)).await;
+    assert_eq!(page.status, 200);
+    let text = page.text();
+    assert!(
+        text.contains("<title>Unsubscribe from Tom &amp; Jerry&#x27;s &lt;Shop&gt;</title>"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Stop all marketing emails from <strong>Tom &amp; Jerry&#x27;s &lt;Shop&gt;</strong> to <strong>ann@x.example</strong>?"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("This also stops the emails sent as <strong>Acme Journal</strong>."),
+        "{text}"
+    );
+    assert!(!text.contains("<Shop>"), "{text}");
+
+    let r = http::request(
+        server.addr,
+        "POST",
+        &bob.unsubscribe,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"confirm=yes",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(
+        text.contains(
+            "<strong>bob@x.example</strong> will not receive marketing emails from <strong>Tom &amp; Jerry&#x27;s &lt;Shop&gt;</strong> any more."
+        ) && text.contains("Nor the emails sent as <strong>Acme Journal</strong>."),
+        "{text}"
+    );
+    server.stop().await.unwrap();
+
+    // A service without the campaign files names the campaign.
+    let bare = Server::start_with(
+        store.clone(),
+        Arc::new(SystemClock),
+        None,
+        Senders::default(),
+    )
+    .await;
+    let text = bare.get(&ann.unsubscribe, Some(HUMAN)).await.text();
+    assert!(
+        text.contains(
+            "Stop all marketing emails from <strong>t</strong> to <strong>ann@x.example</strong>?"
+        ) && !text.contains("This also stops"),
+        "{text}"
+    );
+    bare.stop().await.unwrap();
+    store.close().await;
+}
+both_backends!(unsubscribe_pages, unsubscribe_pages_name_the_sender);
 
 async fn webhook_reports(db: TestDb) {
     let store = db.store().await;

@@ -146,8 +146,9 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<ExitCode>
     if reports.is_empty() {
         println!("{}: no steps, nothing to do", campaign.name);
     }
+    let to = destination(settings, &engine);
     for r in &reports {
-        print_report(&campaign.name, r, &engine);
+        print_report(&campaign.name, r, &to);
     }
     let failed: i64 = reports.iter().map(|r| r.counts.failed).sum();
     if failed > 0 {
@@ -171,7 +172,21 @@ fn reasons<'a>(list: impl Iterator<Item = (&'a str, i64)>) -> String {
     }
 }
 
-fn print_report(name: &str, r: &RunReport, engine: &Engine) {
+/// Where messages go, for the summaries: the relay as the mailer names it, or
+/// the outbox as the directory it is (`outbox/`).
+fn destination(settings: &Settings, engine: &Engine) -> String {
+    if settings.smtp_url.is_some() {
+        return engine.mailer.describe();
+    }
+    let dir = settings.outbox_dir.display().to_string();
+    if dir.ends_with('/') {
+        dir
+    } else {
+        format!("{dir}/")
+    }
+}
+
+fn print_report(name: &str, r: &RunReport, destination: &str) {
     let c = &r.counts;
     println!(
         "{name}: run {}{} planned {}, sent {}, skipped {}{}, failed {}, bounced {}{} → {}",
@@ -195,7 +210,7 @@ fn print_report(name: &str, r: &RunReport, engine: &Engine) {
         } else {
             String::new()
         },
-        engine.mailer.describe()
+        destination
     );
 }
 
@@ -243,6 +258,7 @@ pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCod
     // The outbox never asks for a retry, so what is left after a pass waits for
     // a send window (up to hours): the demo reports it rather than waiting.
     let wait = settings.smtp_url.is_some();
+    let to = destination(settings, &engine);
     for campaign in &campaigns {
         let reports =
             pipeline::run_campaign(&engine, campaign, Trigger::Manual, None, wait, stop.clone())
@@ -251,7 +267,7 @@ pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCod
             println!("{}: no steps", campaign.name);
         }
         for r in &reports {
-            print_report(&campaign.name, r, &engine);
+            print_report(&campaign.name, r, &to);
         }
     }
     let counts = store.table_counts().await?;
@@ -260,9 +276,10 @@ pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCod
         "the database now holds {} customers and {} interactions",
         counts.customers, counts.interactions
     );
-    println!(
-        "messages: {} (open any .eml in a mail client, or `herald preview`)",
-        engine.mailer.describe()
-    );
+    if wait {
+        println!("messages: sent through {to}");
+    } else {
+        println!("messages: written to {to} (open any .eml in a mail client, or `herald preview`)");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,19 +1,27 @@
 //! `herald serve`: the tracking service alone, until SIGTERM or Ctrl-C.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
+use herald::campaign::{self, Checks};
 use herald::config::Settings;
-use herald::tracking;
+use herald::tracking::{self, Senders};
 
 use super::open_store;
 use super::run::stop_on_signal;
 
 #[derive(Args, Debug)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// Directory of campaign files: the unsubscribe page names each campaign's
+    /// sender from its `from:` (without them, the campaign's name)
+    #[arg(long, default_value = "campaigns", value_name = "DIR")]
+    campaigns: PathBuf,
+}
 
-pub async fn run(_args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+pub async fn run(args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let senders = senders(&args.campaigns);
     let store = open_store(settings).await?;
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
@@ -35,6 +43,7 @@ pub async fn run(_args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCo
         )),
         clock,
         herald::report::metrics::Metrics::new(),
+        senders,
     )
     .await;
     store.close().await;
@@ -44,4 +53,23 @@ pub async fn run(_args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCo
         totals.accepted, totals.written, totals.transactions, totals.dropped
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The senders of the campaigns in `dir`. The service answers links whatever
+/// the files say: a missing directory or a file with problems is a warning,
+/// and the pages name the campaigns it could not read by their names.
+fn senders(dir: &Path) -> Senders {
+    if !dir.is_dir() {
+        tracing::warn!(
+            "no campaign directory {}: unsubscribe pages name campaigns, not senders (--campaigns DIR)",
+            dir.display()
+        );
+        return Senders::default();
+    }
+    let catalog = campaign::load(&[dir.to_path_buf()], &Checks::default());
+    for p in &catalog.problems {
+        tracing::warn!("{p}");
+    }
+    let campaigns: Vec<_> = catalog.campaigns.into_iter().map(|(_, c)| c).collect();
+    Senders::new(&campaigns)
 }

@@ -78,8 +78,9 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
         let shutdown = herald::pipeline::stopped(worker_done.subscribe());
         let (store, settings) = (store.clone(), settings.clone());
         let metrics = engine.metrics.clone();
+        let senders = herald::tracking::Senders::new(&campaigns);
         Some(tokio::spawn(async move {
-            herald::tracking::serve(store, &settings, listener, shutdown, metrics).await
+            herald::tracking::serve(store, &settings, listener, shutdown, metrics, senders).await
         }))
     };
     let worked = jobs::run_worker(engine, campaigns, &name, stop).await;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use super::svg::{Bar, Line, bars, escape, line_chart};
+use super::charts::{self, Bar, Line, bar_groups, bars, escape, line_chart};
 use super::{CampaignStats, Series, StepStats};
 use crate::clock::Millis;
 
@@ -72,29 +72,25 @@ header.hero p{margin:4px 0;opacity:.92}
 .card h2{margin:0 0 4px;font-size:18px}
 .card .sub{margin:0 0 14px;color:#69708a;font-size:13px}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:20px}
+.grid2>*{min-width:0}
 .grid2 .card{margin-top:20px}
-svg.chart,svg.bars{width:100%;height:auto;display:block}
-svg text{font-family:inherit}
-svg .axis{font-size:11px;fill:#69708a}
-svg .label{font-size:13px;fill:#1d2233}
-svg .note{font-size:12px;fill:#69708a}
 .legend{display:flex;gap:18px;flex-wrap:wrap;font-size:13px;color:#454c63;margin-bottom:6px}
 .legend i{display:inline-block;width:12px;height:12px;border-radius:3px;margin-right:6px;vertical-align:-1px}
-.step{font-weight:600;margin:10px 0 2px}
 table{width:100%;border-collapse:collapse;font-size:13px}
 th,td{padding:7px 6px;text-align:right;border-bottom:1px solid #eceef4;white-space:nowrap}
 th{color:#69708a;font-weight:600;font-size:11px;text-transform:uppercase;letter-spacing:.3px}
 table.figures{font-size:12.5px}
 th:first-child,td:first-child{text-align:left}
 tr.total td{font-weight:700;border-top:2px solid #d9dce8}
-td.url{text-align:left;white-space:normal;word-break:break-all;max-width:520px}
-td.url code{font-size:12px;color:#34406b}
+td.url{text-align:left;white-space:normal;width:100%}
+td.url code{display:-webkit-box;-webkit-box-orient:vertical;-webkit-line-clamp:2;overflow:hidden;overflow-wrap:anywhere;font-size:12px;line-height:18px;color:#34406b}
 .bar{background:#eef0f6;border-radius:4px;height:10px;width:160px;display:inline-block}
 .bar span{display:block;height:10px;border-radius:4px;background:#f29d38}
 .muted{color:#69708a}
 .scroll{overflow-x:auto}
 footer{margin-top:28px;color:#8a90a6;font-size:12px;text-align:center}
 @media (max-width:800px){.grid2{grid-template-columns:1fr}}
+@media (max-width:600px){.wrap{padding:0 12px 28px}.card{padding:18px 16px}header.hero{padding:28px 0 76px}header.hero h1{font-size:26px}.barcell{display:none}}
 "#;
 
 /// The report of one campaign.
@@ -103,7 +99,8 @@ pub fn render_html(stats: &CampaignStats, series: &Series, generated_at: Millis)
     let name = escape(&stats.campaign);
     let _ = write!(
         h,
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{name} — campaign report</title><link rel="icon" href="data:,"><style>{CSS}</style></head><body>"#
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{name} — campaign report</title><link rel="icon" href="data:,"><style>{CSS}{}</style></head><body>"#,
+        charts::CSS
     );
     header(&mut h, stats, generated_at);
     h.push_str(r#"<main class="wrap">"#);
@@ -242,7 +239,7 @@ fn activity(h: &mut String, series: &Series) {
         h.push_str(r#"<p class="muted">No sends or tracked events yet.</p></section>"#);
         return;
     }
-    let fmt = if hourly { "%d %b %H:00" } else { "%d %b" };
+    let fmt = if hourly { "%d %b\n%H:00" } else { "%d %b" };
     let labels: Vec<String> = series.buckets.iter().map(|b| when(b.at, fmt)).collect();
     let col = |f: fn(&crate::store::stats::Bucket) -> i64| -> Vec<f64> {
         series.buckets.iter().map(|b| f(b) as f64).collect()
@@ -279,7 +276,7 @@ fn activity(h: &mut String, series: &Series) {
         );
     }
     h.push_str("</div>");
-    h.push_str(&line_chart(1040, 300, &labels, &lines));
+    h.push_str(&line_chart(&labels, &lines));
     h.push_str("</section>");
 }
 
@@ -289,33 +286,38 @@ fn funnel(h: &mut String, s: &CampaignStats) {
     if s.steps.is_empty() {
         h.push_str(r#"<p class="muted">No steps planned yet.</p>"#);
     }
-    for step in &s.steps {
-        let label = step.step.as_deref().unwrap_or("");
-        let _ = write!(
-            h,
-            r#"<div class="step">{}</div>"#,
-            escape(&short(label, 60))
-        );
-        let rows = [
-            ("Entered", step.entered, ENTERED, None),
-            ("Sent", step.sent, SENT, None),
-            ("Opened", step.opened_human, HUMAN, step.open_rate_human),
-            ("Clicked", step.clicked, CLICK, step.click_rate),
-            ("Converted", step.converted, CONVERT, step.conversion_rate),
-        ];
-        let list: Vec<Bar<'_>> = rows
+    let groups: Vec<(String, Vec<Bar<'_>>)> = s
+        .steps
+        .iter()
+        .map(|step| {
+            let rows = [
+                ("Entered", step.entered, ENTERED, None),
+                ("Sent", step.sent, SENT, None),
+                ("Opened", step.opened_human, HUMAN, step.open_rate_human),
+                ("Clicked", step.clicked, CLICK, step.click_rate),
+                ("Converted", step.converted, CONVERT, step.conversion_rate),
+            ];
+            let list = rows
+                .into_iter()
+                .map(|(label, v, color, r)| Bar {
+                    label,
+                    value: v as f64,
+                    note: match r {
+                        Some(r) => format!("{} · {}", num(v), pct(Some(r))),
+                        None => num(v),
+                    },
+                    color,
+                })
+                .collect();
+            (short(step.step.as_deref().unwrap_or(""), 60), list)
+        })
+        .collect();
+    if !groups.is_empty() {
+        let groups: Vec<(&str, &[Bar<'_>])> = groups
             .iter()
-            .map(|(l, v, c, r)| Bar {
-                label: l,
-                value: *v as f64,
-                note: match r {
-                    Some(r) => format!("{} · {}", num(*v), pct(Some(*r))),
-                    None => num(*v),
-                },
-                color: c,
-            })
+            .map(|(heading, list)| (heading.as_str(), list.as_slice()))
             .collect();
-        h.push_str(&bars(500, &list, max));
+        h.push_str(&bar_groups(&groups, max));
     }
     h.push_str("</section>");
 }
@@ -353,7 +355,7 @@ fn conversions(h: &mut String, s: &CampaignStats) {
             color: CONVERT,
         })
         .collect();
-    h.push_str(&bars(500, &list, 0.0));
+    h.push_str(&bars(&list, 0.0));
     let t = &s.totals;
     let _ = write!(
         h,
@@ -373,14 +375,15 @@ fn links(h: &mut String, s: &CampaignStats) {
         return;
     }
     let max = links.iter().map(|l| l.clicks).max().unwrap_or(1).max(1);
-    h.push_str(r#"<div class="scroll"><table><tr><th>#</th><th style="text-align:left">Link</th><th>Clicks</th><th>People</th><th></th></tr>"#);
+    h.push_str(r#"<div class="scroll"><table><tr><th>#</th><th style="text-align:left">Link</th><th>Clicks</th><th>People</th><th class="barcell"></th></tr>"#);
     for (i, l) in links.iter().take(10).enumerate() {
         let width = 100.0 * l.clicks as f64 / max as f64;
+        // At most two lines, cut with an ellipsis; the whole URL is the title.
+        let url = escape(&l.url);
         let _ = write!(
             h,
-            r#"<tr><td>{}</td><td class="url"><code>{}</code></td><td>{}</td><td>{}</td><td><span class="bar"><span style="width:{width:.1}%"></span></span></td></tr>"#,
+            r#"<tr><td>{}</td><td class="url"><code title="{url}">{url}</code></td><td>{}</td><td>{}</td><td class="barcell"><span class="bar"><span style="width:{width:.1}%"></span></span></td></tr>"#,
             i + 1,
-            escape(&l.url),
             num(l.clicks),
             num(l.clicked)
         );

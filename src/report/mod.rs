@@ -5,9 +5,9 @@
 //! module adds what a reader needs around them — steps in the campaign file's
 //! order, rates, the conversion rule — and renders them.
 
+mod charts;
 mod html;
 pub mod metrics;
-mod svg;
 
 use std::collections::BTreeMap;
 

@@ -103,6 +103,28 @@ impl Store {
         Ok(row.map(|r| (delivery((r.0, r.1, r.2, r.3, r.4)), r.5)))
     }
 
+    /// The campaign of a delivery and its customer's email, for the
+    /// unsubscribe page; `None` when either is gone or they do not belong
+    /// together.
+    pub async fn unsubscribe_context(
+        &self,
+        delivery_id: i64,
+        customer_id: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT d.campaign, c.email FROM deliveries d \
+                 JOIN customers c ON c.id = d.customer_id \
+                 WHERE d.id = $1 AND d.customer_id = $2",
+            )
+            .bind(delivery_id)
+            .bind(customer_id)
+            .fetch_optional(pool)
+            .await
+        })
+        .context("reading an unsubscribe link's delivery")
+    }
+
     /// Unsubscribes a customer: status `unsubscribed` (from `subscribed` only),
     /// the address on the suppression list, and one `unsubscribed` interaction
     /// when either of those changed. Committed before it returns; a repeat

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /o/{token}.gif` | 1x1 GIF; records `email_opened` through the batched writer |
 //! | `GET /c/{token}` | 302 to the URL signed into the token; records `email_clicked` |
-//! | `GET /u/{token}` | a confirmation page with a button; changes nothing |
+//! | `GET /u/{token}` | a confirmation page with a button, naming the sender and the address; changes nothing |
 //! | `POST /u/{token}` | the button and RFC 8058 one-click: unsubscribes, committed before the 200 |
 //! | `POST /webhook` | bounce and complaint reports, bearer-authenticated ([`webhook`]) |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (the database answers) |
@@ -16,6 +16,7 @@
 
 pub mod machine;
 mod pages;
+mod senders;
 pub mod webhook;
 pub mod writer;
 
@@ -39,6 +40,7 @@ use crate::report::metrics::Metrics;
 use crate::store::tracking::Unsubscribed;
 use crate::store::{Store, StoreError};
 use crate::token::{Purpose, Signer, Token, TokenError};
+pub use senders::Senders;
 pub use writer::Totals;
 use writer::{Counters, Event, Kind};
 
@@ -73,6 +75,7 @@ struct Shared {
     counters: Arc<Counters>,
     webhook: Option<webhook::Secret>,
     metrics: Metrics,
+    senders: Senders,
 }
 
 type App = State<Arc<Shared>>;
@@ -85,12 +88,14 @@ type App = State<Arc<Shared>>;
 ///
 /// `metrics` counts tracking events by kind, and is served at `/metrics`
 /// (with whatever else feeds it, such as the worker's send pipeline).
+/// `senders` names each campaign's sender on the unsubscribe pages.
 pub async fn serve(
     store: Store,
     settings: &Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     metrics: Metrics,
+    senders: Senders,
 ) -> Result<(), TrackingError> {
     serve_with_clock(
         store,
@@ -99,6 +104,7 @@ pub async fn serve(
         shutdown,
         Arc::new(SystemClock),
         metrics,
+        senders,
     )
     .await
     .map(|_| ())
@@ -112,6 +118,7 @@ pub async fn serve_with_clock(
     shutdown: impl Future<Output = ()> + Send + 'static,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
+    senders: Senders,
 ) -> Result<Totals, TrackingError> {
     let signer = Signer::new(&store.tracking_keys(&settings.secrets, clock.now()).await?)?;
     let counters = Arc::new(Counters::default());
@@ -129,6 +136,7 @@ pub async fn serve_with_clock(
             .filter(|s| !s.is_empty())
             .map(webhook::Secret::new),
         metrics: metrics.clone(),
+        senders,
     });
     let extra = crate::report::metrics::router(metrics, shared.store.clone());
     let served = axum::serve(listener, router(shared).merge(extra))
@@ -200,6 +208,34 @@ impl Shared {
         }
         let location = HeaderValue::from_str(parsed.as_str()).ok()?;
         Some((t, location))
+    }
+
+    /// The campaign and address of the delivery an unsubscribe token names,
+    /// while the database has them (a preview's token names no delivery).
+    /// The pages do without when the database cannot say.
+    async fn unsubscribe_context(&self, t: &Token) -> Option<(String, String)> {
+        let delivery_id = i64::try_from(t.delivery_id).ok().filter(|id| *id > 0)?;
+        let customer_id = i64::try_from(t.customer_id).ok()?;
+        match self
+            .store
+            .unsubscribe_context(delivery_id, customer_id)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, delivery = delivery_id, "unsubscribe page without its sender");
+                None
+            }
+        }
+    }
+
+    fn whom<'a>(&'a self, campaign: &'a str, email: &'a str) -> pages::Whom<'a> {
+        let sender = self.senders.name(campaign);
+        pages::Whom {
+            sender,
+            others: self.senders.others(sender),
+            email,
+        }
     }
 
     async fn record(&self, kind: Kind, t: Token, headers: &HeaderMap) {
@@ -278,10 +314,12 @@ async fn click_head(State(app): App, Path(token): Path<String>) -> Response {
 }
 
 async fn unsubscribe_page(State(app): App, Path(token): Path<String>) -> Response {
-    match app.signer.verify(&token, Purpose::Unsubscribe) {
-        Some(_) => pages::confirm_unsubscribe(),
-        None => pages::not_found(),
-    }
+    let Some(t) = app.signer.verify(&token, Purpose::Unsubscribe) else {
+        return pages::not_found();
+    };
+    let context = app.unsubscribe_context(&t).await;
+    let whom = context.as_ref().map(|(c, e)| app.whom(c, e));
+    pages::confirm_unsubscribe(whom.as_ref())
 }
 
 /// The page's button and RFC 8058 one-click (`List-Unsubscribe=One-Click`, as
@@ -316,21 +354,27 @@ async fn unsubscribe(
             Value::from(ua.chars().take(200).collect::<String>()),
         );
     }
-    match app
+    let done = match app
         .store
         .unsubscribe(customer_id, Some(delivery_id), &data, app.clock.now())
         .await
     {
-        Ok(Unsubscribed::Now) => {
-            app.metrics.tracking_event("unsubscribed");
-            pages::unsubscribed()
-        }
-        Ok(Unsubscribed::Already | Unsubscribed::UnknownCustomer) => pages::unsubscribed(),
+        Ok(done) => done,
         Err(e) => {
             tracing::error!(error = %e, customer = customer_id, "unsubscribe failed");
-            pages::try_again()
+            return pages::try_again();
         }
+    };
+    if done == Unsubscribed::Now {
+        app.metrics.tracking_event("unsubscribed");
     }
+    // A mail provider's one-click POST shows its answer to nobody.
+    let context = match (one_click, done) {
+        (false, Unsubscribed::Now | Unsubscribed::Already) => app.unsubscribe_context(&t).await,
+        _ => None,
+    };
+    let whom = context.as_ref().map(|(c, e)| app.whom(c, e));
+    pages::unsubscribed(whom.as_ref())
 }
 
 fn json(status: StatusCode, value: Value) -> Response {

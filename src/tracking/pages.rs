@@ -30,8 +30,15 @@ pub fn pixel(status: StatusCode) -> Response {
         .into_response()
 }
 
-/// A small plain HTML page; never cached, never indexed.
+/// Text for HTML content and attribute values.
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_safe(text)
+}
+
+/// A small plain HTML page; never cached, never indexed. `title` is text,
+/// `body` is HTML.
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let title = escape(title);
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -61,22 +68,76 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
         .into_response()
 }
 
+/// Whose emails an unsubscribe link stops: the message's sender, the other
+/// names the same list sends as, and the address.
+pub struct Whom<'a> {
+    pub sender: &'a str,
+    pub others: Vec<&'a str>,
+    pub email: &'a str,
+}
+
+/// "A", "A and B", "A, B and C", each escaped and in bold.
+fn names(list: &[&str]) -> String {
+    let bold: Vec<String> = list
+        .iter()
+        .map(|n| format!("<strong>{}</strong>", escape(n)))
+        .collect();
+    match bold.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// GET of an unsubscribe link: asks, changes nothing (link scanners follow GETs).
-pub fn confirm_unsubscribe() -> Response {
+pub fn confirm_unsubscribe(whom: Option<&Whom<'_>>) -> Response {
+    const BUTTON: &str = "<form method=\"post\"><button type=\"submit\" name=\"confirm\" value=\"yes\">Unsubscribe</button></form>";
+    let Some(w) = whom else {
+        return page(
+            StatusCode::OK,
+            "Unsubscribe",
+            &format!("<p>Stop receiving these emails? Press the button to confirm.</p>\n{BUTTON}"),
+        );
+    };
+    let mut body = format!(
+        "<p>Stop all marketing emails from {} to <strong>{}</strong>? Press the button to confirm.</p>\n",
+        names(&[w.sender]),
+        escape(w.email)
+    );
+    if !w.others.is_empty() {
+        body.push_str(&format!(
+            "<p>This also stops the emails sent as {}.</p>\n",
+            names(&w.others)
+        ));
+    }
+    body.push_str(BUTTON);
     page(
         StatusCode::OK,
-        "Unsubscribe",
-        "<p>Stop receiving these emails? Press the button to confirm.</p>\n\
-         <form method=\"post\"><button type=\"submit\" name=\"confirm\" value=\"yes\">Unsubscribe</button></form>",
+        &format!("Unsubscribe from {}", w.sender),
+        &body,
     )
 }
 
-pub fn unsubscribed() -> Response {
-    page(
-        StatusCode::OK,
-        "You are unsubscribed",
-        "<p>You will not receive these emails any more.</p>",
-    )
+pub fn unsubscribed(whom: Option<&Whom<'_>>) -> Response {
+    let Some(w) = whom else {
+        return page(
+            StatusCode::OK,
+            "You are unsubscribed",
+            "<p>You will not receive these emails any more.</p>",
+        );
+    };
+    let mut body = format!(
+        "<p><strong>{}</strong> will not receive marketing emails from {} any more.</p>",
+        escape(w.email),
+        names(&[w.sender])
+    );
+    if !w.others.is_empty() {
+        body.push_str(&format!(
+            "\n<p>Nor the emails sent as {}.</p>",
+            names(&w.others)
+        ));
+    }
+    page(StatusCode::OK, "You are unsubscribed", &body)
 }
 
 pub fn preview_unsubscribe() -> Response {

@@ -7,6 +7,7 @@
 //! and passes without running.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod http;
 pub mod smtp;
 
@@ -251,6 +252,83 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+/// One message of a shipped campaign step, as `herald preview` wrote it.
+pub struct ShippedMessage {
+    /// `CAMPAIGN/STEP`
+    pub step: String,
+    pub eml: PathBuf,
+    pub html: PathBuf,
+}
+
+/// One message of every step of every campaign in `campaigns/`, written by
+/// the real binary (`herald preview`) from a freshly seeded `db`, for the
+/// first member of each audience in address order, so every run writes the
+/// same messages.
+pub fn preview_shipped_steps(db: &TestDb) -> Vec<ShippedMessage> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (campaigns, templates) = (root.join("campaigns"), root.join("templates"));
+    let catalog = herald::campaign::load(
+        std::slice::from_ref(&campaigns),
+        &herald::campaign::Checks {
+            templates: Some(&templates),
+        },
+    );
+    assert!(catalog.problems.is_empty(), "{:?}", catalog.problems);
+    assert!(!catalog.campaigns.is_empty());
+    // Enough customers of every kind for each campaign's audience to have someone.
+    let seeded = db.herald(&["seed", "--customers", "3000", "--seed", "1"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let (campaigns, templates) = (campaigns.to_str().unwrap(), templates.to_str().unwrap());
+    let env = [
+        ("HERALD_SECRET", "shipped-messages-secret-0123456789"),
+        ("HERALD_PUBLIC_URL", "https://t.acme.example"),
+    ];
+    let mut messages = Vec::new();
+    for (_, c) in &catalog.campaigns {
+        let listed = db.herald(&["audience", &c.name, "--list", "--campaigns", campaigns]);
+        assert!(listed.status.success(), "{}", stderr(&listed));
+        let members = stdout(&listed);
+        let customer = members
+            .lines()
+            .min()
+            .unwrap_or_else(|| panic!("the seeded audience of {} is empty", c.name))
+            .to_string();
+        for step in &c.steps {
+            let out = db.herald_env(
+                &env,
+                &[
+                    "preview",
+                    &c.name,
+                    "--step",
+                    &step.id,
+                    "--customer",
+                    &customer,
+                    "--out",
+                    "messages",
+                    "--campaigns",
+                    campaigns,
+                    "--templates",
+                    templates,
+                ],
+            );
+            assert!(out.status.success(), "{}", stderr(&out));
+            let base = format!("messages/{}-{}", c.name, step.id);
+            let message = ShippedMessage {
+                step: format!("{}/{}", c.name, step.id),
+                eml: db.path(&format!("{base}.eml")),
+                html: db.path(&format!("{base}.html")),
+            };
+            assert!(
+                message.eml.is_file() && message.html.is_file(),
+                "{}",
+                stdout(&out)
+            );
+            messages.push(message);
+        }
+    }
+    messages
 }
 
 /// Compares `actual` with `tests/snapshots/NAME`; `UPDATE_SNAPSHOTS=1` rewrites it.

@@ -18,6 +18,8 @@ pub const HOUR: i64 = 60 * MIN;
 pub const DAY: i64 = 24 * HOUR;
 pub const LINK_A: &str = "https://acme.example/shop?utm=a&x=<1>";
 pub const LINK_B: &str = "https://acme.example/sale";
+/// As long as real links with campaign parameters are.
+pub const LINK_LONG: &str = "https://acme.example/collections/new-arrivals/autumn-2026?utm_source=herald&utm_medium=email&utm_campaign=promo&utm_content=hero-banner";
 
 /// The campaign file: two steps and a goal with a `where:` test.
 pub const CAMPAIGN_YAML: &str = r#"name: promo
@@ -311,7 +313,7 @@ pub fn generated(n: i64, seed: u64) -> Scenario {
         customers: n,
         ..Default::default()
     };
-    let links = [LINK_A, LINK_B, "https://acme.example/new-arrivals"];
+    let links = [LINK_A, LINK_B, LINK_LONG];
     let reasons = ["unsubscribed", "frequency_cap", "suppressed"];
     let mut next_id = 1;
     for c in 1..=n {
