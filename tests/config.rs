@@ -150,3 +150,52 @@ fn logs_are_plain_in_a_pipe_and_json_on_request() {
             .contains("setting log_format (from HERALD_LOG_FORMAT): \"xml\" is not text or json")
     );
 }
+
+/// A statement that takes over a second (here: waiting for a lock the test
+/// holds) no longer prints its SQL as a warning to the person at the terminal;
+/// sqlx reports it at debug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_statements_are_not_warnings() {
+    use sqlx::Connection as _;
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let seeded = db.herald(&["seed", "--customers", "5"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let mut lock = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let child = db
+        .command(&[], &["seed", "--customers", "6"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        !err.contains("slow statement") && !err.contains("SELECT"),
+        "{err}"
+    );
+    // The notice is still there for whoever asks for it.
+    let mut lock = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let child = db
+        .command(&[("HERALD_LOG", "sqlx=debug")], &["seed", "--customers", "7"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(stderr(&out).contains("slow statement"), "{}", stderr(&out));
+}
