@@ -18,7 +18,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"; psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
 
 cargo build --release --quiet
-herald=$PWD/target/release/herald
+herald=${CARGO_TARGET_DIR:-$PWD/target}/release/herald
 python3 bench/gen_customers.py "$N" "$work/customers.csv"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "customers: $N; CSV $(du -h "$work/customers.csv" | cut -f1)"

@@ -26,7 +26,7 @@ sink=$!
 trap 'kill $sink 2>/dev/null; rm -rf "$work"; psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
 
 cargo build --release --quiet
-herald=$PWD/target/release/herald
+herald=${CARGO_TARGET_DIR:-$PWD/target}/release/herald
 mkdir -p "$work/campaigns"
 newsletter_campaign "$work/campaigns/blast.yaml" blast "tracking: true"
 echo "$(machine); N=$N, smtp_concurrency=$CONCURRENCY"
