@@ -29,6 +29,9 @@ impl Email {
         let bad = || FieldError::Email(raw.to_string());
         let text = raw.trim();
         let (local, domain) = text.rsplit_once('@').ok_or_else(bad)?;
+        // Checked as stored, so that a stored address parses again: lower case
+        // can change a domain's letters (`İ` → `i` + U+0307) and its length.
+        let domain = domain.to_lowercase();
         let local_ok = !local.is_empty()
             && local.len() <= 64
             && !local.starts_with('.')
@@ -49,7 +52,7 @@ impl Email {
         if !local_ok || !domain_ok {
             return Err(bad());
         }
-        Ok(Email(format!("{local}@{}", domain.to_lowercase())))
+        Ok(Email(format!("{local}@{domain}")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -183,6 +186,22 @@ mod tests {
             Email::parse("ünïcode@bücher.de").unwrap().as_str(),
             "ünïcode@bücher.de"
         );
+    }
+
+    #[test]
+    fn a_normalised_email_parses_to_itself() {
+        // Found by the import fuzz targets' check: the domain was checked before
+        // lower-casing, so `İ` (→ `i` + U+0307, not a letter) and labels that
+        // grow past 63 bytes were stored as addresses that never parsed again.
+        for raw in [
+            "ann@İstanbul.example",
+            &format!("a@{}.example", "Ⱥ".repeat(31)),
+        ] {
+            assert!(Email::parse(raw).is_err(), "{raw:?} accepted");
+        }
+        let e = Email::parse("Ann@ÄPFEL.Example").unwrap();
+        assert_eq!(e.as_str(), "Ann@äpfel.example");
+        assert_eq!(Email::parse(e.as_str()), Ok(e));
     }
 
     #[test]

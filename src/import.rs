@@ -113,13 +113,24 @@ impl CustomerRows {
             path: path.display().to_string(),
             source,
         })?;
+        CustomerRows::from_reader(file, format, &path.display().to_string())
+    }
+
+    /// Rows read from any reader, as [`CustomerRows::open`] reads a file; `name`
+    /// is how a header error names the input. Used by the fuzz targets, which
+    /// parse in memory.
+    pub fn from_reader<R: Read + 'static>(
+        reader: R,
+        format: Format,
+        name: &str,
+    ) -> Result<CustomerRows, ImportError> {
         let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let reader = Counting {
-            inner: file,
+            inner: reader,
             bytes: bytes.clone(),
         };
         let inner: Box<dyn Iterator<Item = _>> = match format {
-            Format::Csv => Box::new(csv_customers(reader, &path.display().to_string())?),
+            Format::Csv => Box::new(csv_customers(reader, name)?),
             Format::JsonLines => Box::new(json_lines(reader).map(|(line, parsed)| {
                 (
                     line,
@@ -699,9 +710,15 @@ impl InteractionRows {
             path: path.display().to_string(),
             source,
         })?;
+        Ok(InteractionRows::from_reader(file))
+    }
+
+    /// Rows read from any reader, as [`InteractionRows::open`] reads a file.
+    /// Used by the fuzz targets, which parse in memory.
+    pub fn from_reader<R: Read + 'static>(reader: R) -> InteractionRows {
         let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let reader = Counting {
-            inner: file,
+            inner: reader,
             bytes: bytes.clone(),
         };
         let inner = Box::new(json_lines(reader).map(|(line, parsed)| {
@@ -712,7 +729,14 @@ impl InteractionRows {
                     .and_then(storable_interaction),
             )
         }));
-        Ok(InteractionRows { inner, bytes })
+        InteractionRows { inner, bytes }
+    }
+}
+
+impl Iterator for InteractionRows {
+    type Item = (u64, Parsed<InteractionRecord>);
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
     }
 }
 

@@ -189,7 +189,10 @@ async fn slow_statements_are_not_warnings() {
         .await
         .unwrap();
     let child = db
-        .command(&[("HERALD_LOG", "sqlx=debug")], &["seed", "--customers", "7"])
+        .command(
+            &[("HERALD_LOG", "sqlx=debug")],
+            &["seed", "--customers", "7"],
+        )
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -1,8 +1,9 @@
 //! Click tracking and the open pixel, applied to rendered HTML.
 //!
 //! Every `href` with an http(s) URL becomes a tracking URL whose signed token
-//! carries the original; `mailto:`, `tel:`, anchors and the unsubscribe link stay
-//! as written. The pixel goes just before `</body>` (or at the end).
+//! carries the original; `mailto:`, `tel:`, anchors, the unsubscribe link and
+//! URLs too long for a token ([`MAX_URL_LEN`]) stay as written. The pixel goes
+//! just before `</body>` (or at the end).
 //!
 //! The URL a token carries is the one a browser would follow from the href as
 //! written: character references decoded (`&amp;`, and `&#x3D;` that
@@ -13,7 +14,7 @@
 use std::borrow::Cow;
 
 use super::find_ascii_ci;
-use crate::token::{Purpose, Signer};
+use crate::token::{MAX_URL_LEN, Purpose, Signer};
 
 /// Who the links are for and where the tracking endpoint lives.
 pub struct Tracking<'a> {
@@ -51,7 +52,8 @@ impl Tracking<'_> {
             let url = decode_references(value);
             if runs_script(&url) {
                 out.push('#');
-            } else if is_trackable(&url) && url != unsubscribe_url {
+            } else if is_trackable(&url) && url.len() <= MAX_URL_LEN && url != unsubscribe_url {
+                // (A longer URL's token would not verify: the link would be dead.)
                 out.push_str(self.base_url);
                 out.push_str("/c/");
                 self.sign_into(Purpose::Click, Some((index, &url)), &mut out);
@@ -284,5 +286,22 @@ mod tests {
                 "{fine}"
             );
         }
+    }
+
+    #[test]
+    fn leaves_links_too_long_for_a_token_as_written() {
+        let signer = Signer::new(&["a-secret-of-16-chars".to_string()]).unwrap();
+        let t = Tracking {
+            signer: &signer,
+            base_url: "https://t.example",
+            delivery_id: 5,
+            customer_id: 9,
+        };
+        let long = format!("https://shop.example/{}", "q".repeat(MAX_URL_LEN));
+        let html =
+            format!("<a href=\"{long}\">long</a> <a href=\"https://shop.example/\">short</a>");
+        let out = t.apply(&html, "");
+        assert!(out.contains(&format!("href=\"{long}\"")));
+        assert_eq!(out.matches("https://t.example/c/").count(), 1, "{out}");
     }
 }
