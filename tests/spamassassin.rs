@@ -1,4 +1,4 @@
-//! Every step of every shipped campaign, as the real binary writes it, scored
+//! Every step of every shipped campaign, as the real binary writes it (DKIM-signed), scored
 //! by SpamAssassin (Debian's `spamassassin`) with local rules only: no DNS or
 //! network tests (`-L`), no Bayes, no learning, so a message's score depends
 //! on nothing but the message and the installed rules.
@@ -152,6 +152,14 @@ fn every_shipped_step_scores_low_in_spamassassin() {
          (spamassassin -L, no Bayes):\n{}",
         failures.join("\n")
     );
+    // The same messages carry a DKIM signature an independent verifier accepts
+    // (tampered copies failing: tests/message.rs).
+    if common::have_dkimpy() {
+        for (step, eml) in &messages {
+            let verdict = common::dkim_verify(eml);
+            assert!(verdict.starts_with("ok "), "{step}: {verdict}");
+        }
+    }
 }
 
 /// The check sees what it is there to see: the old hidden preheader (a 1 px

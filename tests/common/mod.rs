@@ -262,8 +262,9 @@ pub struct ShippedMessage {
     pub html: PathBuf,
 }
 
-/// One message of every step of every campaign in `campaigns/`, written by
-/// the real binary (`herald preview`) from a freshly seeded `db`, for the
+/// One message of every step of every campaign in `campaigns/`, DKIM-signed
+/// with the test key, written by the real binary (`herald preview`) from a
+/// freshly seeded `db`, for the
 /// first member of each audience in address order, so every run writes the
 /// same messages.
 pub fn preview_shipped_steps(db: &TestDb) -> Vec<ShippedMessage> {
@@ -281,9 +282,14 @@ pub fn preview_shipped_steps(db: &TestDb) -> Vec<ShippedMessage> {
     let seeded = db.herald(&["seed", "--customers", "3000", "--seed", "1"]);
     assert!(seeded.status.success(), "{}", stderr(&seeded));
     let (campaigns, templates) = (campaigns.to_str().unwrap(), templates.to_str().unwrap());
+    // Signed as they would be sent: the test key stands for acme.example.
+    let key = dkim_key_path();
     let env = [
         ("HERALD_SECRET", "shipped-messages-secret-0123456789"),
         ("HERALD_PUBLIC_URL", "https://t.acme.example"),
+        ("HERALD_DKIM_SELECTOR", "herald"),
+        ("HERALD_DKIM_DOMAIN", "acme.example"),
+        ("HERALD_DKIM_KEY", key.to_str().unwrap_or_default()),
     ];
     let mut messages = Vec::new();
     for (_, c) in &catalog.campaigns {
