@@ -26,6 +26,20 @@ async fn seeded(db: &TestDb, n: &str) -> Store {
     db.store().await
 }
 
+/// A manual run of `news` planned at ANCHOR for [`audience`]: (run, planned).
+async fn manual_run(store: &Store) -> (i64, usize) {
+    let run = store
+        .create_run("news", Trigger::Manual, None, ANCHOR)
+        .await
+        .unwrap()
+        .unwrap();
+    let planned = store
+        .plan_run(run, "news", &audience(), Reentry::Never, "issue", ANCHOR)
+        .await
+        .unwrap() as usize;
+    (run, planned)
+}
+
 /// Every other subscribed customer: a stand-in for a compiled segment.
 fn audience() -> Audience {
     Audience {
@@ -123,15 +137,7 @@ both_backends!(planning, planning_is_idempotent_and_respects_reentry);
 
 async fn claims_leases_and_outcomes(db: TestDb) {
     let store = seeded(&db, "100").await;
-    let run = store
-        .create_run("news", Trigger::Manual, None, ANCHOR)
-        .await
-        .unwrap()
-        .unwrap();
-    let planned = store
-        .plan_run(run, "news", &audience(), Reentry::Never, "issue", ANCHOR)
-        .await
-        .unwrap() as usize;
+    let (run, planned) = manual_run(&store).await;
     let lease = ANCHOR + 60_000;
     let a = store
         .claim(run, 10, (ANCHOR, lease), None, IDS, "A")
@@ -374,15 +380,7 @@ both_backends!(recent_events, recent_events_per_customer);
 /// of being claimed a twelfth time as the fault suite saw.
 async fn expired_claims_stop_at_max_attempts(db: TestDb) {
     let store = seeded(&db, "20").await;
-    let run = store
-        .create_run("news", Trigger::Manual, None, ANCHOR)
-        .await
-        .unwrap()
-        .unwrap();
-    let planned = store
-        .plan_run(run, "news", &audience(), Reentry::Never, "issue", ANCHOR)
-        .await
-        .unwrap() as usize;
+    let (run, planned) = manual_run(&store).await;
     let max_attempts = 3;
     let mut now = ANCHOR;
     for life in 1..=max_attempts {

@@ -1003,31 +1003,11 @@ both_backends!(herald_serve, herald_serve_stops_cleanly_on_sigterm);
 // ---------------------------------------------------------------------------
 // A real browser.
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
 /// Loads `url` in headless Chromium and returns the DOM after the load event
 /// (images included, so the pixel has been fetched).
-async fn chromium_dump_dom(binary: &str, profile: &Path, url: &str) -> String {
+async fn chromium_dump_dom(binary: &Path, profile: &Path, url: &str) -> String {
     let mut cmd = std::process::Command::new(binary);
-    cmd.args([
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-extensions",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+    cmd.args(common::browser::HEADLESS).args([
         "--metrics-recording-only",
         &format!("--user-data-dir={}", profile.display()),
         "--timeout=30000",
@@ -1048,16 +1028,10 @@ async fn chromium_dump_dom(binary: &str, profile: &Path, url: &str) -> String {
 }
 
 async fn chromium_opens_and_clicks(db: TestDb) {
-    let Some(binary) = chromium() else {
-        assert!(
-            !in_ci(),
-            "CI=true but Chromium is not installed: .ci/run installs Debian's chromium package"
-        );
-        eprintln!(
-            "skipped: Chromium not installed (apt-get install chromium) — the real-browser test did not run"
-        );
+    let Some(binary) = common::browser::chromium() else {
         return;
     };
+    let binary = binary.as_path();
     let store = db.store().await;
     let landing = LandingPage::start().await;
     let server = Server::start(store.clone(), Arc::new(SystemClock), None).await;

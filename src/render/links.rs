@@ -53,7 +53,7 @@ impl Tracking<'_> {
             if runs_script(&url) {
                 out.push('#');
             } else if is_trackable(&url) && url.len() <= MAX_URL_LEN && url != unsubscribe_url {
-                // (A longer URL's token would not verify: the link would be dead.)
+                // (A longer URL is left as written: its token would not verify.)
                 out.push_str(self.base_url);
                 out.push_str("/c/");
                 self.sign_into(Purpose::Click, Some((index, &url)), &mut out);
@@ -183,15 +183,24 @@ fn next_href(s: &str) -> Option<(&str, char, &str, &str)> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rewrites_only_web_links_and_adds_pixel() {
-        let signer = Signer::new(&["a-secret-of-16-chars".to_string()]).unwrap();
-        let t = Tracking {
-            signer: &signer,
+    fn signer() -> Signer {
+        Signer::new(&["a-secret-of-16-chars".to_string()]).unwrap()
+    }
+
+    /// Delivery 5 of customer 9, tracked at https://t.example.
+    fn tracking(signer: &Signer) -> Tracking<'_> {
+        Tracking {
+            signer,
             base_url: "https://t.example",
             delivery_id: 5,
             customer_id: 9,
-        };
+        }
+    }
+
+    #[test]
+    fn rewrites_only_web_links_and_adds_pixel() {
+        let signer = signer();
+        let t = tracking(&signer);
         let unsub = t.unsubscribe_url();
         let html = format!(
             "<html><body><a href=\"https://shop.example/a?x=1&amp;y=2\">A</a> <a class=x href='http://b.example'>B</a> \
@@ -225,13 +234,8 @@ mod tests {
     /// token carries the URL the browser would have followed.
     #[test]
     fn tokens_carry_the_url_a_browser_would_follow() {
-        let signer = Signer::new(&["a-secret-of-16-chars".to_string()]).unwrap();
-        let t = Tracking {
-            signer: &signer,
-            base_url: "https://t.example",
-            delivery_id: 5,
-            customer_id: 9,
-        };
+        let signer = signer();
+        let t = tracking(&signer);
         let html =
             "<a href=\"https://shop.example/p?id&#x3D;5&amp;src&#x3D;mail&#x27;s&#96;\">p</a>";
         let out = t.apply(html, "https://t.example/u/x");
@@ -246,13 +250,8 @@ mod tests {
 
     #[test]
     fn script_and_data_urls_become_anchors() {
-        let signer = Signer::new(&["a-secret-of-16-chars".to_string()]).unwrap();
-        let t = Tracking {
-            signer: &signer,
-            base_url: "https://t.example",
-            delivery_id: 5,
-            customer_id: 9,
-        };
+        let signer = signer();
+        let t = tracking(&signer);
         for url in [
             "javascript:alert(1)",
             " JavaScript:alert(1)",
@@ -290,13 +289,8 @@ mod tests {
 
     #[test]
     fn leaves_links_too_long_for_a_token_as_written() {
-        let signer = Signer::new(&["a-secret-of-16-chars".to_string()]).unwrap();
-        let t = Tracking {
-            signer: &signer,
-            base_url: "https://t.example",
-            delivery_id: 5,
-            customer_id: 9,
-        };
+        let signer = signer();
+        let t = tracking(&signer);
         let long = format!("https://shop.example/{}", "q".repeat(MAX_URL_LEN));
         let html =
             format!("<a href=\"{long}\">long</a> <a href=\"https://shop.example/\">short</a>");

@@ -30,24 +30,27 @@ pub fn chromium() -> Option<PathBuf> {
     found
 }
 
+/// Headless Chromium as root in a sandbox of a machine with no outside
+/// network: no sandbox of its own, no GPU, none of its background traffic.
+pub const HEADLESS: [&str; 10] = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-extensions",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// Runs Chromium on `page` with `args`, no network (every host name fails to
 /// resolve, so a message's pixel cannot reach anything), and returns stdout.
 pub fn run(browser: &Path, profile: &Path, args: &[String], page: &Path) -> String {
     let mut child = Command::new(browser)
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-extensions",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-        ])
+        .args(HEADLESS)
+        .args(["--hide-scrollbars", "--host-resolver-rules=MAP * ~NOTFOUND"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(format!("file://{}", page.display()))
