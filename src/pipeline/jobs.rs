@@ -358,23 +358,16 @@ async fn join_runs(shared: Arc<Shared>) {
 
 /// Runs of loaded campaigns, not being sent here, with a delivery due now.
 async fn due_runs(shared: &Shared) -> Result<Vec<SendJob>, EngineError> {
-    let store = &shared.engine.store;
     let now = shared.engine.clock.now();
-    let mut due = Vec::new();
-    for (run_id, campaign) in store.sending_runs().await? {
-        let here = shared.sending.lock().map_or(true, |s| s.contains(&run_id));
-        if here || !shared.campaigns.contains_key(&campaign) {
-            continue;
-        }
-        if store
-            .next_attempt(run_id)
-            .await?
-            .is_some_and(|at| at <= now)
-        {
-            due.push(SendJob { campaign, run_id });
-        }
-    }
-    Ok(due)
+    let due = shared.engine.store.due_runs(now).await?;
+    let here = shared.sending.lock().map(|s| s.clone()).unwrap_or_default();
+    Ok(due
+        .into_iter()
+        .filter(|(run_id, campaign)| {
+            !here.contains(run_id) && shared.campaigns.contains_key(campaign)
+        })
+        .map(|(run_id, campaign)| SendJob { campaign, run_id })
+        .collect())
 }
 
 async fn on_tick(tick: Tick<Tz>, name: Data<String>, ctx: Ctx) -> Result<(), BoxDynError> {

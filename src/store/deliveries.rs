@@ -836,14 +836,22 @@ impl Store {
         Ok(ids)
     }
 
-    /// Every run being sent, of any campaign: (run, campaign).
-    pub async fn sending_runs(&self) -> Result<Vec<(i64, String)>, StoreError> {
+    /// Runs being sent that have a delivery due at `now` (queued and due, or
+    /// claimed under a lease that has run out): (run, campaign), in one
+    /// statement. [`Store::next_attempt`]'s rule, for every run at once.
+    pub async fn due_runs(&self, now: Millis) -> Result<Vec<(i64, String)>, StoreError> {
         let runs: Vec<(i64, String)> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT id, campaign FROM runs WHERE status = 'sending' ORDER BY id")
-                .fetch_all(pool)
-                .await
+            sqlx::query_as(
+                "SELECT r.id, r.campaign FROM runs r WHERE r.status = 'sending' AND EXISTS ( \
+                 SELECT 1 FROM deliveries d WHERE d.run_id = r.id AND \
+                 ((d.status = 'queued' AND COALESCE(d.next_attempt_at, 0) <= $1) \
+                 OR (d.status = 'sending' AND d.lease_until <= $1))) ORDER BY r.id",
+            )
+            .bind(now)
+            .fetch_all(pool)
+            .await
         })
-        .context("listing the runs being sent")?;
+        .context("listing the runs with deliveries due")?;
         Ok(runs)
     }
 
