@@ -272,3 +272,31 @@ fn help_groups_the_settings() {
     let setting = help.find("--database-url").expect("a setting");
     assert!(own < heading && heading < setting, "{help}");
 }
+
+/// A relay that refuses the sender (5.7.x) for every message stops the run
+/// after five such replies, with the reply in the error; nobody is
+/// suppressed for it (the sender is the problem, not the recipients).
+async fn a_relay_refusing_the_sender_stops_the_run(db: TestDb) {
+    setup(&db, &emails("r", 20));
+    let server = SmtpServer::start(|_, _| {
+        common::smtp::Behavior::ReplyAfterData("554 5.7.1 Sender address rejected".into())
+    })
+    .await;
+    let url = server.url();
+    let env = [
+        ("HERALD_SMTP_URL", url.as_str()),
+        ("HERALD_SMTP_CONCURRENCY", "1"),
+    ];
+    let out = db.herald_env(&env, &["run", "t"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("the relay refuses the sender (554 5.7.1 Sender address rejected); stopped after 5 such replies"),
+        "{err}"
+    );
+    let store = db.store().await;
+    assert_eq!(store.table_counts().await.unwrap().suppressions, 0);
+    store.close().await;
+    assert_eq!(server.attempts(), 5);
+}
+both_backends!(sender_refused, a_relay_refusing_the_sender_stops_the_run);

@@ -118,15 +118,14 @@ struct Senders {
     work: tokio::sync::Mutex<mpsc::Receiver<Work>>,
     outcomes: mpsc::Sender<Recorded>,
     stop: watch::Receiver<bool>,
-    /// Set when the relay refused the sender too often: claims stop, and
-    /// senders give back what they had not started.
-    refused: std::sync::Mutex<Option<(String, u32)>>,
+    /// Why the pass stopped early (the relay refused the sender too often,
+    /// or its first messages all failed): claims stop, and senders give back
+    /// what they had not started. The first reason stands.
+    stopped: std::sync::Mutex<Option<EngineError>>,
     refusals: AtomicU32,
     /// The first outcomes of the pass: how many, and the first failure while
     /// every one of them failed for good.
     opening: std::sync::Mutex<(u32, Option<String>)>,
-    /// Set when the opening outcomes all failed: the reason, the count.
-    failing: std::sync::Mutex<Option<(String, u32)>>,
     abort: AtomicBool,
     lease: Arc<Lease>,
 }
@@ -134,6 +133,14 @@ struct Senders {
 impl Senders {
     fn halted(&self) -> bool {
         *self.stop.borrow() || self.abort.load(Ordering::Relaxed)
+    }
+
+    /// Halts the pass with `reason`, unless it was halted for one already.
+    fn stop_early(&self, reason: EngineError) {
+        self.abort.store(true, Ordering::Relaxed);
+        if let Ok(mut stopped) = self.stopped.lock() {
+            stopped.get_or_insert(reason);
+        }
     }
 
     /// Counts one of the pass's first outcomes; when the first
@@ -155,10 +162,12 @@ impl Senders {
         if *seen == FIRST_FAILURES_TO_STOP
             && let Some(error) = first_failure.take()
         {
-            self.abort.store(true, Ordering::Relaxed);
-            if let Ok(mut failing) = self.failing.lock() {
-                *failing = Some((error, *seen));
-            }
+            let count = *seen;
+            self.stop_early(EngineError::EveryMessageFails {
+                campaign: self.campaign.name.clone(),
+                error,
+                count,
+            });
         }
     }
 }
@@ -275,10 +284,9 @@ impl Engine {
             work: tokio::sync::Mutex::new(work_rx),
             outcomes: out_tx.clone(),
             stop: stop.clone(),
-            refused: std::sync::Mutex::new(None),
+            stopped: std::sync::Mutex::new(None),
             refusals: AtomicU32::new(0),
             opening: std::sync::Mutex::new((0, None)),
-            failing: std::sync::Mutex::new(None),
             abort: AtomicBool::new(false),
             lease: lease.clone(),
         });
@@ -300,8 +308,7 @@ impl Engine {
             }
         }
         drop(out_tx);
-        let refused = shared.refused.lock().map(|r| r.clone()).unwrap_or(None);
-        let failing = shared.failing.lock().map(|r| r.clone()).unwrap_or(None);
+        let stopped = shared.stopped.lock().map(|mut r| r.take()).unwrap_or(None);
         drop(shared);
         let mut written = Ok(());
         while let Some(w) = writers.join_next().await {
@@ -333,21 +340,10 @@ impl Engine {
         summary.deferred += deferred;
         summary.pending |= pending;
         written?;
-        if let Some((reply, count)) = refused {
-            return Err(EngineError::SenderRefused {
-                campaign: campaign.name.clone(),
-                reply,
-                count,
-            });
+        match stopped {
+            Some(reason) => Err(reason),
+            None => Ok(summary),
         }
-        if let Some((error, count)) = failing {
-            return Err(EngineError::EveryMessageFails {
-                campaign: campaign.name.clone(),
-                error,
-                count,
-            });
-        }
-        Ok(summary)
     }
 
     /// Claims batches and hands them to the senders until nothing is due or
@@ -790,10 +786,11 @@ async fn sender(engine: Engine, shared: Arc<Senders>) -> RunSummary {
                 if !suppress && text.starts_with("5.7.") {
                     let n = shared.refusals.fetch_add(1, Ordering::Relaxed) + 1;
                     if n >= SENDER_REFUSALS_TO_STOP {
-                        shared.abort.store(true, Ordering::Relaxed);
-                        if let Ok(mut r) = shared.refused.lock() {
-                            r.get_or_insert((format!("{code} {text}"), n));
-                        }
+                        shared.stop_early(EngineError::SenderRefused {
+                            campaign: shared.campaign.name.clone(),
+                            reply: format!("{code} {text}"),
+                            count: n,
+                        });
                     }
                 }
             }
