@@ -26,8 +26,8 @@ pub(crate) struct Param<'a> {
     pub path: Option<&'a str>,
 }
 
-/// A helper call's parameters, from Handlebars or from the compiled renderer
-/// (see `compiled.rs`): the helpers are written once against this.
+/// A helper call's parameters, from Handlebars or from the fast renderer
+/// (`fast/`): the helpers are written once against this.
 pub(crate) trait Args {
     fn name(&self) -> &str;
     fn param(&self, i: usize) -> Option<Param<'_>>;

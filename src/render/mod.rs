@@ -1,11 +1,24 @@
-//! Personalised messages: one Handlebars registry per part, compiled once at start.
+//! Personalised messages: every template of `templates/`, loaded once at
+//! start, rendered per message into a subject, an HTML and a text part.
 //!
-//! The HTML part is rendered by a registry that escapes HTML; the text part and the
-//! subject by one that does not (escaping plain text corrupts it: `&amp;`). Both run
-//! in strict mode, so a missing variable is an error naming the template, line and
-//! variable; `{{default x "fallback"}}` is how a template allows a gap.
+//! This file is the face: [`Templates`] (loading, [`Templates::render`]),
+//! [`Rendered`], [`RenderError`] and the render context
+//! ([`customer_context`], [`message_context`], [`event_context`]). Behind it:
+//! - one Handlebars registry per part: the HTML part's escapes HTML, the text
+//!   part's and the subject's do not (escaping plain text corrupts it:
+//!   `&amp;`). Both run in strict mode, so a missing variable is an error
+//!   naming the template, line and variable; `{{default x "fallback"}}` is how
+//!   a template allows a gap. Handlebars parses every template and is the
+//!   reference for what a message says;
+//! - `fast/`, the fast renderer, which renders what it covers from
+//!   Handlebars' syntax trees with less CPU, and falls back to Handlebars for
+//!   the rest;
+//! - `text/`, the text part derived from the HTML for templates without a
+//!   `.txt.hbs`;
+//! - `helpers.rs`, the helpers templates may use, written once for both
+//!   renderers; `links.rs`, click tracking and the open pixel.
 
-mod compiled;
+mod fast;
 mod helpers;
 pub mod links;
 pub mod text;
@@ -13,7 +26,7 @@ pub mod text;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use compiled::{Compiled, Memo, Slots, Unsupported};
+use fast::{Compiled, Memo, Part, Slots, Unsupported};
 use handlebars::Handlebars;
 use serde_json::{Map, Value, json};
 
@@ -80,7 +93,7 @@ pub struct Templates {
     dir: PathBuf,
     html: Handlebars<'static>,
     text: Handlebars<'static>,
-    /// The same templates compiled for the fast renderer (`compiled.rs`).
+    /// The same templates compiled for the fast renderer (`fast/`).
     html_fast: Compiled,
     text_fast: Compiled,
     /// The helper calls of both, for one message's [`Memo`].
@@ -308,13 +321,16 @@ impl Templates {
             });
         }
         let context = &handlebars::Context::from(context);
-        // Helper results shared by the three parts of this message.
-        let memo = &Memo::new(self.slots.len());
+        let message = Message {
+            context,
+            // Helper results shared by the three parts of this message.
+            memo: &Memo::new(self.slots.len()),
+        };
         let skey = subject_key(subject);
-        let subject_text = self.render_part(false, &skey, context, memo, |e| {
+        let subject_text = self.render_part(Part::Subject, &skey, &message, |e| {
             RenderError::from_hbs(&format!("subject of {subject}"), |_| None, e)
         })?;
-        let html = self.render_part(true, template, context, memo, |e| {
+        let html = self.render_part(Part::Html, template, &message, |e| {
             RenderError::from_hbs(
                 &self.path(&format!("{template}.html.hbs")),
                 |n| self.file(n, false),
@@ -322,7 +338,7 @@ impl Templates {
             )
         })?;
         let render_text = || {
-            self.render_part(false, template, context, memo, |e| {
+            self.render_part(Part::Text, template, &message, |e| {
                 RenderError::from_hbs(&self.text_file(template), |n| self.file(n, true), e)
             })
         };
@@ -343,27 +359,32 @@ impl Templates {
     }
 }
 
+/// What the parts of one message are rendered with.
+struct Message<'a> {
+    context: &'a handlebars::Context,
+    memo: &'a Memo,
+}
+
 impl Templates {
-    /// One part rendered by the compiled renderer, or by Handlebars where that
+    /// One part rendered by the fast renderer, or by Handlebars where that
     /// does not cover the template or this message (an error included: the
     /// message Handlebars gives is the one reported).
     fn render_part(
         &self,
-        html: bool,
+        part: Part,
         name: &str,
-        context: &handlebars::Context,
-        memo: &Memo,
+        message: &Message<'_>,
         error: impl FnOnce(handlebars::RenderError) -> RenderError,
     ) -> Result<String, RenderError> {
-        let (registry, fast) = if html {
-            (&self.html, &self.html_fast)
-        } else {
-            (&self.text, &self.text_fast)
+        let (registry, fast) = match part {
+            Part::Html => (&self.html, &self.html_fast),
+            Part::Subject | Part::Text => (&self.text, &self.text_fast),
         };
-        match fast.render_with(name, context.data(), memo) {
+        let context = message.context;
+        match fast.render_with(name, context.data(), message.memo) {
             Ok(out) => {
                 // Every debug-build render (the whole test suite) checks the
-                // compiled renderer against Handlebars.
+                // fast renderer against Handlebars.
                 #[cfg(debug_assertions)]
                 match registry.render_with_context(name, context) {
                     Ok(reference) => assert_eq!(
