@@ -26,7 +26,7 @@ pub mod text;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use fast::{Compiled, Memo, Part, Slots, Unsupported};
+use fast::{Check, Compiled, Memo, Part, Slots, Unsupported};
 use handlebars::Handlebars;
 use serde_json::{Map, Value, json};
 
@@ -98,6 +98,8 @@ pub struct Templates {
     text_fast: Compiled,
     /// The helper calls of both, for one message's [`Memo`].
     slots: Slots,
+    /// Which messages the fast renderer's output is compared with Handlebars'.
+    check: Check,
     names: BTreeSet<String>,
     with_text: BTreeSet<String>,
     /// Templates whose text part is converted from each rendered HTML message:
@@ -174,6 +176,7 @@ impl Templates {
             html_fast: Compiled::new(true),
             text_fast: Compiled::new(false),
             slots: Slots::default(),
+            check: Check::default(),
             names: BTreeSet::new(),
             with_text: BTreeSet::new(),
             text_from_rendered: BTreeSet::new(),
@@ -325,6 +328,7 @@ impl Templates {
             context,
             // Helper results shared by the three parts of this message.
             memo: &Memo::new(self.slots.len()),
+            checked: self.check.next_message(),
         };
         let skey = subject_key(subject);
         let subject_text = self.render_part(Part::Subject, &skey, &message, |e| {
@@ -363,6 +367,8 @@ impl Templates {
 struct Message<'a> {
     context: &'a handlebars::Context,
     memo: &'a Memo,
+    /// Whether the fast renderer's output is compared with Handlebars' ([`Check`]).
+    checked: bool,
 }
 
 impl Templates {
@@ -382,21 +388,12 @@ impl Templates {
         };
         let context = message.context;
         match fast.render_with(name, context.data(), message.memo) {
-            Ok(out) => {
-                // Every debug-build render (the whole test suite) checks the
-                // fast renderer against Handlebars.
-                #[cfg(debug_assertions)]
-                match registry.render_with_context(name, context) {
-                    Ok(reference) => assert_eq!(
-                        out, reference,
-                        "the compiled renderer and Handlebars differ on {name}"
-                    ),
-                    Err(e) => {
-                        panic!("the compiled renderer rendered {name}, where Handlebars fails: {e}")
-                    }
-                }
-                Ok(out)
+            Ok(out) if message.checked => {
+                Ok(self
+                    .check
+                    .compare(name, part, out, registry.render_with_context(name, context)))
             }
+            Ok(out) => Ok(out),
             Err(Unsupported) => registry.render_with_context(name, context).map_err(error),
         }
     }
@@ -881,6 +878,82 @@ mod tests {
             "{}",
             r.text
         );
+    }
+
+    /// The error events logged while `f` runs, as JSON objects.
+    fn logged_errors(f: impl FnOnce()) -> Vec<Value> {
+        use std::sync::{Arc, Mutex};
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let buffer = buffer.clone();
+            move || Buffer(buffer.clone())
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::ERROR)
+            .with_writer(writer)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The release check: one message in 1,000 is rendered by Handlebars too;
+    /// a difference is logged as an error naming the template and the part,
+    /// and the message is still rendered, with Handlebars' output. The
+    /// difference is made here by compiling another template into the fast
+    /// renderer under the same name.
+    #[test]
+    fn release_check_logs_a_difference_and_still_renders() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.html.hbs"), "<p>Hi {{name}}</p>").unwrap();
+        let mut t = Templates::load(dir.path()).unwrap();
+        t.add_subject("s", "Hello {{name}}").unwrap();
+        let mut other = registry(true);
+        other
+            .register_template_string("a", "<p>Bye {{name}}</p>")
+            .unwrap();
+        t.html_fast
+            .add("a", other.get_template("a").unwrap(), &mut t.slots);
+        t.check = Check::new(fast::RELEASE_SAMPLE, false);
+        let data = json!({"name": "Ann"});
+        let errors = logged_errors(|| {
+            for i in 0..2_001 {
+                let r = t.render("a", "s", data.clone()).unwrap();
+                let html = if i % 1_000 == 0 {
+                    "<p>Hi Ann</p>"
+                } else {
+                    "<p>Bye Ann</p>"
+                };
+                assert_eq!(r.html, html, "message {i}");
+                assert_eq!(
+                    (r.subject.as_str(), r.text.as_str()),
+                    ("Hello Ann", "Hi Ann\n")
+                );
+            }
+        });
+        // Messages 0, 1,000 and 2,000.
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        for e in &errors {
+            assert_eq!(e["level"], "ERROR", "{e}");
+            assert_eq!(e["fields"]["template"], "a", "{e}");
+            assert_eq!(e["fields"]["part"], "html", "{e}");
+            assert_eq!(e["fields"]["at_byte"], 3, "{e}");
+            // The log never carries the message's text (customer data).
+            assert!(!e.to_string().contains("Ann"), "{e}");
+        }
     }
 
     #[test]

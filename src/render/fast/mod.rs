@@ -18,9 +18,11 @@
 //! [`Unsupported`] — a template when it is compiled (`compile.rs`), a value
 //! when it is rendered (`eval.rs`: a missing variable, an error of a helper,
 //! an unusual comparison) — and the caller renders that part with
-//! Handlebars, which gives the output or the error it always gave. Debug
-//! builds compare every render it does cover with Handlebars'.
+//! Handlebars, which gives the output or the error it always gave. Renders it
+//! does cover are compared with Handlebars' ([`Check`], `check.rs`): every one
+//! in debug builds, one message in 1,000 in release builds.
 
+mod check;
 mod compile;
 mod eval;
 #[cfg(test)]
@@ -32,6 +34,9 @@ use std::collections::HashMap;
 use handlebars::template::Template;
 use serde_json::Value;
 
+#[cfg(test)]
+pub(crate) use check::RELEASE_SAMPLE;
+pub(crate) use check::{Check, Part};
 use compile::Nodes;
 
 /// Not covered here: render with Handlebars instead.
@@ -39,14 +44,6 @@ use compile::Nodes;
 pub(crate) struct Unsupported;
 
 type Result<T> = std::result::Result<T, Unsupported>;
-
-/// Which part of a message a render is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Part {
-    Subject,
-    Html,
-    Text,
-}
 
 /// Every template of one registry, compiled where this module covers it.
 pub(crate) struct Compiled {
