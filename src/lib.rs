@@ -16,6 +16,7 @@ pub mod render;
 pub mod report;
 pub mod seed;
 pub mod segment;
+pub mod status;
 pub mod store;
 pub mod token;
 pub mod tracking;

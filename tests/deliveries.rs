@@ -4,7 +4,9 @@
 mod common;
 
 use common::TestDb;
+use herald::mailer::Reply;
 use herald::segment::{Audience, Param};
+use herald::status::SkipReason;
 use herald::store::Store;
 use herald::store::deliveries::{Outcome, Reentry, Trigger};
 
@@ -161,7 +163,7 @@ async fn claims_leases_and_outcomes(db: TestDb) {
             .unwrap()
             .is_empty()
     );
-    assert!(a[0].email.contains('@') && a[0].attributes.contains_key("plan"));
+    assert!(a[0].email.as_str().contains('@') && a[0].attributes.contains_key("plan"));
 
     // A live holder renews its leases; its own claims are never requeued by it.
     assert_eq!(store.renew_claims("A", lease + 30_000).await.unwrap(), 10);
@@ -237,12 +239,10 @@ async fn claims_leases_and_outcomes(db: TestDb) {
                 message_id: ids[i].1.clone(),
             },
             2 => Outcome::Skipped {
-                reason: "unsubscribed".into(),
+                reason: SkipReason::Unsubscribed,
             },
             3 => Outcome::Bounced {
-                code: 550,
-                text: "5.1.1 no such user".into(),
-                suppress: true,
+                reply: Reply::parse(550, "5.1.1 no such user"),
             },
             _ => Outcome::Retry {
                 at: lease + 120_000,
@@ -290,7 +290,7 @@ async fn claims_leases_and_outcomes(db: TestDb) {
         .unwrap();
     assert_eq!(b[0].1["code"], 550);
     let c = store
-        .customer_by_email(&bounced.email)
+        .customer_by_email(bounced.email.as_str())
         .await
         .unwrap()
         .unwrap();
@@ -299,8 +299,18 @@ async fn claims_leases_and_outcomes(db: TestDb) {
 
     // The frequency-cap count sees sends since the cut-off; suppressions show.
     let other = &again[1];
-    assert!(store.suppress(&other.email, "manual", lease).await.unwrap());
-    assert!(!store.suppress(&other.email, "manual", lease).await.unwrap());
+    assert!(
+        store
+            .suppress(other.email.as_str(), "manual", lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .suppress(other.email.as_str(), "manual", lease)
+            .await
+            .unwrap()
+    );
     let run2 = store
         .create_run("promo", Trigger::Manual, None, lease + 10)
         .await
@@ -361,7 +371,7 @@ async fn recent_events_per_customer(db: TestDb) {
         views.sort_by(|a, b| b.cmp(a));
         views.truncate(2);
         let c = store
-            .customer_by_email(&expected.email)
+            .customer_by_email(expected.email.as_str())
             .await
             .unwrap()
             .unwrap();

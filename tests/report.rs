@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::browser::chromium;
 use common::{TestDb, stderr, stdout};
+use herald::mailer::Reply;
 use herald::report::metrics::{self, Metrics};
 use herald::store::deliveries::Outcome;
 use report_data::{CAMPAIGN, generated, load, scripted, write_campaign};
@@ -570,14 +571,10 @@ async fn metrics_endpoint_speaks_prometheus(db: TestDb) {
         error: "attempts".into(),
     });
     feed.outcome(&Outcome::Bounced {
-        code: 550,
-        text: "5.1.1 <gone@x.example>: no such user".into(),
-        suppress: true,
+        reply: Reply::parse(550, "5.1.1 <gone@x.example>: no such user"),
     });
     feed.outcome(&Outcome::Bounced {
-        code: 554,
-        text: "5.7.1 relay access denied".into(),
-        suppress: false,
+        reply: Reply::parse(554, "5.7.1 relay access denied"),
     });
     feed.bounced(550, "mailbox unavailable");
     feed.tracking_event("email_opened");

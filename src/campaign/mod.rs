@@ -66,6 +66,13 @@ pub struct Step {
     pub events: Vec<(String, u32)>,
 }
 
+impl Campaign {
+    /// The step with this id, if the campaign (still) has it.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
 /// Whether a customer may enter the campaign again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reentry {

@@ -42,7 +42,7 @@ pub async fn run(args: AdvanceArgs, settings: &Settings) -> anyhow::Result<ExitC
     let engine = engine(store.clone(), settings, &args.templates, &all).await?;
     for c in chosen {
         let started = std::time::Instant::now();
-        let done = sequence::advance(&engine, c, engine.clock.now()).await?;
+        let done = sequence::advance(&engine, c, engine.now()).await?;
         let m = done.moved;
         println!(
             "{}: queued {}, reached the goal {}, left by condition {}, completed {}, ended {}{} ({:.2} s)",

@@ -176,7 +176,7 @@ fn reasons<'a>(list: impl Iterator<Item = (&'a str, i64)>) -> String {
 /// the outbox as the directory it is (`outbox/`).
 fn destination(settings: &Settings, engine: &Engine) -> String {
     if settings.smtp_url.is_some() {
-        return engine.mailer.describe();
+        return engine.describe_mail();
     }
     let dir = settings.outbox_dir.display().to_string();
     if dir.ends_with('/') {

@@ -167,7 +167,7 @@ impl Metrics {
             Outcome::Sent { .. } => self.sent(),
             Outcome::Retry { .. } => self.retried(),
             Outcome::Failed { .. } => self.failed(),
-            Outcome::Bounced { code, text, .. } => self.bounced(*code, text),
+            Outcome::Bounced { reply } => self.bounced(reply.code, &reply.text),
             Outcome::Skipped { .. } => {
                 self.0.skipped.fetch_add(1, Relaxed);
             }

@@ -89,6 +89,17 @@ impl<T> Context<T> for Result<T, sqlx::Error> {
     }
 }
 
+/// A column holding one of Herald's named states ([`crate::status`]), as its
+/// enum. The tables' CHECK constraints allow no other text; a row that still
+/// has one is a decoding error of that row, like a wrong column type.
+pub(crate) fn named<T>(text: &str) -> Result<T, sqlx::Error>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    text.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
 #[derive(Clone, Debug)]
 pub(crate) enum Pool {
     Sqlite(SqlitePool),
