@@ -166,17 +166,17 @@ async fn claims_leases_and_outcomes(db: TestDb) {
     assert!(a[0].email.as_str().contains('@') && a[0].attributes.contains_key("plan"));
 
     // A live holder renews its leases; its own claims are never requeued by it.
-    assert_eq!(store.renew_claims("A", lease + 30_000).await.unwrap(), 10);
+    assert_eq!(store.renew_claims(run, "A", lease + 30_000).await.unwrap(), 10);
     assert_eq!(
-        store.requeue_expired(lease + 1, "B", 5).await.unwrap(),
+        store.requeue_expired(run, lease + 1, "B", 5).await.unwrap(),
         0,
         "B never takes back its own claims, A renewed"
     );
     // The worker holding `b` dies: after its lease, another takes its rows back,
     // marked as possibly sent.
-    assert_eq!(store.requeue_expired(lease - 1, "C", 5).await.unwrap(), 0);
+    assert_eq!(store.requeue_expired(run, lease - 1, "C", 5).await.unwrap(), 0);
     assert_eq!(
-        store.requeue_expired(lease + 1, "C", 5).await.unwrap() as usize,
+        store.requeue_expired(run, lease + 1, "C", 5).await.unwrap() as usize,
         planned - 10
     );
     let unknown = db
@@ -198,7 +198,7 @@ async fn claims_leases_and_outcomes(db: TestDb) {
     store.record_outcomes(&late, lease + 1, "B").await.unwrap();
     assert_eq!(store.run_counts(run).await.unwrap().failed, 0);
     // A finishes without sending: what it holds goes back, its attempt returned.
-    assert_eq!(store.release_claims("A", lease + 1).await.unwrap(), 10);
+    assert_eq!(store.release_claims(run, "A", lease + 1).await.unwrap(), 10);
     let again = store
         .claim(run, 1000, (lease + 2, lease + 60_000), None, IDS, "D")
         .await
@@ -409,7 +409,7 @@ async fn expired_claims_stop_at_max_attempts(db: TestDb) {
         assert!(claimed.iter().all(|c| c.attempts as u32 == life));
         now += 2_000;
         store
-            .requeue_expired(now, "next", max_attempts)
+            .requeue_expired(run, now, "next", max_attempts)
             .await
             .unwrap();
     }

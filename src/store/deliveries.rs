@@ -290,7 +290,7 @@ impl Store {
         Ok(planned)
     }
 
-    /// Returns claims whose lease ran out to the queue: their holder died or
+    /// Returns the run's claims whose lease ran out to the queue: their holder died or
     /// stalled (a live holder renews its leases, [`Store::renew_claims`]). Such a
     /// message may have been sent before its holder stopped, so it is marked
     /// `outcome_unknown`; one that has used up `max_attempts` claims fails
@@ -298,6 +298,7 @@ impl Store {
     /// send pass does not re-claim what it still holds.
     pub async fn requeue_expired(
         &self,
+        run_id: i64,
         now: Millis,
         holder: &str,
         max_attempts: u32,
@@ -305,27 +306,30 @@ impl Store {
         let _gate = self.write_gate().await;
         let n = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let expired = "status = 'sending' AND lease_until < $1 \
-                 AND (claimed_by IS NULL OR claimed_by <> $2)";
+            // $1 now, $2 the run, $3 the asking holder, $4 whether unknown.
+            let expired = "run_id = $2 AND status = 'sending' AND lease_until < $1 \
+                 AND (claimed_by IS NULL OR claimed_by <> $3)";
             let failed = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE deliveries SET status = 'failed', lease_until = NULL, updated_at = $1, \
                  outcome_unknown = (outcome_unknown OR $4), reason = 'no outcome after ' || CAST(attempts AS TEXT) || \
                  ' claims: the worker holding it stopped each time', \
                  last_error = COALESCE(last_error, 'lease expired') \
-                 WHERE {expired} AND attempts >= $3"
+                 WHERE {expired} AND attempts >= $5"
             )))
             .bind(now)
+            .bind(run_id)
             .bind(holder)
-            .bind(i64::from(max_attempts))
             .bind(true)
+            .bind(i64::from(max_attempts))
             .execute(&mut *tx)
             .await?
             .rows_affected();
             let requeued = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE deliveries SET status = 'queued', lease_until = NULL, updated_at = $1, \
-                 outcome_unknown = (outcome_unknown OR $3) WHERE {expired}"
+                 outcome_unknown = (outcome_unknown OR $4) WHERE {expired}"
             )))
             .bind(now)
+            .bind(run_id)
             .bind(holder)
             .bind(true)
             .execute(&mut *tx)
@@ -339,17 +343,23 @@ impl Store {
         Ok(n)
     }
 
-    /// Extends the lease of every delivery `holder` still holds to `until`, in
-    /// one statement; returns how many it holds.
-    pub async fn renew_claims(&self, holder: &str, until: Millis) -> Result<u64, StoreError> {
+    /// Extends the lease of every delivery of the run `holder` still holds to
+    /// `until`, in one statement; returns how many it holds.
+    pub async fn renew_claims(
+        &self,
+        run_id: i64,
+        holder: &str,
+        until: Millis,
+    ) -> Result<u64, StoreError> {
         let _gate = self.write_gate().await;
         let n = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE deliveries SET lease_until = $2 \
-                 WHERE status = 'sending' AND claimed_by = $1",
+                 WHERE run_id = $3 AND status = 'sending' AND claimed_by = $1",
             )
             .bind(holder)
             .bind(until)
+            .bind(run_id)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
@@ -361,16 +371,22 @@ impl Store {
     /// Gives back what `holder` still holds at the end of its send pass
     /// (claims no sender started): queued again at once, the claim's attempt
     /// returned.
-    pub async fn release_claims(&self, holder: &str, now: Millis) -> Result<u64, StoreError> {
+    pub async fn release_claims(
+        &self,
+        run_id: i64,
+        holder: &str,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
         let _gate = self.write_gate().await;
         let n = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE deliveries SET status = 'queued', lease_until = NULL, \
                  attempts = attempts - 1, updated_at = $2 \
-                 WHERE status = 'sending' AND claimed_by = $1",
+                 WHERE run_id = $3 AND status = 'sending' AND claimed_by = $1",
             )
             .bind(holder)
             .bind(now)
+            .bind(run_id)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())

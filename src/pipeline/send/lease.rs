@@ -17,6 +17,8 @@ use crate::clock::{Clock, Millis};
 use crate::store::{Store, StoreError};
 
 pub(super) struct Lease {
+    /// The run whose deliveries the pass claims.
+    pub(super) run_id: i64,
     /// The name the pass's claims carry (`claimed_by`).
     pub(super) holder: String,
     span: Millis,
@@ -25,9 +27,10 @@ pub(super) struct Lease {
 }
 
 impl Lease {
-    pub(super) fn new(now: Millis, span: Millis) -> Result<Lease, StoreError> {
+    pub(super) fn new(run_id: i64, now: Millis, span: Millis) -> Result<Lease, StoreError> {
         let random = crate::store::random_hex::<8>("naming a send pass")?;
         Ok(Lease {
+            run_id,
             holder: format!("{}.{random}", std::process::id()),
             span: span.max(1),
             valid_until: AtomicI64::new(now + span.max(1)),
@@ -65,7 +68,7 @@ impl Lease {
                 return;
             }
             let at = clock.now();
-            match store.renew_claims(&self.holder, self.until(at)).await {
+            match store.renew_claims(self.run_id, &self.holder, self.until(at)).await {
                 Ok(_) => {
                     self.valid_until
                         .fetch_max(self.until(at), Ordering::Relaxed);

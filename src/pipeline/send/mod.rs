@@ -125,7 +125,7 @@ impl Engine {
         let settings = self.settings();
         let concurrency = settings.smtp_concurrency.max(1);
         let batch = claim_size(concurrency, [campaign.limits.rate, settings.smtp_rate]);
-        let lease = Arc::new(Lease::new(self.now(), settings.send_lease.as_millis())?);
+        let lease = Arc::new(Lease::new(run_id, self.now(), settings.send_lease.as_millis())?);
         let (renewing, renewing_rx) = watch::channel(false);
         let renewer = tokio::spawn(lease.clone().keep(
             self.store().clone(),
@@ -196,7 +196,7 @@ impl Engine {
         // abnormally): it goes back at once.
         let released = self
             .store()
-            .release_claims(&lease.holder, self.now())
+            .release_claims(run_id, &lease.holder, self.now())
             .await?;
         if released > 0 {
             tracing::warn!(campaign = %campaign.name, run = run_id, released, "unstarted claims given back");
@@ -234,7 +234,7 @@ impl Engine {
             }
             let now = self.now();
             self.store()
-                .requeue_expired(now, &shared.lease.holder, self.settings().max_attempts)
+                .requeue_expired(run_id, now, &shared.lease.holder, self.settings().max_attempts)
                 .await?;
             let claimed = self
                 .store()
