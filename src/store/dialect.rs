@@ -48,12 +48,19 @@ impl Backend {
 
     /// A predicate "`column` (an integer) is one of the numbers in the JSON array
     /// bound at `param`".
+    ///
+    /// PostgreSQL turns the array into an array value once (an init plan) and
+    /// looks the ids up with `= ANY`, an index condition on the key. As an
+    /// `IN (SELECT …)` semi join, a planner that expects few matching rows on
+    /// the other side (no `sending` rows when the statistics were taken)
+    /// re-parsed the JSON for every row it joined: 35 ms to mark 70 deliveries
+    /// sent among 1,000 claimed.
     pub fn in_json_ids(self, column: &str, param: usize) -> String {
         match self {
             Backend::Sqlite => format!("{column} IN (SELECT value FROM json_each(${param}))"),
-            Backend::Postgres => {
-                format!("{column} IN (SELECT jsonb_array_elements_text(${param}::jsonb)::bigint)")
-            }
+            Backend::Postgres => format!(
+                "{column} = ANY(ARRAY(SELECT jsonb_array_elements_text(${param}::jsonb)::bigint))"
+            ),
         }
     }
 
