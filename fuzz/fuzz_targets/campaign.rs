@@ -5,7 +5,7 @@
 
 use herald::campaign;
 use herald::segment::{self, Context};
-use herald::store::dialect::Backend;
+use herald::dialect::Backend;
 use libfuzzer_sys::fuzz_target;
 
 /// 2026-11-25T09:30:00Z, a Wednesday: a fixed "now" keeps runs reproducible.

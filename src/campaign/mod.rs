@@ -17,9 +17,9 @@ use chrono_tz::Tz;
 use lettre::message::Mailbox;
 
 use crate::clock::Millis;
+use crate::dialect::Backend;
 use crate::quantity::{Rate, Span};
 use crate::segment::{self, Audience, Condition};
-use crate::store::dialect::Backend;
 
 pub use locate::{Seg, Target};
 pub use parse::{valid_name, valid_template};

@@ -6,8 +6,8 @@
 
 use super::{Column, Condition, EventCondition, FieldTest, Op, Scalar, Subject, Test};
 use crate::clock::Millis;
+use crate::dialect::{Backend, JsonKind};
 use crate::quantity::Span;
-use crate::store::dialect::{Backend, JsonKind};
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, PartialEq)]

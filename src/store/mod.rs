@@ -2,14 +2,13 @@
 //!
 //! One [`Store`] serves SQLite and PostgreSQL. Statements are written once
 //! wherever the dialects agree (`$1` placeholders work on both in sqlx); the few
-//! that differ live side by side in [`dialect`]. Every statement runs in the
+//! that differ live side by side in [`crate::dialect`]. Every statement runs in the
 //! shared test suite on both backends.
 
 pub mod audience;
 pub mod backup;
 pub mod customers;
 pub mod deliveries;
-pub mod dialect;
 pub mod interactions;
 mod nodelay;
 pub mod seed;
@@ -25,7 +24,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use dialect::Backend;
+pub use crate::dialect::Backend;
 
 /// Runs `$body` with `$pool` bound to the backend's concrete pool type.
 ///
@@ -258,47 +257,9 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// `($1, $2, $3), ($4, $5, $6), …` for a multi-row VALUES list; `(?, ?, ?), …` on
-/// SQLite, where numbered parameters make binding quadratic in their count
-/// (`sqlite3_bind_parameter_name` walks a list per call).
-pub(crate) fn values_list(backend: Backend, rows: usize, columns: usize) -> String {
-    let mut sql = String::with_capacity(rows * columns * 6);
-    let mut n = 0;
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 0..columns {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            n += 1;
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => {
-                    sql.push('$');
-                    sql.push_str(&n.to_string());
-                }
-            }
-        }
-        sql.push(')');
-    }
-    sql
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_list_numbers_placeholders_in_order() {
-        assert_eq!(
-            values_list(Backend::Postgres, 2, 3),
-            "($1, $2, $3), ($4, $5, $6)"
-        );
-        assert_eq!(values_list(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
-    }
 
     #[test]
     fn redacts_passwords() {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
-use super::{Backend, Context, Pool, Store, StoreError, values_list, with_pool};
+use super::{Backend, Context, Pool, Store, StoreError, with_pool};
 use crate::clock::Millis;
 use crate::clock::now_millis;
 use crate::seed::{SeedCustomer, SeedInteraction};
@@ -193,7 +193,7 @@ impl SeedWriter for sqlx::Transaction<'_, sqlx::Sqlite> {
                 "INSERT INTO customers (email, external_id, first_name, last_name, status, \
                  timezone, attributes, created_at, updated_at) VALUES {} \
                  ON CONFLICT DO NOTHING RETURNING id, email",
-                values_list(Backend::Sqlite, chunk.len(), 9)
+                Backend::Sqlite.values_list(chunk.len(), 9)
             );
             let mut q = sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(&*sql))
                 .persistent(chunk.len() == CUSTOMER_CHUNK);
@@ -226,7 +226,7 @@ impl SeedWriter for sqlx::Transaction<'_, sqlx::Sqlite> {
         for chunk in rows.chunks(INTERACTION_CHUNK) {
             let sql = format!(
                 "INSERT INTO interactions (customer_id, kind, occurred_at, data) VALUES {}",
-                values_list(Backend::Sqlite, chunk.len(), 4)
+                Backend::Sqlite.values_list(chunk.len(), 4)
             );
             let mut q =
                 sqlx::query(AssertSqlSafe(&*sql)).persistent(chunk.len() == INTERACTION_CHUNK);
