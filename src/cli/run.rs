@@ -238,7 +238,7 @@ pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCod
     let store = open_store(settings).await?;
     println!(
         "Herald demo on {}",
-        herald::store::redact(&settings.database_url)
+        herald::config::redact(&settings.database_url)
     );
     let mut progress = Progress::new("seeding demo customers", Some(args.customers), false);
     let totals = seed::run(&store, 1, args.customers, seed::default_anchor(), |done| {

@@ -26,6 +26,8 @@ use sqlx::sqlite::{
 
 pub use crate::dialect::Backend;
 
+use crate::config::redact;
+
 /// Runs `$body` with `$pool` bound to the backend's concrete pool type.
 ///
 /// The body is compiled once per backend, so a statement written once in the
@@ -241,32 +243,4 @@ pub struct TableCounts {
     pub customers: i64,
     pub interactions: i64,
     pub suppressions: i64,
-}
-
-/// A URL with its password hidden, for messages.
-pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host)) if userinfo.contains(':') => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:****@{host}")
-            }
-            _ => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:****@h:5432/db"
-        );
-        assert_eq!(redact("sqlite://herald.db"), "sqlite://herald.db");
-    }
 }
