@@ -13,7 +13,7 @@ use sqlx::types::Json;
 
 use super::{Backend, Context, Pool, Store, StoreError, with_pool};
 use crate::clock::Millis;
-use crate::segment::Audience;
+use crate::segment::Compiled;
 
 /// Why a run was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +192,7 @@ impl Store {
         &self,
         run_id: i64,
         campaign: &str,
-        audience: &Audience,
+        audience: &Compiled,
         reentry: Reentry,
         first_step: &str,
         now: Millis,
