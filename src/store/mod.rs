@@ -60,15 +60,34 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// A failure on Herald's side of a store operation, not the database's:
+    /// no randomness from the operating system, or the task that carried the
+    /// writes ended abnormally.
+    #[error("internal error while {context}: {source}")]
+    Internal {
+        context: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// An [`StoreError::Internal`] failure while doing `context`.
+    pub fn internal(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Internal {
+            context,
+            source: source.into(),
+        }
+    }
 }
 
 /// `N` random bytes from the operating system, as hex.
 pub(crate) fn random_hex<const N: usize>(context: &'static str) -> Result<String, StoreError> {
     let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|e| StoreError::Query {
-        context,
-        source: sqlx::Error::Protocol(format!("no randomness: {e}")),
-    })?;
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::internal(context, e))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -243,4 +262,21 @@ pub struct TableCounts {
     pub customers: i64,
     pub interactions: i64,
     pub suppressions: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn internal_failures_say_what_was_being_done_and_keep_their_cause() {
+        let e = StoreError::internal("recording outcomes", "the writer task ended: panicked");
+        assert_eq!(
+            e.to_string(),
+            "internal error while recording outcomes: the writer task ended: panicked"
+        );
+        assert!(e.source().is_some());
+    }
 }
