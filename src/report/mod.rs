@@ -3,11 +3,13 @@
 //!
 //! The figures are aggregated in the database ([`crate::store::stats`]); this
 //! module adds what a reader needs around them — steps in the campaign file's
-//! order, rates, the conversion rule — and renders them.
+//! order, rates, the conversion rule — and renders them. Where a campaign's
+//! customers stand in its sequence (`herald status`) is in `status.rs`.
 
 mod charts;
 mod html;
 pub mod metrics;
+mod status;
 
 use std::collections::BTreeMap;
 
@@ -21,6 +23,7 @@ use crate::store::stats::{CONVERSION_FIRST_PARAM, Conversion, Counts};
 use crate::store::{Store, StoreError};
 
 pub use html::render_html;
+pub use status::{SequenceStatus, StepStatus, sequence_status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
