@@ -7,6 +7,7 @@ pub mod campaign;
 pub mod clock;
 pub mod config;
 pub mod customer;
+pub mod dialect;
 pub mod import;
 pub mod mailer;
 pub mod message;

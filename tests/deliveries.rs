@@ -5,7 +5,7 @@ mod common;
 
 use common::TestDb;
 use herald::mailer::Reply;
-use herald::segment::{Audience, Param};
+use herald::segment::{Compiled, Param};
 use herald::status::SkipReason;
 use herald::store::Store;
 use herald::store::deliveries::{Outcome, Reentry, Trigger};
@@ -43,8 +43,8 @@ async fn manual_run(store: &Store) -> (i64, usize) {
 }
 
 /// Every other subscribed customer: a stand-in for a compiled segment.
-fn audience() -> Audience {
-    Audience {
+fn audience() -> Compiled {
+    Compiled {
         predicate: "c.status = $1 AND c.id % 2 = $2".into(),
         params: vec![Param::Text("subscribed".into()), Param::Int(0)],
         reads_customer: true,

@@ -12,7 +12,7 @@ use herald::clock::{Millis, parse_rfc3339};
 use herald::quantity::Span;
 use herald::seed;
 use herald::segment::{
-    self, Column, Condition, EventCondition, FieldTest, Op, Scalar, Subject, Test,
+    self, Column, Condition, EventCondition, FieldTest, Op, Predicate, Scalar, Subject, Test,
 };
 use herald::store::Store;
 use herald::store::customers::CustomerWrite;
@@ -345,7 +345,10 @@ async fn suppress(db: &TestDb, emails: &[&str]) {
 }
 
 async fn members(store: &Store, c: &Condition, now: Millis) -> BTreeSet<String> {
-    let audience = segment::compile(c, &segment::Context::new(store.backend(), now, "test"));
+    let audience = segment::compile(
+        Predicate::Audience(c),
+        &segment::Context::new(store.backend(), now, "test"),
+    );
     let mut out = BTreeSet::new();
     store
         .audience_for_each(&audience, |_, email| {
@@ -551,7 +554,7 @@ async fn engagement_conditions(db: TestDb) {
     }
     // Another campaign's opens do not count.
     let other = segment::compile(
-        &Condition::Opened("offer".into()),
+        Predicate::Audience(&Condition::Opened("offer".into())),
         &segment::Context::new(store.backend(), NOW, "other"),
     );
     assert_eq!(store.audience_count(&other).await.unwrap(), 0);

@@ -10,8 +10,7 @@ use herald::campaign::Campaign;
 use herald::config::Settings;
 use herald::pipeline::sequence;
 
-use super::open_store;
-use super::run::{engine, load_campaigns};
+use super::{engine, load_campaigns, open_store};
 
 #[derive(Args, Debug)]
 pub struct AdvanceArgs {

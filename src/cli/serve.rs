@@ -9,8 +9,7 @@ use herald::campaign::{self, Checks};
 use herald::config::Settings;
 use herald::tracking::{self, Senders};
 
-use super::open_store;
-use super::run::stop_on_signal;
+use super::{open_store, stop_on_signal};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {

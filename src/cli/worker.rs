@@ -9,8 +9,7 @@ use clap::Args;
 use herald::config::Settings;
 use herald::pipeline::jobs;
 
-use super::open_store;
-use super::run::{check_sending, engine, load_campaigns, stop_on_signal};
+use super::{check_sending, engine, load_campaigns, open_store, stop_on_signal};
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {

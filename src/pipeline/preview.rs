@@ -8,7 +8,7 @@ use crate::campaign::Campaign;
 use crate::clock::Millis;
 use crate::customer::Email;
 use crate::message;
-use crate::segment::{self, Condition};
+use crate::segment::{self, Condition, Predicate};
 use crate::store::{Store, StoreError};
 
 use super::compose::BuildError;
@@ -240,7 +240,7 @@ pub async fn check_sample(
         ));
     }
     let everyone = segment::compile(
-        &Condition::All(Vec::new()),
+        Predicate::Audience(&Condition::All(Vec::new())),
         &segment::Context::new(store.backend(), now, &campaign.name),
     );
     let any = store.audience_sample(&everyone, limit).await?;

@@ -3,11 +3,13 @@
 //!
 //! The figures are aggregated in the database ([`crate::store::stats`]); this
 //! module adds what a reader needs around them — steps in the campaign file's
-//! order, rates, the conversion rule — and renders them.
+//! order, rates, the conversion rule — and renders them. Where a campaign's
+//! customers stand in its sequence (`herald status`) is in `status.rs`.
 
 mod charts;
 mod html;
 pub mod metrics;
+mod status;
 
 use std::collections::BTreeMap;
 
@@ -16,12 +18,12 @@ use serde::Serialize;
 use crate::campaign::Campaign;
 use crate::clock::{Millis, format_rfc3339};
 use crate::quantity::Span;
-use crate::segment::compile::event_filters;
-use crate::segment::{Condition, Context, FieldTest};
+use crate::segment::{self, Condition, Context, EventCondition, FieldTest, Predicate};
 use crate::store::stats::{CONVERSION_FIRST_PARAM, Conversion, Counts};
 use crate::store::{Store, StoreError};
 
 pub use html::render_html;
+pub use status::{SequenceStatus, StepStatus, sequence_status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -68,17 +70,16 @@ impl ConversionRule {
     }
 
     fn to_store(&self, store: &Store, now: Millis, campaign: &str) -> Conversion {
-        let mut cx = Context::new(store.backend(), now, campaign);
-        cx.first_param = CONVERSION_FIRST_PARAM;
+        let cx = Context::new(store.backend(), now, campaign).params_from(CONVERSION_FIRST_PARAM);
         Conversion {
             kind: self.event.clone(),
             window: self.window.as_millis(),
-            filter: event_filters(&self.filters, &cx),
+            filter: segment::compile(Predicate::EventData(&self.filters), &cx),
         }
     }
 }
 
-fn first_event(c: &Condition) -> Option<&crate::segment::EventCondition> {
+fn first_event(c: &Condition) -> Option<&EventCondition> {
     match c {
         Condition::Event(e) if e.min_count >= 1 => Some(e),
         Condition::All(cs) | Condition::Any(cs) => cs.iter().find_map(first_event),

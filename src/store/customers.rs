@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
-use super::{Backend, Context, Pool, Store, StoreError, values_list, with_pool};
+use super::{Backend, Context, Pool, Store, StoreError, with_pool};
 use crate::clock::Millis;
 
 /// A customer as stored.
@@ -153,7 +153,7 @@ impl Store {
                 for chunk in rows.chunks(WRITE_BATCH) {
                     let sql = format!(
                         "INSERT INTO customers ({UPSERT_COLUMNS}) VALUES {} {UPSERT_CONFLICT}",
-                        values_list(Backend::Sqlite, chunk.len(), 9)
+                        Backend::Sqlite.values_list(chunk.len(), 9)
                     );
                     let mut q =
                         sqlx::query(AssertSqlSafe(&*sql)).persistent(chunk.len() == WRITE_BATCH);

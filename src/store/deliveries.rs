@@ -15,7 +15,7 @@ use super::{Backend, Context, Pool, Store, StoreError, named, with_pool};
 use crate::clock::Millis;
 use crate::customer::{CustomerStatus, Email};
 use crate::mailer::Reply;
-use crate::segment::Audience;
+use crate::segment::Compiled;
 use crate::status::{DeliveryStatus, RunStatus, SkipReason};
 
 /// Why a run was started.
@@ -201,7 +201,7 @@ impl Store {
         &self,
         run_id: i64,
         campaign: &str,
-        audience: &Audience,
+        audience: &Compiled,
         reentry: Reentry,
         first_step: &str,
         now: Millis,

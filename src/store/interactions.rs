@@ -5,7 +5,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
 use super::customers::json_list;
-use super::{Context, Store, StoreError, values_list, with_pool};
+use super::{Context, Store, StoreError, with_pool};
 use crate::clock::Millis;
 
 /// One interaction to record.
@@ -82,7 +82,7 @@ impl Store {
                 let sql = format!(
                     "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, \
                      delivery_id, external_id, data) VALUES {} ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
-                    values_list(self.backend(), chunk.len(), 8)
+                    self.backend().values_list(chunk.len(), 8)
                 );
                 let mut q =
                     sqlx::query(AssertSqlSafe(&*sql)).persistent(chunk.len() == INSERT_BATCH);

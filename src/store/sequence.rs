@@ -22,7 +22,7 @@ use sqlx::AssertSqlSafe;
 use super::audience::bind_all;
 use super::{Backend, Context, Store, StoreError, with_pool};
 use crate::clock::Millis;
-use crate::segment::{self, Audience, Condition, Param};
+use crate::segment::{self, Compiled, Condition, Param, Predicate};
 
 /// One step-to-step move of a campaign's entries.
 #[derive(Debug, Clone)]
@@ -47,10 +47,14 @@ impl Transition<'_> {
         now: Millis,
         backend: Backend,
         first: usize,
-    ) -> Audience {
-        let mut cx = segment::Context::new(backend, now, self.campaign).for_entry("e");
-        cx.first_param = first;
-        segment::compile_condition(condition, &cx)
+    ) -> Compiled {
+        segment::compile(
+            Predicate::Entry {
+                condition,
+                entry: "e",
+            },
+            &segment::Context::new(backend, now, self.campaign).params_from(first),
+        )
     }
 
     /// The parameters of [`due`] in the order every transition statement binds
@@ -144,7 +148,7 @@ fn customer_join(read: bool) -> &'static str {
 }
 
 /// Whether a compiled condition needs the customer row.
-fn reads_customer(a: Option<&Audience>) -> bool {
+fn reads_customer(a: Option<&Compiled>) -> bool {
     a.is_some_and(|a| a.reads_customer)
 }
 
@@ -243,7 +247,7 @@ impl Store {
         let b = g + when.as_ref().map_or(0, |a| a.params.len());
         let (c, f, to, x, now_p, reason, run) = (b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
         let (shards, shard) = (b + 8, b + 9);
-        let customer = |a: &Option<Audience>| customer_join(reads_customer(a.as_ref()));
+        let customer = |a: &Option<Compiled>| customer_join(reads_customer(a.as_ref()));
         let (goal_cte, not_goal, goal_count) = match &goal {
             Some(a) => (
                 format!(

@@ -22,7 +22,7 @@ use sqlx::AssertSqlSafe;
 use super::audience::bind_all;
 use super::{Context, Store, StoreError, with_pool};
 use crate::clock::Millis;
-use crate::segment::Audience;
+use crate::segment::Compiled;
 
 /// The figures of one step, or of the whole campaign (`step` is `None`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,8 +87,8 @@ pub struct Conversion {
     /// How long after a send the event still counts.
     pub window: Millis,
     /// A predicate over the interaction `i` with placeholders from `$4` on
-    /// (see [`crate::segment::compile::event_filters`]); `1 = 1` for none.
-    pub filter: Audience,
+    /// (a [`crate::segment::Predicate::EventData`]); `1 = 1` for none.
+    pub filter: Compiled,
 }
 
 /// The parameter number a [`Conversion::filter`] must start at.

@@ -183,10 +183,10 @@ impl Engine {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => written = Err(EngineError::Store(e)),
                 Err(e) => {
-                    written = Err(EngineError::Store(StoreError::Query {
-                        context: "recording outcomes",
-                        source: sqlx::Error::Protocol(format!("writer task ended: {e}")),
-                    }))
+                    written = Err(EngineError::Store(StoreError::internal(
+                        "recording outcomes",
+                        format!("the writer task ended: {e}"),
+                    )))
                 }
             }
         }
