@@ -72,7 +72,7 @@ impl Server {
                 listener,
                 shutdown,
                 clock,
-                herald::report::metrics::Metrics::new(),
+                herald::metrics::Metrics::new(),
                 senders,
             )
             .await

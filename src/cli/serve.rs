@@ -42,7 +42,7 @@ pub async fn run(args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCod
             "stopping: answering requests in progress, then writing every event accepted",
         )),
         clock,
-        herald::report::metrics::Metrics::new(),
+        herald::metrics::Metrics::new(),
         senders,
     )
     .await;

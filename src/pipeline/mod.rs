@@ -117,7 +117,7 @@ impl Engine {
             })
             .collect();
         Ok(Engine {
-            metrics: crate::report::metrics::Metrics::new(),
+            metrics: crate::metrics::Metrics::new(),
             limiters: Arc::new(limiters),
             slots: Arc::new(tokio::sync::Semaphore::new(
                 settings.smtp_concurrency.max(1),

@@ -97,7 +97,7 @@ pub struct Engine {
     /// outcome, across every run this process sends at once.
     pub slots: Arc<Semaphore>,
     /// Counters and histograms for `/metrics`.
-    pub metrics: crate::report::metrics::Metrics,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A sender's result on its way to the writer; the ack says it is committed.
@@ -881,7 +881,7 @@ async fn write_outcomes(
     store: Store,
     clock: Arc<dyn Clock>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Recorded>>>,
-    metrics: crate::report::metrics::Metrics,
+    metrics: crate::metrics::Metrics,
     lease: Arc<Lease>,
 ) -> Result<(), StoreError> {
     let mut buf: Vec<Recorded> = Vec::with_capacity(256);

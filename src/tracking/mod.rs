@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
-use crate::report::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::store::tracking::Unsubscribed;
 use crate::store::{Store, StoreError};
 use crate::token::{Purpose, Signer, Token, TokenError};
@@ -138,7 +138,7 @@ pub async fn serve_with_clock(
         metrics: metrics.clone(),
         senders,
     });
-    let extra = crate::report::metrics::router(metrics, shared.store.clone());
+    let extra = crate::http::metrics::router(metrics, shared.store.clone());
     let served = axum::serve(listener, router(shared).merge(extra))
         .with_graceful_shutdown(shutdown)
         .await;
