@@ -5,27 +5,44 @@
 //! 0.0.4. The encoding is `prometheus-client`'s ([`Metrics::encode`]).
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use super::AppState;
 use crate::metrics::{Format, Metrics, Scraped};
 use crate::store::Store;
 
 /// What a scrape reads.
 #[derive(Clone)]
-struct Scrape {
+pub(super) struct Scrape {
     metrics: Metrics,
     store: Store,
 }
 
-/// `GET /metrics`, to be merged into the tracking service.
+impl FromRef<AppState> for Scrape {
+    fn from_ref(app: &AppState) -> Scrape {
+        Scrape {
+            metrics: app.metrics.clone(),
+            store: app.store.clone(),
+        }
+    }
+}
+
+pub(super) fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Scrape: FromRef<S>,
+{
+    Router::new().route("/metrics", get(scrape))
+}
+
+/// `GET /metrics` alone, with its own state; [`super::serve`] serves the
+/// same route beside the other families.
 pub fn router(metrics: Metrics, store: Store) -> Router {
-    Router::new()
-        .route("/metrics", get(scrape))
-        .with_state(Scrape { metrics, store })
+    routes().with_state(Scrape { metrics, store })
 }
 
 async fn scrape(State(s): State<Scrape>, headers: HeaderMap) -> Response {
