@@ -166,7 +166,10 @@ async fn claims_leases_and_outcomes(db: TestDb) {
     assert!(a[0].email.as_str().contains('@') && a[0].attributes.contains_key("plan"));
 
     // A live holder renews its leases; its own claims are never requeued by it.
-    assert_eq!(store.renew_claims(run, "A", lease + 30_000).await.unwrap(), 10);
+    assert_eq!(
+        store.renew_claims(run, "A", lease + 30_000).await.unwrap(),
+        10
+    );
     assert_eq!(
         store.requeue_expired(run, lease + 1, "B", 5).await.unwrap(),
         0,
@@ -174,7 +177,10 @@ async fn claims_leases_and_outcomes(db: TestDb) {
     );
     // The worker holding `b` dies: after its lease, another takes its rows back,
     // marked as possibly sent.
-    assert_eq!(store.requeue_expired(run, lease - 1, "C", 5).await.unwrap(), 0);
+    assert_eq!(
+        store.requeue_expired(run, lease - 1, "C", 5).await.unwrap(),
+        0
+    );
     assert_eq!(
         store.requeue_expired(run, lease + 1, "C", 5).await.unwrap() as usize,
         planned - 10

@@ -44,7 +44,9 @@ const LETTRE_DATA: &[&str] = &["Address", "Message", "address", "message"];
 /// `store` knows nothing of templates or SMTP, nor of the modules that use it.
 /// Of `mailer` it knows one value: the relay's [`Reply`] that a bounce
 /// records (`store_knows_only_the_reply_of_mailer`).
-const STORE_NEVER: &[&str] = &["http", "message", "pipeline", "render", "report", "tracking"];
+const STORE_NEVER: &[&str] = &[
+    "http", "message", "pipeline", "render", "report", "tracking",
+];
 
 /// The binary's part of the tree: `main.rs` and `cli/`, as one module.
 const CLI: &str = "cli";

@@ -14,9 +14,10 @@ use common::http::{self, LandingPage, Response};
 use common::{HELLO_CAMPAIGN as CAMPAIGN, TestDb, stderr, stdout};
 use herald::clock::{Clock, ManualClock, SystemClock};
 use herald::config::Settings;
+use herald::http::HttpError;
 use herald::store::{Backend, Store};
 use herald::token::{Purpose, Signer, Token};
-use herald::tracking::{self, Senders, Totals, TrackingError};
+use herald::tracking::{Senders, Totals};
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::net::TcpListener;
@@ -39,7 +40,7 @@ const CUSTOMERS: &str =
 struct Server {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<Result<Totals, TrackingError>>,
+    done: tokio::task::JoinHandle<Result<Totals, HttpError>>,
 }
 
 impl Server {
@@ -66,13 +67,13 @@ impl Server {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            tracking::serve_with_clock(
+            herald::http::serve_with_clock(
                 store,
                 &settings,
                 listener,
                 shutdown,
                 clock,
-                herald::report::metrics::Metrics::new(),
+                herald::metrics::Metrics::new(),
                 senders,
             )
             .await
@@ -97,7 +98,7 @@ impl Server {
     }
 
     /// Stops it (graceful shutdown) and returns what it did.
-    async fn stop(mut self) -> Result<Totals, TrackingError> {
+    async fn stop(mut self) -> Result<Totals, HttpError> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -859,7 +860,7 @@ async fn health_readiness_and_a_database_outage(db: TestDb) {
         "an unsubscribe that was not stored is not confirmed"
     );
     match server.stop().await {
-        Err(TrackingError::Unflushed { lost, .. }) => assert_eq!(lost, 1),
+        Err(HttpError::Unflushed { lost, .. }) => assert_eq!(lost, 1),
         other => panic!("expected the lost open to be reported, got {other:?}"),
     }
 }

@@ -79,7 +79,7 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
         let metrics = engine.metrics().clone();
         let senders = herald::tracking::Senders::new(&campaigns);
         Some(tokio::spawn(async move {
-            herald::tracking::serve(store, &settings, listener, shutdown, metrics, senders).await
+            herald::http::serve(store, &settings, listener, shutdown, metrics, senders).await
         }))
     };
     let worked = jobs::run_worker(engine, campaigns, &name, stop).await;

@@ -1,5 +1,5 @@
-//! Campaign reports: the figures behind `herald stats`, the self-contained HTML
-//! report of `herald report`, and Prometheus metrics for the worker.
+//! Campaign reports: the figures behind `herald stats` and the self-contained
+//! HTML report of `herald report`.
 //!
 //! The figures are aggregated in the database ([`crate::store::stats`]); this
 //! module adds what a reader needs around them — steps in the campaign file's
@@ -8,7 +8,6 @@
 
 mod charts;
 mod html;
-pub mod metrics;
 mod status;
 
 use std::collections::BTreeMap;

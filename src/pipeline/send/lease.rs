@@ -68,7 +68,10 @@ impl Lease {
                 return;
             }
             let at = clock.now();
-            match store.renew_claims(self.run_id, &self.holder, self.until(at)).await {
+            match store
+                .renew_claims(self.run_id, &self.holder, self.until(at))
+                .await
+            {
                 Ok(_) => {
                     self.valid_until
                         .fetch_max(self.until(at), Ordering::Relaxed);

@@ -27,7 +27,7 @@ use crate::campaign::Campaign;
 use crate::clock::Clock;
 use crate::mailer::{Limiter, Outgoing};
 use crate::message;
-use crate::report::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::store::deliveries::{Claimed, Outcome};
 use crate::store::{Store, StoreError};
 
@@ -125,7 +125,11 @@ impl Engine {
         let settings = self.settings();
         let concurrency = settings.smtp_concurrency.max(1);
         let batch = claim_size(concurrency, [campaign.limits.rate, settings.smtp_rate]);
-        let lease = Arc::new(Lease::new(run_id, self.now(), settings.send_lease.as_millis())?);
+        let lease = Arc::new(Lease::new(
+            run_id,
+            self.now(),
+            settings.send_lease.as_millis(),
+        )?);
         let (renewing, renewing_rx) = watch::channel(false);
         let renewer = tokio::spawn(lease.clone().keep(
             self.store().clone(),
@@ -234,7 +238,12 @@ impl Engine {
             }
             let now = self.now();
             self.store()
-                .requeue_expired(run_id, now, &shared.lease.holder, self.settings().max_attempts)
+                .requeue_expired(
+                    run_id,
+                    now,
+                    &shared.lease.holder,
+                    self.settings().max_attempts,
+                )
                 .await?;
             let claimed = self
                 .store()
