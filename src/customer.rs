@@ -106,6 +106,12 @@ impl CustomerStatus {
     }
 }
 
+impl fmt::Display for CustomerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl FromStr for CustomerStatus {
     type Err = FieldError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {

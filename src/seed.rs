@@ -7,6 +7,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::clock::Millis;
+use crate::customer::CustomerStatus;
 use crate::store::seed::{SeedCustomer, SeedInteraction};
 use crate::store::{Backend, Store, StoreError};
 
@@ -107,11 +108,11 @@ const PLACES: &[((&str, &str, &str), u64)] = &[
     (("JP", "Asia/Tokyo", "Tokyo"), 2),
 ];
 const PLANS: &[(&str, u64)] = &[("free", 55), ("basic", 25), ("pro", 15), ("enterprise", 5)];
-const STATUSES: &[(&str, u64)] = &[
-    ("subscribed", 94),
-    ("unsubscribed", 4),
-    ("bounced", 1),
-    ("complained", 1),
+const STATUSES: &[(CustomerStatus, u64)] = &[
+    (CustomerStatus::Subscribed, 94),
+    (CustomerStatus::Unsubscribed, 4),
+    (CustomerStatus::Bounced, 1),
+    (CustomerStatus::Complained, 1),
 ];
 /// (product, category, price in cents)
 const PRODUCTS: &[(&str, &str, i64)] = &[

@@ -4,6 +4,7 @@
 mod common;
 
 use common::TestDb;
+use herald::customer::CustomerStatus;
 use herald::mailer::Reply;
 use herald::segment::{Compiled, Param};
 use herald::status::SkipReason;
@@ -300,7 +301,7 @@ async fn claims_leases_and_outcomes(db: TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(c.status, "bounced");
+    assert_eq!(c.status, CustomerStatus::Bounced);
     assert_eq!(store.table_counts().await.unwrap().suppressions, n(3));
 
     // The frequency-cap count sees sends since the cut-off; suppressions show.

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use common::TestDb;
 use herald::campaign;
 use herald::clock::{Millis, parse_rfc3339};
+use herald::customer::{CustomerStatus, Email};
 use herald::quantity::Span;
 use herald::seed;
 use herald::segment::{
@@ -165,11 +166,11 @@ fn expected(world: &[Customer], c: &Condition, now: Millis) -> BTreeSet<String> 
 
 fn extras() -> Vec<Extra> {
     let mk = |email: &str, attributes: Value| CustomerWrite {
-        email: email.to_string(),
+        email: Email::parse(email).unwrap(),
         external_id: None,
         first_name: None,
         last_name: None,
-        status: "subscribed".to_string(),
+        status: CustomerStatus::Subscribed,
         timezone: None,
         attributes: attributes.as_object().cloned().unwrap_or_default(),
         created_at: NOW - 3 * DAY,
@@ -243,12 +244,12 @@ fn world(n: u64) -> Vec<Customer> {
         .collect();
     for (w, events) in extras() {
         out.push(Customer {
-            email: w.email,
+            email: w.email.to_string(),
             first_name: None,
             last_name: None,
             external_id: None,
             timezone: None,
-            status: w.status,
+            status: w.status.to_string(),
             suppressed: false,
             created_at: w.created_at,
             attributes: Value::Object(w.attributes),
@@ -293,7 +294,12 @@ async fn load(db: &TestDb, n: u64, world: &[Customer]) -> Store {
     store.write_customers(&writes).await.unwrap();
     let mut rows = Vec::new();
     for (w, events) in &extras {
-        let id = store.customer_by_email(&w.email).await.unwrap().unwrap().id;
+        let id = store
+            .customer_by_email(w.email.as_str())
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
         for (kind, at, data) in events {
             let engagement = kind.starts_with("email_");
             let step = if *kind == "email_opened" {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use super::ReportError;
 use crate::campaign::Campaign;
 use crate::clock::Millis;
+use crate::status::{DeliveryStatus, EntryState};
 use crate::store::Store;
 use crate::store::sequence::StepState;
 
@@ -50,13 +51,13 @@ pub struct StepStatus {
 
 impl StepStatus {
     fn add(&mut self, row: &StepState, next_wait: Option<Millis>) {
-        match row.delivery.as_deref() {
-            Some("queued") => {
+        match row.delivery {
+            Some(DeliveryStatus::Queued) => {
                 self.queued += row.entries;
                 self.sends_due = earliest(self.sends_due, row.earliest_due);
             }
-            Some("sending") => self.sending += row.entries,
-            Some("sent") => {
+            Some(DeliveryStatus::Sending) => self.sending += row.entries,
+            Some(DeliveryStatus::Sent) => {
                 self.waiting += row.entries;
                 if let Some(wait) = next_wait {
                     let due = row.earliest_sent.map(|t| t + wait);
@@ -93,23 +94,22 @@ fn aggregate(campaign: &Campaign, rows: &[StepState]) -> SequenceStatus {
     let mut exits: BTreeMap<String, i64> = BTreeMap::new();
     for r in rows {
         out.entries += r.entries;
-        match r.state.as_str() {
-            "active" => {}
-            "completed" => {
+        match r.state {
+            EntryState::Active => {}
+            EntryState::Completed => {
                 out.completed += r.entries;
                 continue;
             }
-            "goal" => {
+            EntryState::Goal => {
                 out.reached_goal += r.entries;
                 continue;
             }
-            "exited" => {
+            EntryState::Exited => {
                 out.exited += r.entries;
                 let reason = r.reason.clone().unwrap_or_else(|| "unknown".into());
                 *exits.entry(reason).or_default() += r.entries;
                 continue;
             }
-            _ => continue,
         }
         let index = r
             .step
@@ -153,11 +153,16 @@ mod tests {
         crate::campaign::parse("seq.yaml", yaml).unwrap()
     }
 
-    fn row(state: &str, step: Option<&str>, delivery: Option<&str>, entries: i64) -> StepState {
+    fn row(
+        state: EntryState,
+        step: Option<&str>,
+        delivery: Option<DeliveryStatus>,
+        entries: i64,
+    ) -> StepState {
         StepState {
-            state: state.into(),
+            state,
             step: step.map(Into::into),
-            delivery: delivery.map(Into::into),
+            delivery,
             reason: None,
             entries,
             earliest_sent: None,
@@ -170,30 +175,65 @@ mod tests {
         let rows = [
             StepState {
                 earliest_sent: Some(10 * DAY),
-                ..row("active", Some("reminder"), Some("sent"), 4)
+                ..row(
+                    EntryState::Active,
+                    Some("reminder"),
+                    Some(DeliveryStatus::Sent),
+                    4,
+                )
             },
             StepState {
                 earliest_sent: Some(9 * DAY),
-                ..row("active", Some("reminder"), Some("sent"), 1)
+                ..row(
+                    EntryState::Active,
+                    Some("reminder"),
+                    Some(DeliveryStatus::Sent),
+                    1,
+                )
             },
             StepState {
                 earliest_due: Some(12 * DAY),
-                ..row("active", Some("offer"), Some("queued"), 2)
+                ..row(
+                    EntryState::Active,
+                    Some("offer"),
+                    Some(DeliveryStatus::Queued),
+                    2,
+                )
             },
-            row("active", Some("offer"), Some("sending"), 3),
-            row("active", Some("offer"), Some("failed"), 1),
+            row(
+                EntryState::Active,
+                Some("offer"),
+                Some(DeliveryStatus::Sending),
+                3,
+            ),
+            row(
+                EntryState::Active,
+                Some("offer"),
+                Some(DeliveryStatus::Failed),
+                1,
+            ),
             StepState {
                 earliest_sent: Some(DAY),
-                ..row("active", Some("last"), Some("sent"), 6)
+                ..row(
+                    EntryState::Active,
+                    Some("last"),
+                    Some(DeliveryStatus::Sent),
+                    6,
+                )
             },
-            row("active", Some("gone"), Some("sent"), 7),
-            row("completed", Some("last"), None, 8),
-            row("goal", Some("offer"), None, 9),
+            row(
+                EntryState::Active,
+                Some("gone"),
+                Some(DeliveryStatus::Sent),
+                7,
+            ),
+            row(EntryState::Completed, Some("last"), None, 8),
+            row(EntryState::Goal, Some("offer"), None, 9),
             StepState {
                 reason: Some("when: reminder".into()),
-                ..row("exited", Some("offer"), None, 10)
+                ..row(EntryState::Exited, Some("offer"), None, 10)
             },
-            row("exited", Some("offer"), None, 11),
+            row(EntryState::Exited, Some("offer"), None, 11),
         ];
         let s = aggregate(&campaign(), &rows);
         assert_eq!(s.entries, 62);

@@ -7,13 +7,14 @@ use futures_util::TryStreamExt as _;
 use sqlx::AssertSqlSafe;
 
 use super::{Context, Store, StoreError, with_pool};
+use crate::customer::Email;
 use crate::segment::Compiled;
 
 /// One member as shown by `herald audience --sample`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub id: i64,
-    pub email: String,
+    pub email: Email,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
 }
@@ -89,7 +90,7 @@ impl Store {
             .into_iter()
             .map(|(id, email, first_name, last_name)| Member {
                 id,
-                email,
+                email: Email::from_store(email),
                 first_name,
                 last_name,
             })

@@ -7,6 +7,7 @@ use sqlx::types::Json;
 use super::customers::json_list;
 use super::{Context, Store, StoreError, with_pool};
 use crate::clock::Millis;
+use crate::customer::Email;
 
 /// One interaction to record.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +26,7 @@ pub struct InteractionWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerKeys {
     pub id: i64,
-    pub email: String,
+    pub email: Email,
     pub external_id: Option<String>,
 }
 
@@ -62,7 +63,7 @@ impl Store {
             .into_iter()
             .map(|(id, email, external_id)| CustomerKeys {
                 id,
-                email,
+                email: Email::from_store(email),
                 external_id,
             })
             .collect())

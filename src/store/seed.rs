@@ -9,6 +9,7 @@ use sqlx::types::Json;
 
 use super::{Backend, Context, Pool, Store, StoreError, with_pool};
 use crate::clock::{Millis, now_millis};
+use crate::customer::CustomerStatus;
 
 /// One customer for [`Store::write_seed`], with its interactions (oldest
 /// first); [`crate::seed`] generates them.
@@ -18,7 +19,7 @@ pub struct SeedCustomer {
     pub external_id: String,
     pub first_name: String,
     pub last_name: String,
-    pub status: &'static str,
+    pub status: CustomerStatus,
     pub timezone: &'static str,
     pub created_at: Millis,
     pub attributes: Map<String, Value>,
@@ -224,7 +225,7 @@ impl SeedWriter for sqlx::Transaction<'_, sqlx::Sqlite> {
                     .bind(&c.external_id)
                     .bind(&c.first_name)
                     .bind(&c.last_name)
-                    .bind(c.status)
+                    .bind(c.status.as_str())
                     .bind(c.timezone)
                     .bind(Json(&c.attributes))
                     .bind(c.created_at)
@@ -301,7 +302,7 @@ impl SeedWriter for sqlx::Transaction<'_, sqlx::Postgres> {
         .bind(col(|c| c.external_id.clone()))
         .bind(col(|c| c.first_name.clone()))
         .bind(col(|c| c.last_name.clone()))
-        .bind(col(|c| c.status.to_string()))
+        .bind(col(|c| c.status.as_str().to_string()))
         .bind(col(|c| c.timezone.to_string()))
         .bind(attributes)
         .bind(created)

@@ -20,9 +20,10 @@
 use sqlx::AssertSqlSafe;
 
 use super::audience::bind_all;
-use super::{Backend, Context, Store, StoreError, with_pool};
+use super::{Backend, Context, Store, StoreError, named, with_pool};
 use crate::clock::Millis;
 use crate::segment::{self, Compiled, Condition, Param, Predicate};
+use crate::status::{DeliveryStatus, EntryState};
 
 /// One step-to-step move of a campaign's entries.
 #[derive(Debug, Clone)]
@@ -89,11 +90,11 @@ pub struct Settled {
 /// One row of `herald status`: entries of a campaign by state and step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepState {
-    pub state: String,
+    pub state: EntryState,
     pub step: Option<String>,
     /// For active entries: the status of the current step's delivery
     /// (queued, sending, sent …).
-    pub delivery: Option<String>,
+    pub delivery: Option<DeliveryStatus>,
     pub reason: Option<String>,
     pub entries: i64,
     /// For active entries whose step was sent: the earliest send time.
@@ -428,17 +429,19 @@ impl Store {
             .await
         })
         .context("reading a campaign's status")?;
-        Ok(rows
-            .into_iter()
-            .map(|r| StepState {
-                state: r.0,
-                step: r.1,
-                delivery: r.2,
-                reason: r.3,
-                entries: r.4,
-                earliest_sent: r.5,
-                earliest_due: r.6,
+        rows.into_iter()
+            .map(|r| {
+                Ok(StepState {
+                    state: named(&r.0)?,
+                    step: r.1,
+                    delivery: r.2.as_deref().map(named).transpose()?,
+                    reason: r.3,
+                    entries: r.4,
+                    earliest_sent: r.5,
+                    earliest_due: r.6,
+                })
             })
-            .collect())
+            .collect::<Result<_, sqlx::Error>>()
+            .context("reading a campaign's status")
     }
 }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::clock::Millis;
-use crate::customer::Email;
+use crate::customer::{CustomerStatus, Email};
 use crate::store::tracking::Feedback;
 use crate::store::{Store, StoreError};
 
@@ -119,9 +119,9 @@ pub async fn apply(store: &Store, reports: &[Report], now: Millis) -> Result<App
     for r in reports {
         let kind = r.kind.interaction();
         let (status, suppression) = match r.kind {
-            ReportType::Hard => (Some("bounced"), Some("hard_bounce")),
+            ReportType::Hard => (Some(CustomerStatus::Bounced), Some("hard_bounce")),
             ReportType::Soft => (None, None),
-            ReportType::Complaint => (Some("complained"), Some("complaint")),
+            ReportType::Complaint => (Some(CustomerStatus::Complained), Some("complaint")),
         };
         let email = r
             .email
@@ -138,7 +138,7 @@ pub async fn apply(store: &Store, reports: &[Report], now: Millis) -> Result<App
                 Some(e) => store
                     .customer_by_email(e)
                     .await?
-                    .map(|c| (c.id, c.email, None)),
+                    .map(|c| (c.id, c.email.as_str().to_string(), None)),
                 None => None,
             },
         };
