@@ -37,8 +37,26 @@ pub struct ConversionRule {
     pub window: Span,
     /// `where:` tests of the goal's event condition.
     pub filters: Vec<FieldTest>,
-    /// `goal` (from the campaign file) or `option` (`--conversion-event`).
-    pub source: &'static str,
+    pub source: ConversionSource,
+}
+
+/// Where a conversion rule comes from; shown as `goal` or `option`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversionSource {
+    /// The campaign file's `goal:`.
+    Goal,
+    /// `--conversion-event`.
+    Option,
+}
+
+impl std::fmt::Display for ConversionSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConversionSource::Goal => "goal",
+            ConversionSource::Option => "option",
+        })
+    }
 }
 
 impl ConversionRule {
@@ -55,7 +73,7 @@ impl ConversionRule {
                 event: event.to_string(),
                 window,
                 filters: Vec::new(),
-                source: "option",
+                source: ConversionSource::Option,
             });
         }
         let goal = campaign?.goal.as_ref()?;
@@ -64,7 +82,7 @@ impl ConversionRule {
             event: e.kind.clone(),
             window,
             filters: e.filters.clone(),
-            source: "goal",
+            source: ConversionSource::Goal,
         })
     }
 
@@ -120,7 +138,7 @@ pub struct Period {
 pub struct ConversionInfo {
     pub event: String,
     pub window: String,
-    pub source: &'static str,
+    pub source: ConversionSource,
 }
 
 /// The figures of one step (or of the campaign, in `totals`, without `step`).
