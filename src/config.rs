@@ -641,13 +641,27 @@ fn unreachable_url(url: &str) -> Option<&'static str> {
 /// Hides secrets: whole values for keys, only the password inside URLs.
 fn mask(name: &str, value: &str) -> String {
     if value.contains("://") {
-        return crate::store::redact(value);
+        return redact(value);
     }
     if name == "secret" {
         let n = value.split(',').filter(|k| !k.trim().is_empty()).count();
         return format!("**** ({n} key{})", if n == 1 { "" } else { "s" });
     }
     "****".to_string()
+}
+
+/// A URL with its password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:****@{host}")
+            }
+            _ => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 fn read_file(path: &Path) -> Result<Layer, ConfigError> {
@@ -708,6 +722,15 @@ mod tests {
         let mut l = Layer::new();
         l.insert(name, (v.to_string(), Source::Flag));
         l
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:****@h:5432/db"
+        );
+        assert_eq!(redact("sqlite://herald.db"), "sqlite://herald.db");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use crate::clock::Millis;
 
 /// A normalised email address: trimmed, domain in lower case, local part as given.
 ///
-/// An `Email` that exists has passed [`Email::parse`]; nothing else builds one.
+/// An `Email` that exists has passed [`Email::parse`] (when it was stored, for
+/// one read back from the database).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Email(String);
 
@@ -55,6 +56,13 @@ impl Email {
         Ok(Email(format!("{local}@{domain}")))
     }
 
+    /// An address the store wrote through [`Email::parse`], read back
+    /// without checking it again. Only the store calls this; everything else
+    /// builds an `Email` with `parse`.
+    pub fn from_store(stored: String) -> Email {
+        Email(stored)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -95,6 +103,12 @@ impl CustomerStatus {
             CustomerStatus::Bounced => "bounced",
             CustomerStatus::Complained => "complained",
         }
+    }
+}
+
+impl fmt::Display for CustomerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

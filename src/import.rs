@@ -550,15 +550,11 @@ fn nul_path(map: &Map<String, Value>) -> Option<String> {
 fn merge(stored: Option<&StoredCustomer>, rec: CustomerRecord, now: Millis) -> CustomerWrite {
     match stored {
         None => CustomerWrite {
-            email: rec.email.as_str().to_string(),
+            email: rec.email,
             external_id: rec.external_id,
             first_name: rec.first_name,
             last_name: rec.last_name,
-            status: rec
-                .status
-                .unwrap_or(CustomerStatus::Subscribed)
-                .as_str()
-                .to_string(),
+            status: rec.status.unwrap_or(CustomerStatus::Subscribed),
             timezone: rec.timezone,
             attributes: rec.attributes,
             created_at: rec.created_at.unwrap_or(now),
@@ -568,8 +564,8 @@ fn merge(stored: Option<&StoredCustomer>, rec: CustomerRecord, now: Millis) -> C
             let mut attributes = s.attributes.clone();
             attributes.extend(rec.attributes);
             let status = match rec.status {
-                Some(st) if st != CustomerStatus::Subscribed => st.as_str().to_string(),
-                _ => s.status.clone(),
+                Some(st) if st != CustomerStatus::Subscribed => st,
+                _ => s.status,
             };
             CustomerWrite {
                 email: s.email.clone(),
@@ -654,7 +650,11 @@ async fn flush_customers(
         stored.iter().map(|c| (c.email.as_str(), c)).collect();
     let mut owner_of_ext: HashMap<String, String> = stored
         .iter()
-        .filter_map(|c| c.external_id.clone().map(|x| (x, c.email.clone())))
+        .filter_map(|c| {
+            c.external_id
+                .clone()
+                .map(|x| (x, c.email.as_str().to_string()))
+        })
         .collect();
     let now = now_millis();
     let mut writes = Vec::with_capacity(batch.len());
@@ -794,9 +794,7 @@ async fn flush_interactions(
     let keys = store.customer_keys(&emails, &ext_ids).await?;
     let mut ids: HashMap<CustomerKey, i64> = HashMap::with_capacity(keys.len() * 2);
     for k in keys {
-        if let Ok(e) = Email::parse(&k.email) {
-            ids.insert(CustomerKey::Email(e), k.id);
-        }
+        ids.insert(CustomerKey::Email(k.email), k.id);
         if let Some(x) = k.external_id {
             ids.insert(CustomerKey::ExternalId(x), k.id);
         }
@@ -886,11 +884,11 @@ mod tests {
     fn merge_never_resubscribes() {
         let stored = StoredCustomer {
             id: 1,
-            email: "a@x.com".into(),
+            email: Email::parse("a@x.com").expect("a valid address"),
             external_id: None,
             first_name: Some("Ann".into()),
             last_name: None,
-            status: "unsubscribed".into(),
+            status: CustomerStatus::Unsubscribed,
             timezone: None,
             attributes: json!({"plan": "pro", "ltv": 3})
                 .as_object()
@@ -903,7 +901,7 @@ mod tests {
         rec.status = Some(CustomerStatus::Subscribed);
         rec.attributes.insert("ltv".into(), json!(4));
         let w = merge(Some(&stored), rec, 9);
-        assert_eq!(w.status, "unsubscribed");
+        assert_eq!(w.status, CustomerStatus::Unsubscribed);
         assert_eq!(w.first_name.as_deref(), Some("Ann"));
         assert_eq!(
             Value::Object(w.attributes),

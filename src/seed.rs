@@ -7,29 +7,11 @@
 use serde_json::{Map, Value, json};
 
 use crate::clock::Millis;
+use crate::customer::CustomerStatus;
+use crate::store::seed::{SeedCustomer, SeedInteraction};
+use crate::store::{Backend, Store, StoreError};
 
 const DAY: i64 = 86_400_000;
-
-/// One seeded customer with its interactions (oldest first).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeedCustomer {
-    pub email: String,
-    pub external_id: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub status: &'static str,
-    pub timezone: &'static str,
-    pub created_at: Millis,
-    pub attributes: Map<String, Value>,
-    pub interactions: Vec<SeedInteraction>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeedInteraction {
-    pub kind: &'static str,
-    pub occurred_at: Millis,
-    pub data: Map<String, Value>,
-}
 
 /// SplitMix64: tiny, fast, and fixed forever, so seeded data never changes with a
 /// dependency upgrade.
@@ -126,11 +108,11 @@ const PLACES: &[((&str, &str, &str), u64)] = &[
     (("JP", "Asia/Tokyo", "Tokyo"), 2),
 ];
 const PLANS: &[(&str, u64)] = &[("free", 55), ("basic", 25), ("pro", 15), ("enterprise", 5)];
-const STATUSES: &[(&str, u64)] = &[
-    ("subscribed", 94),
-    ("unsubscribed", 4),
-    ("bounced", 1),
-    ("complained", 1),
+const STATUSES: &[(CustomerStatus, u64)] = &[
+    (CustomerStatus::Subscribed, 94),
+    (CustomerStatus::Unsubscribed, 4),
+    (CustomerStatus::Bounced, 1),
+    (CustomerStatus::Complained, 1),
 ];
 /// (product, category, price in cents)
 const PRODUCTS: &[(&str, &str, i64)] = &[
@@ -285,12 +267,12 @@ pub struct SeedTotals {
 /// Seeds customers `0..count` of `seed`. Generation runs on a blocking thread one
 /// batch ahead of the database writes; at most two batches are in memory at once.
 pub async fn run(
-    store: &crate::store::Store,
+    store: &Store,
     seed: u64,
     count: u64,
     anchor: Millis,
     mut progress: impl FnMut(u64),
-) -> Result<SeedTotals, crate::store::StoreError> {
+) -> Result<SeedTotals, StoreError> {
     let bulk = count >= BULK;
     if bulk {
         store.drop_interaction_indexes().await?;
@@ -310,8 +292,8 @@ pub async fn run(
     // PostgreSQL takes two batches at once (one backend inserts customers while
     // another copies interactions); SQLite has one writer.
     let writers = match store.backend() {
-        crate::store::Backend::Postgres => 4,
-        crate::store::Backend::Sqlite => 1,
+        Backend::Postgres => 4,
+        Backend::Sqlite => 1,
     };
     let batches = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))

@@ -4,7 +4,10 @@
 mod common;
 
 use common::TestDb;
-use herald::segment::{Audience, Param};
+use herald::customer::CustomerStatus;
+use herald::mailer::Reply;
+use herald::segment::{Compiled, Param};
+use herald::status::SkipReason;
 use herald::store::Store;
 use herald::store::deliveries::{Outcome, Reentry, Trigger};
 
@@ -41,8 +44,8 @@ async fn manual_run(store: &Store) -> (i64, usize) {
 }
 
 /// Every other subscribed customer: a stand-in for a compiled segment.
-fn audience() -> Audience {
-    Audience {
+fn audience() -> Compiled {
+    Compiled {
         predicate: "c.status = $1 AND c.id % 2 = $2".into(),
         params: vec![Param::Text("subscribed".into()), Param::Int(0)],
         reads_customer: true,
@@ -161,20 +164,26 @@ async fn claims_leases_and_outcomes(db: TestDb) {
             .unwrap()
             .is_empty()
     );
-    assert!(a[0].email.contains('@') && a[0].attributes.contains_key("plan"));
+    assert!(a[0].email.as_str().contains('@') && a[0].attributes.contains_key("plan"));
 
     // A live holder renews its leases; its own claims are never requeued by it.
-    assert_eq!(store.renew_claims("A", lease + 30_000).await.unwrap(), 10);
     assert_eq!(
-        store.requeue_expired(lease + 1, "B", 5).await.unwrap(),
+        store.renew_claims(run, "A", lease + 30_000).await.unwrap(),
+        10
+    );
+    assert_eq!(
+        store.requeue_expired(run, lease + 1, "B", 5).await.unwrap(),
         0,
         "B never takes back its own claims, A renewed"
     );
     // The worker holding `b` dies: after its lease, another takes its rows back,
     // marked as possibly sent.
-    assert_eq!(store.requeue_expired(lease - 1, "C", 5).await.unwrap(), 0);
     assert_eq!(
-        store.requeue_expired(lease + 1, "C", 5).await.unwrap() as usize,
+        store.requeue_expired(run, lease - 1, "C", 5).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.requeue_expired(run, lease + 1, "C", 5).await.unwrap() as usize,
         planned - 10
     );
     let unknown = db
@@ -196,7 +205,7 @@ async fn claims_leases_and_outcomes(db: TestDb) {
     store.record_outcomes(&late, lease + 1, "B").await.unwrap();
     assert_eq!(store.run_counts(run).await.unwrap().failed, 0);
     // A finishes without sending: what it holds goes back, its attempt returned.
-    assert_eq!(store.release_claims("A", lease + 1).await.unwrap(), 10);
+    assert_eq!(store.release_claims(run, "A", lease + 1).await.unwrap(), 10);
     let again = store
         .claim(run, 1000, (lease + 2, lease + 60_000), None, IDS, "D")
         .await
@@ -237,12 +246,10 @@ async fn claims_leases_and_outcomes(db: TestDb) {
                 message_id: ids[i].1.clone(),
             },
             2 => Outcome::Skipped {
-                reason: "unsubscribed".into(),
+                reason: SkipReason::Unsubscribed,
             },
             3 => Outcome::Bounced {
-                code: 550,
-                text: "5.1.1 no such user".into(),
-                suppress: true,
+                reply: Reply::parse(550, "5.1.1 no such user"),
             },
             _ => Outcome::Retry {
                 at: lease + 120_000,
@@ -290,17 +297,27 @@ async fn claims_leases_and_outcomes(db: TestDb) {
         .unwrap();
     assert_eq!(b[0].1["code"], 550);
     let c = store
-        .customer_by_email(&bounced.email)
+        .customer_by_email(bounced.email.as_str())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(c.status, "bounced");
+    assert_eq!(c.status, CustomerStatus::Bounced);
     assert_eq!(store.table_counts().await.unwrap().suppressions, n(3));
 
     // The frequency-cap count sees sends since the cut-off; suppressions show.
     let other = &again[1];
-    assert!(store.suppress(&other.email, "manual", lease).await.unwrap());
-    assert!(!store.suppress(&other.email, "manual", lease).await.unwrap());
+    assert!(
+        store
+            .suppress(other.email.as_str(), "manual", lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .suppress(other.email.as_str(), "manual", lease)
+            .await
+            .unwrap()
+    );
     let run2 = store
         .create_run("promo", Trigger::Manual, None, lease + 10)
         .await
@@ -361,7 +378,7 @@ async fn recent_events_per_customer(db: TestDb) {
         views.sort_by(|a, b| b.cmp(a));
         views.truncate(2);
         let c = store
-            .customer_by_email(&expected.email)
+            .customer_by_email(expected.email.as_str())
             .await
             .unwrap()
             .unwrap();
@@ -399,7 +416,7 @@ async fn expired_claims_stop_at_max_attempts(db: TestDb) {
         assert!(claimed.iter().all(|c| c.attempts as u32 == life));
         now += 2_000;
         store
-            .requeue_expired(now, "next", max_attempts)
+            .requeue_expired(run, now, "next", max_attempts)
             .await
             .unwrap();
     }

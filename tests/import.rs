@@ -6,6 +6,7 @@ mod common;
 use std::fmt::Write as _;
 
 use common::{TestDb, stderr, stdout};
+use herald::customer::CustomerStatus;
 use serde_json::json;
 
 /// 10,000 customers, three of them broken in the ways the issue names.
@@ -82,7 +83,7 @@ async fn csv_import_reports_bad_rows_and_is_idempotent(db: TestDb) {
         .expect("normalised email stored");
     assert_eq!(c.first_name.as_deref(), Some("First42"));
     assert_eq!(c.timezone.as_deref(), Some("Europe/Berlin"));
-    assert_eq!(c.status, "subscribed");
+    assert_eq!(c.status, CustomerStatus::Subscribed);
     assert_eq!(
         serde_json::Value::Object(c.attributes.clone()),
         json!({"country": "DE", "lifetime_value": 42.5, "vip": true, "zip": "042", "address": {"city": "City 42"}})
@@ -170,7 +171,11 @@ async fn upsert_merges_and_never_resubscribes(db: TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(ann.status, "unsubscribed", "an import must not resubscribe");
+    assert_eq!(
+        ann.status,
+        CustomerStatus::Unsubscribed,
+        "an import must not resubscribe"
+    );
     assert_eq!(
         serde_json::Value::Object(ann.attributes),
         json!({"plan": "pro", "score": 4})

@@ -88,7 +88,7 @@ async fn retries_bounces_and_no_double_sends(db: TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(gone.status, "bounced");
+    assert_eq!(gone.status, herald::customer::CustomerStatus::Bounced);
     let bounce = store
         .interactions_of(gone.id, "email_bounced")
         .await

@@ -1,7 +1,8 @@
 //! `herald report` opened in real headless Chromium (no console output, a
 //! screenshot that is not blank, laid out on a phone's and a desktop's
 //! width), and the Prometheus `/metrics` endpoint parsed by a strict reader
-//! of the text format; both backends.
+//! of the text format (and by promtool), its OpenMetrics answer by a strict
+//! reader and the OpenMetrics parser of the Python client; both backends.
 
 mod common;
 mod report_data;
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::browser::chromium;
 use common::{TestDb, stderr, stdout};
-use herald::report::metrics::{self, Metrics};
+use herald::http::metrics;
+use herald::mailer::Reply;
+use herald::metrics::Metrics;
 use herald::store::deliveries::Outcome;
 use report_data::{CAMPAIGN, generated, load, scripted, write_campaign};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -534,6 +537,146 @@ fn sample(f: &BTreeMap<String, Family>, name: &str, label: Option<(&str, &str)>)
         .2
 }
 
+/// `GET /metrics` over a plain connection, with `Accept: accept` when given:
+/// the whole response, head and body.
+async fn scrape(addr: std::net::SocketAddr, accept: Option<&str>) -> String {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// A strict reader of OpenMetrics 1.0.0 text, as far as Herald's families
+/// go: `# EOF` once and last, `# UNIT` only for a name ending in its unit,
+/// counter families named without `_total` (their samples with it); the rest
+/// is read by [`parse_exposition`], counter families renamed as in 0.0.4.
+fn parse_openmetrics(text: &str) -> Result<BTreeMap<String, Family>, String> {
+    let body = text.strip_suffix("# EOF\n").ok_or("must end with # EOF")?;
+    let mut counters = HashSet::new();
+    for line in body.lines() {
+        if line == "# EOF" {
+            return Err("# EOF before the end".into());
+        }
+        if let Some(rest) = line.strip_prefix("# UNIT ") {
+            let (name, unit) = rest.split_once(' ').ok_or("# UNIT without a unit")?;
+            if unit.is_empty() || !name.ends_with(&format!("_{unit}")) {
+                return Err(format!("{line:?}: the name must end with its unit"));
+            }
+        }
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|r| r.strip_suffix(" counter"))
+        {
+            if name.ends_with("_total") {
+                return Err(format!(
+                    "{line:?}: a counter family is named without _total"
+                ));
+            }
+            counters.insert(name.to_string());
+        }
+    }
+    let mut classic = String::new();
+    for line in body.lines().filter(|l| !l.starts_with("# UNIT ")) {
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|word| {
+            let rest = line.strip_prefix(word)?;
+            let (name, text) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{word}{name}_total {text}"))
+        });
+        classic.push_str(renamed.as_deref().unwrap_or(line));
+        classic.push('\n');
+    }
+    parse_exposition(&classic)
+}
+
+/// Every sample as (name, labels, value), `le` read as a number: the two
+/// formats write bounds their own way (`10`, `10.0`).
+fn samples(f: &BTreeMap<String, Family>) -> Vec<(String, BTreeMap<String, String>, String)> {
+    let mut all: Vec<_> = f
+        .values()
+        .flat_map(|family| &family.samples)
+        .map(|(name, labels, value)| {
+            let mut labels = labels.clone();
+            if let Some(le) = labels.get_mut("le") {
+                *le = parse_value(le).map_or_else(|e| e, |v| v.to_string());
+            }
+            (name.clone(), labels, value.to_string())
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Whether an outside checker runs; in CI a missing one fails the test
+/// (`.ci/run` installs it), elsewhere the check is skipped with a line.
+fn have(probe: &mut Command, install: &str) -> bool {
+    let have = probe
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(!common::in_ci(), "required in CI: {install}");
+        eprintln!("skipped: {install} to check the scrape with it");
+    }
+    have
+}
+
+/// Runs `command` with `input` on stdin; its exit status and output.
+fn pipe(command: &mut Command, input: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The Prometheus text scrape through Prometheus's own parser and linter.
+fn promtool_check(body: &str) {
+    let install = "install promtool (Debian: `apt-get install prometheus`)";
+    if !have(Command::new("promtool").arg("--version"), install) {
+        return;
+    }
+    let (ok, out) = pipe(Command::new("promtool").args(["check", "metrics"]), body);
+    assert!(ok, "promtool check metrics: {out}\n{body}");
+}
+
+/// The OpenMetrics scrape through the OpenMetrics parser of the Python
+/// client (`prometheus_client.openmetrics.parser`), which refuses anything
+/// the specification does not allow.
+fn openmetrics_check(body: &str) {
+    let install = "install the Python client (`python3 -m pip install prometheus-client`)";
+    let probe = "import prometheus_client.openmetrics.parser";
+    if !have(Command::new("python3").args(["-c", probe]), install) {
+        return;
+    }
+    let script = "import sys\n\
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+print(sum(len(f.samples) for f in parse(sys.stdin.read())), 'samples')\n";
+    let (ok, out) = pipe(Command::new("python3").args(["-c", script]), body);
+    assert!(ok, "OpenMetrics parser: {out}\n{body}");
+}
+
 #[test]
 fn the_parser_rejects_malformed_text() {
     for bad in [
@@ -546,6 +689,17 @@ fn the_parser_rejects_malformed_text() {
     ] {
         assert!(parse_exposition(bad).is_err(), "accepted {bad:?}");
     }
+    for bad in [
+        "# HELP x h\n# TYPE x counter\nx_total 1\n", // no # EOF
+        "# HELP x h\n# TYPE x counter\nx_total 1\n# EOF\nx_total 2\n", // after # EOF
+        "# HELP x_total h\n# TYPE x_total counter\nx_total 1\n# EOF\n", // family with _total
+        "# HELP x h\n# TYPE x counter\nx 1\n# EOF\n", // sample without _total
+        "# HELP x h\n# TYPE x gauge\n# UNIT x seconds\nx 1\n# EOF\n", // unit not in the name
+    ] {
+        assert!(parse_openmetrics(bad).is_err(), "accepted {bad:?}");
+    }
+    let good = "# HELP x h\n# TYPE x counter\nx_total 1\n# HELP t_seconds h\n# TYPE t_seconds gauge\n# UNIT t_seconds seconds\nt_seconds 1\n# EOF\n";
+    assert!(parse_openmetrics(good).is_ok());
 }
 
 async fn metrics_endpoint_speaks_prometheus(db: TestDb) {
@@ -570,16 +724,12 @@ async fn metrics_endpoint_speaks_prometheus(db: TestDb) {
         error: "attempts".into(),
     });
     feed.outcome(&Outcome::Bounced {
-        code: 550,
-        text: "5.1.1 <gone@x.example>: no such user".into(),
-        suppress: true,
+        reply: Reply::parse(550, "5.1.1 <gone@x.example>: no such user"),
     });
     feed.outcome(&Outcome::Bounced {
-        code: 554,
-        text: "5.7.1 relay access denied".into(),
-        suppress: false,
+        reply: Reply::parse(554, "5.7.1 relay access denied"),
     });
-    feed.bounced(550, "mailbox unavailable");
+    feed.bounced(&Reply::parse(550, "mailbox unavailable"));
     feed.tracking_event("email_opened");
     feed.tracking_event("email_opened");
     feed.tracking_event("email_clicked");
@@ -597,12 +747,9 @@ async fn metrics_endpoint_speaks_prometheus(db: TestDb) {
             .await
             .unwrap();
     });
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).await.unwrap();
+    let response = scrape(addr, None).await;
+    // The same metrics as OpenMetrics, for a scraper that asks for them.
+    let open_response = scrape(addr, Some("application/openmetrics-text; version=1.0.0")).await;
     server.abort();
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -612,6 +759,18 @@ async fn metrics_endpoint_speaks_prometheus(db: TestDb) {
         "{head}"
     );
     let f = parse_exposition(body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    promtool_check(body);
+    let (open_head, open_body) = open_response.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(open_head.starts_with("HTTP/1.1 200"), "{open_head}");
+    assert!(
+        open_head
+            .to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{open_head}"
+    );
+    let open = parse_openmetrics(open_body).unwrap_or_else(|e| panic!("{e}\n{open_body}"));
+    openmetrics_check(open_body);
+    assert_eq!(samples(&open), samples(&f), "{open_body}\n{body}");
 
     assert_eq!(
         f["herald_messages_sent_total"].kind.as_deref(),

@@ -9,10 +9,11 @@ use std::collections::BTreeSet;
 use common::TestDb;
 use herald::campaign;
 use herald::clock::{Millis, parse_rfc3339};
+use herald::customer::{CustomerStatus, Email};
 use herald::quantity::Span;
 use herald::seed;
 use herald::segment::{
-    self, Column, Condition, EventCondition, FieldTest, Op, Scalar, Subject, Test,
+    self, Column, Condition, EventCondition, FieldTest, Op, Predicate, Scalar, Subject, Test,
 };
 use herald::store::Store;
 use herald::store::customers::CustomerWrite;
@@ -165,11 +166,11 @@ fn expected(world: &[Customer], c: &Condition, now: Millis) -> BTreeSet<String> 
 
 fn extras() -> Vec<Extra> {
     let mk = |email: &str, attributes: Value| CustomerWrite {
-        email: email.to_string(),
+        email: Email::parse(email).unwrap(),
         external_id: None,
         first_name: None,
         last_name: None,
-        status: "subscribed".to_string(),
+        status: CustomerStatus::Subscribed,
         timezone: None,
         attributes: attributes.as_object().cloned().unwrap_or_default(),
         created_at: NOW - 3 * DAY,
@@ -243,12 +244,12 @@ fn world(n: u64) -> Vec<Customer> {
         .collect();
     for (w, events) in extras() {
         out.push(Customer {
-            email: w.email,
+            email: w.email.to_string(),
             first_name: None,
             last_name: None,
             external_id: None,
             timezone: None,
-            status: w.status,
+            status: w.status.to_string(),
             suppressed: false,
             created_at: w.created_at,
             attributes: Value::Object(w.attributes),
@@ -293,7 +294,12 @@ async fn load(db: &TestDb, n: u64, world: &[Customer]) -> Store {
     store.write_customers(&writes).await.unwrap();
     let mut rows = Vec::new();
     for (w, events) in &extras {
-        let id = store.customer_by_email(&w.email).await.unwrap().unwrap().id;
+        let id = store
+            .customer_by_email(w.email.as_str())
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
         for (kind, at, data) in events {
             let engagement = kind.starts_with("email_");
             let step = if *kind == "email_opened" {
@@ -345,7 +351,10 @@ async fn suppress(db: &TestDb, emails: &[&str]) {
 }
 
 async fn members(store: &Store, c: &Condition, now: Millis) -> BTreeSet<String> {
-    let audience = segment::compile(c, &segment::Context::new(store.backend(), now, "test"));
+    let audience = segment::compile(
+        Predicate::Audience(c),
+        &segment::Context::new(store.backend(), now, "test"),
+    );
     let mut out = BTreeSet::new();
     store
         .audience_for_each(&audience, |_, email| {
@@ -551,7 +560,7 @@ async fn engagement_conditions(db: TestDb) {
     }
     // Another campaign's opens do not count.
     let other = segment::compile(
-        &Condition::Opened("offer".into()),
+        Predicate::Audience(&Condition::Opened("offer".into())),
         &segment::Context::new(store.backend(), NOW, "other"),
     );
     assert_eq!(store.audience_count(&other).await.unwrap(), 0);

@@ -10,7 +10,9 @@ use common::TestDb;
 use herald::campaign::{self, Campaign};
 use herald::clock::{Clock, ManualClock, Millis};
 use herald::config::{Layer, Settings, Source};
+use herald::customer::{CustomerStatus, Email};
 use herald::pipeline::{self, Engine, sequence};
+use herald::status::EntryState;
 use herald::store::Store;
 use herald::store::customers::CustomerWrite;
 use herald::store::deliveries::Trigger;
@@ -94,11 +96,11 @@ async fn setup(db: TestDb, yaml: &str, name: &str, zones: &[Option<&str>]) -> Se
         .iter()
         .enumerate()
         .map(|(i, zone)| CustomerWrite {
-            email: format!("c{i}@example.com"),
+            email: Email::parse(&format!("c{i}@example.com")).unwrap(),
             external_id: None,
             first_name: Some(format!("C{i}")),
             last_name: None,
-            status: "subscribed".into(),
+            status: CustomerStatus::Subscribed,
             timezone: zone.map(str::to_string),
             attributes: json!({"country": "DE"}).as_object().cloned().unwrap(),
             created_at: T0 - 30 * DAY,
@@ -401,20 +403,20 @@ async fn three_steps_with_engagement_and_goal(db: TestDb) {
         .unwrap();
     assert_eq!(settled.completed as usize, expect_last.len());
     let status = s.store.sequence_status("seq").await.unwrap();
-    let count = |state: &str| -> usize {
+    let count = |state: EntryState| -> usize {
         status
             .iter()
             .filter(|r| r.state == state)
             .map(|r| r.entries as usize)
             .sum()
     };
-    assert_eq!(count("completed"), expect_last.len());
-    assert_eq!(count("goal"), goal_reached + 1);
+    assert_eq!(count(EntryState::Completed), expect_last.len());
+    assert_eq!(count(EntryState::Goal), goal_reached + 1);
     assert_eq!(
-        count("exited"),
+        count(EntryState::Exited),
         exited_after_offer + (expect_reminder.len() - expect_last.len() - 1)
     );
-    assert_eq!(count("active"), 0);
+    assert_eq!(count(EntryState::Active), 0);
     // Goal reachers never got a later step.
     for &i in &bought {
         assert!(!customers(&reminders).contains(&s.ids[i]));

@@ -16,7 +16,7 @@ use herald::clock::{ManualClock, SystemClock, parse_rfc3339};
 use herald::config::{Layer, Settings, Source};
 use herald::pipeline::{self, Engine};
 use herald::render::{self, links::Tracking};
-use herald::segment::{self, Condition};
+use herald::segment::{self, Condition, Predicate};
 use herald::token::Signer;
 use serde_json::{Map, Value, json};
 
@@ -68,7 +68,7 @@ async fn every_step_renders(db: TestDb) {
     .unwrap();
     // Every customer, whatever the audience: a template must render for anyone.
     let everyone = segment::compile(
-        &Condition::All(Vec::new()),
+        Predicate::Audience(&Condition::All(Vec::new())),
         &segment::Context::new(store.backend(), herald::clock::now_millis(), "all"),
     );
     let ids = store.audience_ids(&everyone).await.unwrap();

@@ -14,9 +14,11 @@ use common::http::{self, LandingPage, Response};
 use common::{HELLO_CAMPAIGN as CAMPAIGN, TestDb, stderr, stdout};
 use herald::clock::{Clock, ManualClock, SystemClock};
 use herald::config::Settings;
+use herald::customer::CustomerStatus;
+use herald::http::HttpError;
 use herald::store::{Backend, Store};
 use herald::token::{Purpose, Signer, Token};
-use herald::tracking::{self, Senders, Totals, TrackingError};
+use herald::tracking::{Senders, Totals};
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::net::TcpListener;
@@ -39,7 +41,7 @@ const CUSTOMERS: &str =
 struct Server {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<Result<Totals, TrackingError>>,
+    done: tokio::task::JoinHandle<Result<Totals, HttpError>>,
 }
 
 impl Server {
@@ -66,13 +68,13 @@ impl Server {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            tracking::serve_with_clock(
+            herald::http::serve_with_clock(
                 store,
                 &settings,
                 listener,
                 shutdown,
                 clock,
-                herald::report::metrics::Metrics::new(),
+                herald::metrics::Metrics::new(),
                 senders,
             )
             .await
@@ -97,7 +99,7 @@ impl Server {
     }
 
     /// Stops it (graceful shutdown) and returns what it did.
-    async fn stop(mut self) -> Result<Totals, TrackingError> {
+    async fn stop(mut self) -> Result<Totals, HttpError> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -472,7 +474,7 @@ async fn bad_tokens_get_404_and_write_nothing(db: TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(ann_now.status, "subscribed");
+    assert_eq!(ann_now.status, CustomerStatus::Subscribed);
     store.close().await;
 }
 both_backends!(bad_tokens, bad_tokens_get_404_and_write_nothing);
@@ -525,7 +527,7 @@ async fn unsubscribe_confirms_on_get_and_acts_once_on_post(db: TestDb) {
                 .status
         }
     };
-    assert_eq!(status("ann@x.example").await, "subscribed");
+    assert_eq!(status("ann@x.example").await, CustomerStatus::Subscribed);
 
     // RFC 8058 section 3.2, as a mail provider sends it.
     let one_click = || {
@@ -542,7 +544,7 @@ async fn unsubscribe_confirms_on_get_and_acts_once_on_post(db: TestDb) {
     assert_eq!(r.header("location"), None, "no redirect");
     assert!(r.text().contains("You are unsubscribed"));
     // Durable before the answer: no waiting here.
-    assert_eq!(status("ann@x.example").await, "unsubscribed");
+    assert_eq!(status("ann@x.example").await, CustomerStatus::Unsubscribed);
     assert_eq!(
         suppression(&store, "ann@x.example").await.as_deref(),
         Some("unsubscribed")
@@ -584,7 +586,7 @@ async fn unsubscribe_confirms_on_get_and_acts_once_on_post(db: TestDb) {
         "{}",
         r.text()
     );
-    assert_eq!(status("bob@x.example").await, "unsubscribed");
+    assert_eq!(status("bob@x.example").await, CustomerStatus::Unsubscribed);
     let bob_unsub = store
         .interactions_of(bob.customer_id, "unsubscribed")
         .await
@@ -602,7 +604,7 @@ async fn unsubscribe_confirms_on_get_and_acts_once_on_post(db: TestDb) {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_eq!(status("cat@x.example").await, "unsubscribed");
+    assert_eq!(status("cat@x.example").await, CustomerStatus::Unsubscribed);
     assert_eq!(store.count_interactions("unsubscribed").await.unwrap(), 3);
     assert_eq!(store.table_counts().await.unwrap().suppressions, 3);
     server.stop().await.unwrap();
@@ -734,7 +736,7 @@ async fn webhook_reports(db: TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(a.status, "bounced");
+    assert_eq!(a.status, CustomerStatus::Bounced);
     assert_eq!(
         suppression(&store, "ann@x.example").await.as_deref(),
         Some("hard_bounce")
@@ -755,7 +757,7 @@ async fn webhook_reports(db: TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(b.status, "subscribed");
+    assert_eq!(b.status, CustomerStatus::Subscribed);
     assert_eq!(suppression(&store, "bob@x.example").await, None);
     let soft_rows = store
         .interactions_of(bob.customer_id, "email_bounced")
@@ -785,7 +787,7 @@ async fn webhook_reports(db: TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(c.status, "complained");
+    assert_eq!(c.status, CustomerStatus::Complained);
     assert_eq!(
         store
             .interactions_of(cat.customer_id, "email_complained")
@@ -859,7 +861,7 @@ async fn health_readiness_and_a_database_outage(db: TestDb) {
         "an unsubscribe that was not stored is not confirmed"
     );
     match server.stop().await {
-        Err(TrackingError::Unflushed { lost, .. }) => assert_eq!(lost, 1),
+        Err(HttpError::Unflushed { lost, .. }) => assert_eq!(lost, 1),
         other => panic!("expected the lost open to be reported, got {other:?}"),
     }
 }

@@ -20,8 +20,8 @@ use sqlx::Connection as _;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upgrade");
 const RELEASE: &str = "7a0c9bd";
-/// The migration the previous release lacks.
-const NEW_MIGRATION: i64 = 20261202000001;
+/// The migrations the previous release lacks.
+const NEW_MIGRATIONS: [i64; 2] = [20261202000001, 20261206000001];
 
 /// The fixture of `db`'s backend, restored into `db`, with the fixture's
 /// campaign files and templates in the test's directory.
@@ -170,15 +170,17 @@ async fn upgraded_database_keeps_its_data_and_carries_on(db: TestDb) {
     .await;
     assert!(first_sent > 0);
     let migrated_before = count(&db, "SELECT COUNT(*) FROM herald_migrations").await;
-    assert_eq!(
-        count(
-            &db,
-            &format!("SELECT COUNT(*) FROM herald_migrations WHERE version = {NEW_MIGRATION}")
-        )
-        .await,
-        0,
-        "the fixture predates the claim_holders migration"
-    );
+    for version in NEW_MIGRATIONS {
+        assert_eq!(
+            count(
+                &db,
+                &format!("SELECT COUNT(*) FROM herald_migrations WHERE version = {version}")
+            )
+            .await,
+            0,
+            "the fixture predates migration {version}"
+        );
+    }
 
     let migrated = db.herald(&["migrate"]);
     assert!(migrated.status.success(), "{}", stderr(&migrated));
@@ -189,18 +191,20 @@ async fn upgraded_database_keeps_its_data_and_carries_on(db: TestDb) {
     );
     assert_eq!(
         count(&db, "SELECT COUNT(*) FROM herald_migrations").await,
-        migrated_before + 1
+        migrated_before + NEW_MIGRATIONS.len() as i64
     );
-    assert_eq!(
-        count(
-            &db,
-            &format!(
-                "SELECT COUNT(*) FROM herald_migrations WHERE version = {NEW_MIGRATION} AND success"
+    for version in NEW_MIGRATIONS {
+        assert_eq!(
+            count(
+                &db,
+                &format!(
+                    "SELECT COUNT(*) FROM herald_migrations WHERE version = {version} AND success"
+                )
             )
-        )
-        .await,
-        1
-    );
+            .await,
+            1
+        );
+    }
     assert_eq!(snapshot(&db).await, before, "the data survived the upgrade");
 
     // The current binary reads what the old one wrote ...

@@ -4,8 +4,8 @@
 #![no_main]
 
 use herald::campaign;
-use herald::segment::{self, Context};
-use herald::store::dialect::Backend;
+use herald::segment::{self, Context, Predicate};
+use herald::dialect::Backend;
 use libfuzzer_sys::fuzz_target;
 
 /// 2026-11-25T09:30:00Z, a Wednesday: a fixed "now" keeps runs reproducible.
@@ -32,14 +32,20 @@ fuzz_target!(|data: &[u8]| {
             assert!(!c.steps.is_empty(), "a campaign without steps");
             for backend in [Backend::Sqlite, Backend::Postgres] {
                 let _ = c.audience_sql(backend, NOW);
-                let cx = Context::new(backend, NOW, &c.name).for_entry("e");
+                let cx = Context::new(backend, NOW, &c.name);
                 for cond in c
                     .steps
                     .iter()
                     .filter_map(|s| s.when.as_ref())
                     .chain(&c.goal)
                 {
-                    let _ = segment::compile_condition(cond, &cx);
+                    let _ = segment::compile(
+                        Predicate::Entry {
+                            condition: cond,
+                            entry: "e",
+                        },
+                        &cx,
+                    );
                 }
             }
             if let Some(w) = &c.send_window {

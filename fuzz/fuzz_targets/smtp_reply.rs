@@ -7,7 +7,7 @@
 use std::str::FromStr;
 
 use herald::mailer::Reply;
-use herald::report::metrics::bounce_class;
+use herald::metrics::bounce_class;
 use lettre::transport::smtp::response::Response;
 use libfuzzer_sys::fuzz_target;
 

@@ -17,9 +17,9 @@ use chrono_tz::Tz;
 use lettre::message::Mailbox;
 
 use crate::clock::Millis;
+use crate::dialect::Backend;
 use crate::quantity::{Rate, Span};
-use crate::segment::{self, Audience, Condition};
-use crate::store::dialect::Backend;
+use crate::segment::{self, Compiled, Condition, Predicate};
 
 pub use locate::{Seg, Target};
 pub use parse::{valid_name, valid_template};
@@ -44,9 +44,9 @@ pub struct Campaign {
 
 impl Campaign {
     /// The audience as SQL for `backend`, evaluated at `now`.
-    pub fn audience_sql(&self, backend: Backend, now: Millis) -> Audience {
+    pub fn audience_sql(&self, backend: Backend, now: Millis) -> Compiled {
         segment::compile(
-            &self.audience,
+            Predicate::Audience(&self.audience),
             &segment::Context::new(backend, now, &self.name),
         )
     }
@@ -64,6 +64,13 @@ pub struct Step {
     pub when: Option<Condition>,
     /// Recent interactions handed to the template: (kind, how many).
     pub events: Vec<(String, u32)>,
+}
+
+impl Campaign {
+    /// The step with this id, if the campaign (still) has it.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
 }
 
 /// Whether a customer may enter the campaign again.

@@ -10,8 +10,7 @@ use herald::campaign::Campaign;
 use herald::config::Settings;
 use herald::pipeline::sequence;
 
-use super::open_store;
-use super::run::{engine, load_campaigns};
+use super::{engine, load_campaigns, open_store};
 
 #[derive(Args, Debug)]
 pub struct AdvanceArgs {
@@ -42,7 +41,7 @@ pub async fn run(args: AdvanceArgs, settings: &Settings) -> anyhow::Result<ExitC
     let engine = engine(store.clone(), settings, &args.templates, &all).await?;
     for c in chosen {
         let started = std::time::Instant::now();
-        let done = sequence::advance(&engine, c, engine.clock.now()).await?;
+        let done = sequence::advance(&engine, c, engine.now()).await?;
         let m = done.moved;
         println!(
             "{}: queued {}, reached the goal {}, left by condition {}, completed {}, ended {}{} ({:.2} s)",

@@ -65,7 +65,7 @@ pub async fn run(args: AudienceArgs, settings: &Settings) -> anyhow::Result<Exit
             campaign.name,
             store.backend().name()
         );
-        println!("{}", audience.count_sql());
+        println!("{}", herald::store::audience::count_sql(&audience));
         println!("-- parameters");
         for (i, p) in audience.params.iter().enumerate() {
             let value = match p {

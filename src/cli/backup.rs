@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use herald::config::Settings;
+use herald::config::{Settings, redact};
 use herald::store::backup::BackupError;
-use herald::store::{Backend, Store, redact};
+use herald::store::{Backend, Store};
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {

@@ -78,7 +78,7 @@ async fn render_for_customers(
     campaigns: &[Campaign],
 ) -> anyhow::Result<usize> {
     let url = &settings.database_url;
-    let shown = herald::store::redact(url);
+    let shown = herald::config::redact(url);
     let skip = |why: String| {
         eprintln!("note: {why}; templates compiled but not rendered for customers");
         Ok(0)

@@ -1,5 +1,7 @@
 //! Command-line interface: one small function per subcommand. The only place that
-//! prints for humans; business logic lives in the library.
+//! prints for humans; business logic lives in the library. What several
+//! subcommands share (opening the store, loading campaigns, the engine, the
+//! stop signal, the stats source) is here.
 
 mod advance;
 mod audience;
@@ -16,15 +18,22 @@ mod stats;
 mod status;
 mod worker;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{
     ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, parser::ValueSource,
 };
+use herald::campaign::{self, Campaign, Checks};
+use herald::clock::SystemClock;
 use herald::config::{Layer, LogFormat, SETTINGS, Settings, Source};
+use herald::pipeline::Engine;
+use herald::quantity::Span;
+use herald::report::{CampaignStats, ConversionRule, StatsOptions, campaign_stats};
 use herald::store::Store;
+use tokio::sync::watch;
 
 /// Herald: marketing-campaign automation — segments, templates, SMTP delivery, tracking.
 #[derive(Parser, Debug)]
@@ -337,4 +346,147 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Store::open(&settings.database_url)
         .await
         .with_context(|| "the database could not be prepared".to_string())
+}
+
+/// A watch that turns true on Ctrl-C or SIGTERM: senders finish what is in
+/// flight and give back what they had not started.
+fn stop_on_signal(what: &'static str) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
+        }
+        tracing::warn!("{what}");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// The send engine on the system clock, for every campaign given.
+async fn engine(
+    store: Store,
+    settings: &Settings,
+    templates: &Path,
+    campaigns: &[Campaign],
+) -> anyhow::Result<Engine> {
+    Ok(Engine::new(
+        store,
+        settings.clone(),
+        templates,
+        campaigns,
+        Arc::new(SystemClock),
+    )
+    .await?)
+}
+
+/// Refuses settings that would send broken mail over SMTP, before any work;
+/// logs what only costs deliverability.
+fn check_sending(settings: &Settings, campaigns: &[Campaign]) -> anyhow::Result<()> {
+    let domains = campaigns.iter().map(|c| c.from.email.domain());
+    for warning in settings.check_for_sending(domains)? {
+        tracing::warn!("{warning}");
+    }
+    Ok(())
+}
+
+/// Every campaign in `dir`, checked against `templates`; any problem prints
+/// and fails the command (the worker, demo and advance need all of them valid).
+fn load_campaigns(dir: &Path, templates: &Path) -> anyhow::Result<Vec<Campaign>> {
+    let catalog = campaign::load(
+        &[dir.to_path_buf()],
+        &Checks {
+            templates: Some(templates),
+        },
+    );
+    if !catalog.problems.is_empty() {
+        for p in &catalog.problems {
+            eprintln!("{p}");
+        }
+        anyhow::bail!("the campaign files have problems; `herald validate` lists them");
+    }
+    Ok(catalog.campaigns.into_iter().map(|(_, c)| c).collect())
+}
+
+/// Where campaign files are, and what counts as a conversion.
+#[derive(Args, Debug)]
+struct SourceArgs {
+    /// Directory of campaign files (for step order, description and goal)
+    #[arg(long, default_value = "campaigns", value_name = "DIR")]
+    campaigns: PathBuf,
+    /// Interaction kind that counts as a conversion, e.g. purchase (default:
+    /// the event of the campaign's goal)
+    #[arg(long, value_name = "KIND")]
+    conversion_event: Option<String>,
+    /// How long after an email a conversion still counts, e.g. 7d or 48h
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    conversion_window: String,
+}
+
+impl SourceArgs {
+    fn window(&self) -> anyhow::Result<Span> {
+        self.conversion_window.parse::<Span>().with_context(|| {
+            format!(
+                "--conversion-window {:?}: expected a duration such as 7d, 48h or 30m",
+                self.conversion_window
+            )
+        })
+    }
+}
+
+/// A campaign's figures, with its file when there is one.
+async fn load_stats(
+    store: &Store,
+    name: &str,
+    source: &SourceArgs,
+) -> anyhow::Result<CampaignStats> {
+    let window = source.window()?;
+    let file = match campaign::find(name, &source.campaigns) {
+        Ok(c) => Some(c),
+        Err(problems) => {
+            let sent = store.campaigns_with_deliveries().await?;
+            if !sent.iter().any(|s| s == name) {
+                let files =
+                    campaign::load(std::slice::from_ref(&source.campaigns), &Default::default());
+                let names = files.campaigns.iter().map(|(_, c)| c.name.as_str());
+                let hint = campaign::closest(name, names.chain(sent.iter().map(String::as_str)))
+                    .map(|c| format!("; did you mean \"{c}\"?"))
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "no campaign \"{name}\": no file in {} and nothing sent{hint}",
+                    source.campaigns.display()
+                );
+            }
+            // Sent but its file is gone or broken: the figures still count.
+            let first = problems
+                .0
+                .first()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            eprintln!(
+                "warning: {name}: campaign file not used ({first}); steps in the order planned, no goal"
+            );
+            None
+        }
+    };
+    let conversion =
+        ConversionRule::choose(file.as_ref(), source.conversion_event.as_deref(), window);
+    let opts = StatsOptions {
+        campaign: file.as_ref(),
+        conversion,
+        now: herald::clock::now_millis(),
+    };
+    Ok(campaign_stats(store, name, &opts).await?)
 }

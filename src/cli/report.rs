@@ -8,8 +8,7 @@ use clap::Args;
 use herald::config::Settings;
 use herald::report;
 
-use super::open_store;
-use super::stats::{SourceArgs, load_stats};
+use super::{SourceArgs, load_stats, open_store};
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {

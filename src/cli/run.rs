@@ -1,22 +1,18 @@
 //! `herald run CAMPAIGN [--dry-run]` and `herald demo`
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use herald::campaign::{self, Campaign, Checks};
-use herald::clock::SystemClock;
+use herald::campaign;
 use herald::config::Settings;
 use herald::pipeline::{self, Engine, RunReport};
 use herald::seed;
-use herald::store::Store;
 use herald::store::deliveries::Trigger;
-use tokio::sync::watch;
 
-use super::open_store;
 use super::progress::Progress;
+use super::{check_sending, engine, load_campaigns, open_store, stop_on_signal};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -44,59 +40,6 @@ pub struct DemoArgs {
     /// Directory of templates
     #[arg(long, default_value = "templates", value_name = "DIR")]
     templates: PathBuf,
-}
-
-/// A watch that turns true on Ctrl-C or SIGTERM: senders finish what is in
-/// flight and give back what they had not started.
-pub(super) fn stop_on_signal(what: &'static str) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term => {},
-        }
-        tracing::warn!("{what}");
-        let _ = tx.send(true);
-    });
-    rx
-}
-
-pub(super) async fn engine(
-    store: Store,
-    settings: &Settings,
-    templates: &Path,
-    campaigns: &[Campaign],
-) -> anyhow::Result<Engine> {
-    Ok(Engine::new(
-        store,
-        settings.clone(),
-        templates,
-        campaigns,
-        Arc::new(SystemClock),
-    )
-    .await?)
-}
-
-/// Refuses settings that would send broken mail over SMTP, before any work;
-/// logs what only costs deliverability.
-pub(super) fn check_sending(settings: &Settings, campaigns: &[Campaign]) -> anyhow::Result<()> {
-    let domains = campaigns.iter().map(|c| c.from.email.domain());
-    for warning in settings.check_for_sending(domains)? {
-        tracing::warn!("{warning}");
-    }
-    Ok(())
 }
 
 pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -176,7 +119,7 @@ fn reasons<'a>(list: impl Iterator<Item = (&'a str, i64)>) -> String {
 /// the outbox as the directory it is (`outbox/`).
 fn destination(settings: &Settings, engine: &Engine) -> String {
     if settings.smtp_url.is_some() {
-        return engine.mailer.describe();
+        return engine.describe_mail();
     }
     let dir = settings.outbox_dir.display().to_string();
     if dir.ends_with('/') {
@@ -214,31 +157,13 @@ fn print_report(name: &str, r: &RunReport, destination: &str) {
     );
 }
 
-/// Every campaign in `dir`, checked against `templates`; any problem prints
-/// and fails the command (the worker, demo and advance need all of them valid).
-pub(super) fn load_campaigns(dir: &Path, templates: &Path) -> anyhow::Result<Vec<Campaign>> {
-    let catalog = campaign::load(
-        &[dir.to_path_buf()],
-        &Checks {
-            templates: Some(templates),
-        },
-    );
-    if !catalog.problems.is_empty() {
-        for p in &catalog.problems {
-            eprintln!("{p}");
-        }
-        anyhow::bail!("the campaign files have problems; `herald validate` lists them");
-    }
-    Ok(catalog.campaigns.into_iter().map(|(_, c)| c).collect())
-}
-
 pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let campaigns = load_campaigns(&args.campaigns, &args.templates)?;
     check_sending(settings, &campaigns)?;
     let store = open_store(settings).await?;
     println!(
         "Herald demo on {}",
-        herald::store::redact(&settings.database_url)
+        herald::config::redact(&settings.database_url)
     );
     let mut progress = Progress::new("seeding demo customers", Some(args.customers), false);
     let totals = seed::run(&store, 1, args.customers, seed::default_anchor(), |done| {

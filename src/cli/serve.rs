@@ -7,10 +7,10 @@ use anyhow::Context as _;
 use clap::Args;
 use herald::campaign::{self, Checks};
 use herald::config::Settings;
-use herald::tracking::{self, Senders};
+use herald::http;
+use herald::tracking::Senders;
 
-use super::open_store;
-use super::run::stop_on_signal;
+use super::{open_store, stop_on_signal};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -34,7 +34,7 @@ pub async fn run(args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCod
     );
     let clock: std::sync::Arc<dyn herald::clock::Clock> =
         std::sync::Arc::new(herald::clock::SystemClock);
-    let totals = tracking::serve_with_clock(
+    let totals = http::serve_with_clock(
         store.clone(),
         settings,
         listener,
@@ -42,7 +42,7 @@ pub async fn run(args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCod
             "stopping: answering requests in progress, then writing every event accepted",
         )),
         clock,
-        herald::report::metrics::Metrics::new(),
+        herald::metrics::Metrics::new(),
         senders,
     )
     .await;

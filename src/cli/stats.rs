@@ -1,18 +1,13 @@
 //! `herald stats [CAMPAIGN] [--json]`: a campaign's figures per step.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Args;
-use herald::campaign;
 use herald::config::Settings;
-use herald::quantity::Span;
-use herald::report::{self, CampaignStats, ConversionRule, StatsOptions, StepStats};
-use herald::store::Store;
+use herald::report::{CampaignStats, StepStats};
 
-use super::open_store;
+use super::{SourceArgs, load_stats, open_store};
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {
@@ -23,77 +18,6 @@ pub struct StatsArgs {
     json: bool,
     #[command(flatten)]
     source: SourceArgs,
-}
-
-/// Where campaign files are, and what counts as a conversion.
-#[derive(Args, Debug)]
-pub struct SourceArgs {
-    /// Directory of campaign files (for step order, description and goal)
-    #[arg(long, default_value = "campaigns", value_name = "DIR")]
-    campaigns: PathBuf,
-    /// Interaction kind that counts as a conversion, e.g. purchase (default:
-    /// the event of the campaign's goal)
-    #[arg(long, value_name = "KIND")]
-    conversion_event: Option<String>,
-    /// How long after an email a conversion still counts, e.g. 7d or 48h
-    #[arg(long, value_name = "DURATION", default_value = "7d")]
-    conversion_window: String,
-}
-
-impl SourceArgs {
-    fn window(&self) -> anyhow::Result<Span> {
-        self.conversion_window.parse::<Span>().with_context(|| {
-            format!(
-                "--conversion-window {:?}: expected a duration such as 7d, 48h or 30m",
-                self.conversion_window
-            )
-        })
-    }
-}
-
-/// A campaign's figures, with its file when there is one.
-pub(super) async fn load_stats(
-    store: &Store,
-    name: &str,
-    source: &SourceArgs,
-) -> anyhow::Result<CampaignStats> {
-    let window = source.window()?;
-    let file = match campaign::find(name, &source.campaigns) {
-        Ok(c) => Some(c),
-        Err(problems) => {
-            let sent = store.campaigns_with_deliveries().await?;
-            if !sent.iter().any(|s| s == name) {
-                let files =
-                    campaign::load(std::slice::from_ref(&source.campaigns), &Default::default());
-                let names = files.campaigns.iter().map(|(_, c)| c.name.as_str());
-                let hint = campaign::closest(name, names.chain(sent.iter().map(String::as_str)))
-                    .map(|c| format!("; did you mean \"{c}\"?"))
-                    .unwrap_or_default();
-                anyhow::bail!(
-                    "no campaign \"{name}\": no file in {} and nothing sent{hint}",
-                    source.campaigns.display()
-                );
-            }
-            // Sent but its file is gone or broken: the figures still count.
-            let first = problems
-                .0
-                .first()
-                .map(|p| p.to_string())
-                .unwrap_or_default();
-            eprintln!(
-                "warning: {name}: campaign file not used ({first}); steps in the order planned, no goal"
-            );
-            None
-        }
-    };
-    let conversion =
-        ConversionRule::choose(file.as_ref(), source.conversion_event.as_deref(), window);
-    let opts = StatsOptions {
-        campaign: file.as_ref(),
-        conversion,
-        now: herald::clock::now_millis(),
-    };
-    Ok(report::campaign_stats(store, name, &opts).await?)
 }
 
 pub async fn run(args: StatsArgs, settings: &Settings) -> anyhow::Result<ExitCode> {

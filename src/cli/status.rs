@@ -1,13 +1,13 @@
 //! `herald status CAMPAIGN`: where a campaign's customers stand in its sequence.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use herald::campaign;
-use herald::clock::{Millis, format_rfc3339};
+use herald::clock::format_rfc3339;
 use herald::config::Settings;
+use herald::report;
 
 use super::open_store;
 
@@ -20,72 +20,17 @@ pub struct StatusArgs {
     campaigns: PathBuf,
 }
 
-#[derive(Default)]
-struct AtStep {
-    queued: i64,
-    sending: i64,
-    sent: i64,
-    due: Option<Millis>,
-    next_step_due: Option<Millis>,
-}
-
-fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, None) => x,
-        (None, y) => y,
-    }
-}
-
 pub async fn run(args: StatusArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let campaign = campaign::find(&args.campaign, &args.campaigns)?;
     let store = open_store(settings).await?;
-    let rows = store.sequence_status(&campaign.name).await?;
+    let status = report::sequence_status(&store, &campaign).await?;
     store.close().await;
 
-    let mut steps: BTreeMap<usize, AtStep> = BTreeMap::new();
-    let mut finished: BTreeMap<String, i64> = BTreeMap::new();
-    let mut exits: BTreeMap<String, i64> = BTreeMap::new();
-    let mut total = 0;
-    for r in &rows {
-        total += r.entries;
-        if r.state != "active" {
-            *finished.entry(r.state.clone()).or_default() += r.entries;
-            if r.state == "exited" {
-                let reason = r.reason.clone().unwrap_or_else(|| "unknown".into());
-                *exits.entry(reason).or_default() += r.entries;
-            }
-            continue;
-        }
-        let index = r
-            .step
-            .as_deref()
-            .and_then(|s| campaign.steps.iter().position(|x| x.id == s))
-            .unwrap_or(usize::MAX);
-        let at = steps.entry(index).or_default();
-        match r.delivery.as_deref() {
-            Some("queued") => {
-                at.queued += r.entries;
-                at.due = earliest(at.due, r.earliest_due);
-            }
-            Some("sending") => at.sending += r.entries,
-            Some("sent") => {
-                at.sent += r.entries;
-                let wait = campaign
-                    .steps
-                    .get(index + 1)
-                    .and_then(|s| s.wait)
-                    .map(|w| w.as_millis())
-                    .unwrap_or(0);
-                at.next_step_due = earliest(at.next_step_due, r.earliest_sent.map(|t| t + wait));
-            }
-            _ => at.queued += r.entries,
-        }
-    }
     println!(
-        "{}: {} steps, {total} entries",
+        "{}: {} steps, {} entries",
         campaign.name,
-        campaign.steps.len()
+        campaign.steps.len(),
+        status.entries
     );
     let width = campaign
         .steps
@@ -98,45 +43,39 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> anyhow::Result<ExitCo
         "  {:<width$}  {:>9}  {:>9}  {:>9}  next",
         "step", "queued", "sending", "waiting"
     );
-    for (i, step) in campaign.steps.iter().enumerate() {
-        let at = steps.remove(&i).unwrap_or_default();
-        let last = i + 1 == campaign.steps.len();
+    for (i, at) in status.steps.iter().enumerate() {
         let mut next = Vec::new();
-        if let Some(t) = at.due {
+        if let Some(t) = at.sends_due {
             next.push(format!("sends due {}", format_rfc3339(t)));
         }
-        if !last && let Some(t) = at.next_step_due {
+        if let Some(t) = at.next_step_due {
             next.push(format!(
                 "{} due from {}",
-                campaign.steps[i + 1].id,
+                status.steps[i + 1].step,
                 format_rfc3339(t)
             ));
         }
         println!(
             "  {:<width$}  {:>9}  {:>9}  {:>9}  {}",
-            step.id,
+            at.step,
             at.queued,
             at.sending,
-            at.sent,
+            at.waiting,
             next.join("; ")
         );
     }
-    for (_, at) in steps {
-        if at.queued + at.sending + at.sent > 0 {
-            println!(
-                "  {:<width$}  {:>9}  {:>9}  {:>9}  (a step no longer in the campaign)",
-                "?", at.queued, at.sending, at.sent
-            );
-        }
+    let gone = &status.unknown_step;
+    if gone.queued + gone.sending + gone.waiting > 0 {
+        println!(
+            "  {:<width$}  {:>9}  {:>9}  {:>9}  (a step no longer in the campaign)",
+            "?", gone.queued, gone.sending, gone.waiting
+        );
     }
-    let n = |k: &str| finished.get(k).copied().unwrap_or(0);
     println!(
         "done: completed {}, reached the goal {}, exited {}",
-        n("completed"),
-        n("goal"),
-        n("exited")
+        status.completed, status.reached_goal, status.exited
     );
-    for (reason, count) in exits {
+    for (reason, count) in &status.exits {
         println!("  exited ({reason}): {count}");
     }
     Ok(ExitCode::SUCCESS)

@@ -9,8 +9,7 @@ use clap::Args;
 use herald::config::Settings;
 use herald::pipeline::jobs;
 
-use super::open_store;
-use super::run::{check_sending, engine, load_campaigns, stop_on_signal};
+use super::{check_sending, engine, load_campaigns, open_store, stop_on_signal};
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -56,7 +55,7 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
         worker = %name,
         campaigns = campaigns.len(),
         scheduled = campaigns.iter().filter(|c| c.schedule.is_some()).count(),
-        mail = %engine.mailer.describe(),
+        mail = %engine.describe_mail(),
         "worker started"
     );
     let stop = stop_on_signal("stopping: finishing messages in flight");
@@ -77,10 +76,10 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
         // a signal stopped it (after the sends in flight) or an error did.
         let shutdown = herald::pipeline::stopped(worker_done.subscribe());
         let (store, settings) = (store.clone(), settings.clone());
-        let metrics = engine.metrics.clone();
+        let metrics = engine.metrics().clone();
         let senders = herald::tracking::Senders::new(&campaigns);
         Some(tokio::spawn(async move {
-            herald::tracking::serve(store, &settings, listener, shutdown, metrics, senders).await
+            herald::http::serve(store, &settings, listener, shutdown, metrics, senders).await
         }))
     };
     let worked = jobs::run_worker(engine, campaigns, &name, stop).await;

@@ -100,7 +100,9 @@ mod tests {
         let bare = Reply::parse(550, "Mailbox unavailable");
         assert_eq!(bare.enhanced, None);
         assert!(bare.is_hard_bounce());
-        let policy = Reply::parse(550, "5.7.1 Message rejected as spam");
+        // Servers may pad the text; the code is read after the white space.
+        let policy = Reply::parse(550, " 5.7.1 Message rejected as spam");
+        assert_eq!(policy.text, policy.text.trim());
         assert!(policy.is_permanent() && !policy.is_hard_bounce() && policy.blames_sender());
         let full = Reply::parse(552, "5.2.2 Mailbox full");
         assert!(!full.is_hard_bounce());

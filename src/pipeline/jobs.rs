@@ -277,7 +277,7 @@ async fn on_send(job: SendJob, ctx: Ctx) -> Result<(), BoxDynError> {
         let wait = if *ctx.stop.borrow() {
             Duration::ZERO
         } else {
-            let ms = (at - ctx.engine.clock.now()).clamp(1_000, 3_600_000);
+            let ms = (at - ctx.engine.now()).clamp(1_000, 3_600_000);
             Duration::from_millis(ms as u64)
         };
         ctx.queues.push_send(job, wait).await?;
@@ -302,7 +302,7 @@ async fn pass_here(shared: &Shared, job: &SendJob) -> Result<Option<Pass>, BoxDy
         );
     }
     if pass.finished {
-        let c = shared.engine.store.run_counts(job.run_id).await?;
+        let c = shared.engine.store().run_counts(job.run_id).await?;
         tracing::info!(
             campaign = %campaign.name, run = job.run_id, sent = c.sent, skipped = c.skipped_total(),
             failed = c.failed, bounced = c.bounced, "run complete"
@@ -358,8 +358,8 @@ async fn join_runs(shared: Arc<Shared>) {
 
 /// Runs of loaded campaigns, not being sent here, with a delivery due now.
 async fn due_runs(shared: &Shared) -> Result<Vec<SendJob>, EngineError> {
-    let now = shared.engine.clock.now();
-    let due = shared.engine.store.due_runs(now).await?;
+    let now = shared.engine.now();
+    let due = shared.engine.store().due_runs(now).await?;
     let here = shared.sending.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(due
         .into_iter()
@@ -412,11 +412,11 @@ pub async fn run_worker(
     name: &str,
     stop: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
-    let queues = Queues::new(&engine.store);
+    let queues = Queues::new(engine.store());
     for c in &campaigns {
         super::resume_planning(&engine, c).await?;
         for run_id in engine
-            .store
+            .store()
             .unfinished_runs(&c.name)
             .await
             .map_err(EngineError::from)?

@@ -6,31 +6,32 @@
 //! outcome — in batched transactions, but before a sender takes its next
 //! message, so a crash can repeat at most the messages in flight.
 
+mod compose;
+mod engine;
 pub mod jobs;
 pub mod preview;
 pub mod send;
 pub mod sequence;
+mod triage;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use crate::campaign::{self, Campaign};
-use crate::clock::Clock;
 use crate::config::Settings;
-use crate::mailer::Mailer;
-use crate::message::Dkim;
 use crate::render::{RenderError, Templates};
+use crate::status::RunStatus;
+use crate::store::StoreError;
 use crate::store::deliveries::{Reentry, RunCounts, Trigger};
-use crate::store::{Store, StoreError};
-use crate::token::Signer;
 
+pub use compose::BuildError;
+pub use engine::Engine;
 pub use preview::{
     Preview, PreviewError, SampleOf, TemplateCheck, TemplateFailure, check_sample, check_templates,
     preview,
 };
-pub use send::{BuildError, Engine, EngineError, RunSummary};
+pub use send::RunSummary;
 
 /// The key of a step's compiled subject line.
 pub fn subject_key(campaign: &str, step: &str) -> String {
@@ -61,6 +62,30 @@ pub fn render_only(settings: &Settings, scratch: &Path) -> Settings {
     s
 }
 
+/// Why a send pass (or the planning before it) stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "campaign {campaign}: the relay refuses the sender ({reply}); stopped after {count} such replies"
+    )]
+    SenderRefused {
+        campaign: String,
+        reply: String,
+        count: u32,
+    },
+    #[error(
+        "campaign {campaign}: the first {count} messages all failed ({error}); stopped, the rest stay queued"
+    )]
+    EveryMessageFails {
+        campaign: String,
+        error: String,
+        count: u32,
+    },
+}
+
+/// Why an engine could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error(transparent)]
@@ -73,64 +98,6 @@ pub enum SetupError {
     Token(#[from] crate::token::TokenError),
     #[error("DKIM key {path}: {message}")]
     Dkim { path: String, message: String },
-}
-
-impl Engine {
-    /// Builds the engine: mailer, templates (with every subject), token signer
-    /// (the configured secrets, else a key generated once per database), DKIM.
-    pub async fn new(
-        store: Store,
-        settings: Settings,
-        templates_dir: &Path,
-        campaigns: &[Campaign],
-        clock: Arc<dyn Clock>,
-    ) -> Result<Engine, SetupError> {
-        let templates = templates_for(templates_dir, campaigns)?;
-        // The tracking service verifies with the same list (`Store::tracking_keys`).
-        let signer = Signer::new(&store.tracking_keys(&settings.secrets, clock.now()).await?)?;
-        let dkim = match (
-            &settings.dkim_selector,
-            &settings.dkim_domain,
-            &settings.dkim_key,
-        ) {
-            (Some(selector), Some(domain), Some(path)) => {
-                let shown = path.display().to_string();
-                let pem = std::fs::read_to_string(path).map_err(|e| SetupError::Dkim {
-                    path: shown.clone(),
-                    message: e.to_string(),
-                })?;
-                let dkim =
-                    Dkim::new(selector, domain, &pem, &shown).map_err(|e| SetupError::Dkim {
-                        path: shown,
-                        message: e.to_string(),
-                    })?;
-                Some(Arc::new(dkim))
-            }
-            _ => None,
-        };
-        let limiters = campaigns
-            .iter()
-            .filter_map(|c| {
-                c.limits
-                    .rate
-                    .map(|r| (c.name.clone(), Arc::new(crate::mailer::Limiter::new(r))))
-            })
-            .collect();
-        Ok(Engine {
-            metrics: crate::report::metrics::Metrics::new(),
-            limiters: Arc::new(limiters),
-            slots: Arc::new(tokio::sync::Semaphore::new(
-                settings.smtp_concurrency.max(1),
-            )),
-            mailer: Arc::new(Mailer::new(&settings)?),
-            store,
-            templates: Arc::new(templates),
-            signer,
-            settings,
-            clock,
-            dkim,
-        })
-    }
 }
 
 /// Completes once `stop` turns true (or its sender is gone).
@@ -185,9 +152,9 @@ pub async fn plan_run(
     let Some(first) = campaign.steps.first() else {
         return Ok(PlanOutcome::NoSteps);
     };
-    let store = &engine.store;
+    let store = engine.store();
     let run_id = match store
-        .create_run(&campaign.name, trigger, tick, engine.clock.now())
+        .create_run(&campaign.name, trigger, tick, engine.now())
         .await?
     {
         Some(id) => id,
@@ -197,7 +164,7 @@ pub async fn plan_run(
                 None => None,
             };
             match existing {
-                Some((id, status)) if status == "planning" => {
+                Some((id, RunStatus::Planning)) => {
                     tracing::info!(campaign = %campaign.name, run = id, "planning a run whose planner stopped");
                     id
                 }
@@ -218,10 +185,10 @@ async fn plan_into(
     first: &campaign::Step,
     run_id: i64,
 ) -> Result<u64, EngineError> {
-    let now = engine.clock.now();
-    let audience = campaign.audience_sql(engine.store.backend(), now);
+    let now = engine.now();
+    let audience = campaign.audience_sql(engine.store().backend(), now);
     let planned = engine
-        .store
+        .store()
         .plan_run(
             run_id,
             &campaign.name,
@@ -242,7 +209,7 @@ pub async fn resume_planning(engine: &Engine, campaign: &Campaign) -> Result<(),
     let Some(first) = campaign.steps.first() else {
         return Ok(());
     };
-    for run_id in engine.store.planning_runs(&campaign.name).await? {
+    for run_id in engine.store().planning_runs(&campaign.name).await? {
         let planned = plan_into(engine, campaign, first, run_id).await?;
         tracing::info!(campaign = %campaign.name, run = run_id, planned, "planned a run whose planner stopped");
     }
@@ -269,14 +236,14 @@ pub async fn send_pass(
     run_id: i64,
     stop: watch::Receiver<bool>,
 ) -> Result<Pass, EngineError> {
-    if engine.store.run_status(run_id).await?.as_deref() != Some("sending") {
+    if engine.store().run_status(run_id).await? != Some(RunStatus::Sending) {
         return Ok(Pass::default());
     }
     let summary = engine.send_run(campaign, run_id, stop).await?;
-    let next = engine.store.next_attempt(run_id).await?;
+    let next = engine.store().next_attempt(run_id).await?;
     let finished = next.is_none();
     if finished {
-        engine.store.finish_run(run_id, engine.clock.now()).await?;
+        engine.store().finish_run(run_id, engine.now()).await?;
     }
     Ok(Pass {
         summary: Some(summary),
@@ -303,10 +270,10 @@ pub async fn run_campaign(
 ) -> Result<Vec<RunReport>, EngineError> {
     let mut reports = Vec::new();
     resume_planning(engine, campaign).await?;
-    for run_id in engine.store.unfinished_runs(&campaign.name).await? {
+    for run_id in engine.store().unfinished_runs(&campaign.name).await? {
         tracing::info!(campaign = %campaign.name, run = run_id, "resuming an unfinished run");
         let pending = send_until_done(engine, campaign, run_id, wait, stop.clone()).await?;
-        let counts = engine.store.run_counts(run_id).await?;
+        let counts = engine.store().run_counts(run_id).await?;
         reports.push(RunReport {
             run_id,
             planned: counts.planned as u64,
@@ -321,7 +288,7 @@ pub async fn run_campaign(
     };
     tracing::debug!(campaign = %campaign.name, run = run_id, planned, "run planned");
     let pending = send_until_done(engine, campaign, run_id, wait, stop).await?;
-    let counts = engine.store.run_counts(run_id).await?;
+    let counts = engine.store().run_counts(run_id).await?;
     tracing::debug!(campaign = %campaign.name, run = run_id, sent = counts.sent, "run sent");
     reports.push(RunReport {
         run_id,
@@ -351,13 +318,13 @@ async fn send_until_done(
         let Some(next) = pass.next else {
             return Ok(false);
         };
-        if !wait || *stop.borrow() || next - engine.clock.now() > WAIT_AT_MOST {
+        if !wait || *stop.borrow() || next - engine.now() > WAIT_AT_MOST {
             // Far-off work (a send window hours away) is the worker's.
             return Ok(true);
         }
         // Poll at least every second: the rows in the way may be held by another
         // live worker, which finishes them long before its lease ends.
-        let delay = (next - engine.clock.now()).clamp(0, 1_000) as u64;
+        let delay = (next - engine.now()).clamp(0, 1_000) as u64;
         tracing::debug!(campaign = %campaign.name, run = run_id, until = next, "waiting for retries");
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis(delay)) => {}
@@ -387,37 +354,32 @@ pub async fn dry_run(engine: &Engine, campaign: &Campaign) -> Result<DryRun, Eng
     let Some(first) = campaign.steps.first() else {
         return Ok(report);
     };
-    let now = engine.clock.now();
-    let audience = campaign.audience_sql(engine.store.backend(), now);
-    let ids = engine.store.audience_ids(&audience).await?;
+    let now = engine.now();
+    let audience = campaign.audience_sql(engine.store().backend(), now);
+    let ids = engine.store().audience_ids(&audience).await?;
     report.audience = ids.len() as u64;
-    let cap_since = engine
-        .settings
-        .frequency_cap
-        .map(|c| now - c.window.as_millis());
+    let cap_since = engine.cap_since(now);
     let mut skipped: std::collections::BTreeMap<String, u64> = Default::default();
     for chunk in ids.chunks(DRY_RUN_BATCH) {
         let claims = engine
-            .store
+            .store()
             .customers_as_claims(chunk, &first.id, cap_since)
             .await?;
-        let send::Triage { send, skip, defer } = engine.triage(campaign, claims);
+        let triage::Triage { send, skip, defer } = engine.triage(campaign, claims);
         // A dry run renders for everyone it would send to, now or in the window.
         let mut sendable = send;
         sendable.extend(defer.into_iter().map(|(c, _)| c));
-        for (_, outcome) in skip {
-            if let crate::store::deliveries::Outcome::Skipped { reason } = outcome {
-                *skipped.entry(reason).or_default() += 1;
-            }
+        for (_, reason) in skip {
+            *skipped.entry(reason.to_string()).or_default() += 1;
         }
         let events = engine.events(campaign, &sendable).await?;
         for c in &sendable {
-            match engine.build(campaign, c, "dry-run@localhost", &events) {
+            match engine.compose(campaign, c, "dry-run@localhost", &events) {
                 Ok(_) => report.rendered += 1,
                 Err(e) => {
                     report.failed += 1;
                     if report.errors.len() < 10 {
-                        report.errors.push((c.email.clone(), e));
+                        report.errors.push((c.email.to_string(), e.to_string()));
                     }
                 }
             }

@@ -8,10 +8,12 @@ use crate::campaign::Campaign;
 use crate::clock::Millis;
 use crate::customer::Email;
 use crate::message;
-use crate::segment::{self, Condition};
+use crate::segment::{self, Condition, Predicate};
 use crate::store::{Store, StoreError};
 
-use super::send::{BuildError, Engine};
+use super::compose::BuildError;
+use super::engine::Engine;
+use super::triage::Triage;
 
 /// One customer's message for one step, as it would be sent.
 #[derive(Debug, Clone)]
@@ -78,7 +80,7 @@ pub async fn preview(
                 campaign: campaign.name.clone(),
             })?,
     };
-    let store = &engine.store;
+    let store = engine.store();
     let customer_id = match email {
         Some(raw) => {
             let no_customer = || PreviewError::NoCustomer {
@@ -93,7 +95,7 @@ pub async fn preview(
                 .id
         }
         None => {
-            let audience = campaign.audience_sql(store.backend(), engine.clock.now());
+            let audience = campaign.audience_sql(store.backend(), engine.now());
             store
                 .audience_sample(&audience, 1)
                 .await?
@@ -104,16 +106,16 @@ pub async fn preview(
                 })?
         }
     };
-    let cap_since = cap_since(engine);
+    let cap_since = engine.cap_since(engine.now());
     let claims = store
         .customers_as_claims(&[customer_id], &step.id, cap_since)
         .await?;
-    let super::send::Triage { send, skip, .. } = engine.triage(campaign, claims.clone());
+    let Triage { send, skip, .. } = engine.triage(campaign, claims.clone());
     let sendable = send;
-    let would_skip = skip.into_iter().find_map(|(_, o)| match o {
-        crate::store::deliveries::Outcome::Skipped { reason } => Some(reason),
-        _ => None,
-    });
+    let would_skip = skip
+        .into_iter()
+        .next()
+        .map(|(_, reason)| reason.to_string());
     let Some(claim) = sendable
         .into_iter()
         .next()
@@ -128,28 +130,21 @@ pub async fn preview(
         .await?;
     let unique = crate::store::random_hex::<16>("drawing a preview's Message-ID")?;
     let message_id = message::message_id(&unique, &campaign.name, &campaign.from);
-    let (rendered, eml) = engine
+    let composed = engine
         .compose(campaign, &claim, &message_id, &events)
         .map_err(|source| PreviewError::Build {
-            email: claim.email.clone(),
+            email: claim.email.to_string(),
             source,
         })?;
     Ok(Preview {
         step: step.id.clone(),
-        email: claim.email,
-        subject: rendered.subject,
-        html: rendered.html,
-        text: rendered.text,
-        eml,
+        email: claim.email.to_string(),
+        subject: composed.rendered.subject,
+        html: composed.rendered.html,
+        text: composed.rendered.text,
+        eml: composed.bytes,
         would_skip,
     })
-}
-
-fn cap_since(engine: &Engine) -> Option<Millis> {
-    engine
-        .settings
-        .frequency_cap
-        .map(|c| engine.clock.now() - c.window.as_millis())
 }
 
 /// One distinct template error and the customers who hit it.
@@ -188,7 +183,7 @@ pub async fn check_templates(
     for step in &campaign.steps {
         for chunk in customer_ids.chunks(CHECK_BATCH) {
             let claims = engine
-                .store
+                .store()
                 .customers_as_claims(chunk, &step.id, None)
                 .await?;
             let events = engine.events(campaign, &claims).await?;
@@ -209,7 +204,7 @@ pub async fn check_templates(
                             step: step.id.clone(),
                             template: step.template.clone(),
                             error,
-                            email: c.email.clone(),
+                            email: c.email.to_string(),
                             customers: 1,
                         });
                     }
@@ -245,7 +240,7 @@ pub async fn check_sample(
         ));
     }
     let everyone = segment::compile(
-        &Condition::All(Vec::new()),
+        Predicate::Audience(&Condition::All(Vec::new())),
         &segment::Context::new(store.backend(), now, &campaign.name),
     );
     let any = store.audience_sample(&everyone, limit).await?;

@@ -34,8 +34,8 @@ pub async fn advance(
     let Some(last) = campaign.steps.last() else {
         return Ok(out);
     };
-    let store = &engine.store;
-    let now = engine.clock.now();
+    let store = engine.store();
+    let now = engine.now();
     if campaign.steps.len() > 1 {
         let Some(run_id) = store
             .create_run(&campaign.name, Trigger::Sequence, Some(tick), now)

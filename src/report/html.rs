@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 
 use super::charts::{self, Bar, Line, bar_groups, bars, escape, line_chart};
-use super::{CampaignStats, Series, StepStats};
+use super::{CampaignStats, ConversionSource, Series, StepStats};
 use crate::clock::Millis;
 
 const SENT: &str = "#4f6bed";
@@ -333,7 +333,7 @@ fn conversions(h: &mut String, s: &CampaignStats) {
         r#"<p class="sub">People with <b>{}</b> within {} after a step's email ({})</p>"#,
         escape(&c.event),
         escape(&c.window),
-        if c.source == "goal" {
+        if c.source == ConversionSource::Goal {
             "the campaign's goal"
         } else {
             "chosen for this report"

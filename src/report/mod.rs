@@ -1,13 +1,14 @@
-//! Campaign reports: the figures behind `herald stats`, the self-contained HTML
-//! report of `herald report`, and Prometheus metrics for the worker.
+//! Campaign reports: the figures behind `herald stats` and the self-contained
+//! HTML report of `herald report`.
 //!
 //! The figures are aggregated in the database ([`crate::store::stats`]); this
 //! module adds what a reader needs around them — steps in the campaign file's
-//! order, rates, the conversion rule — and renders them.
+//! order, rates, the conversion rule — and renders them. Where a campaign's
+//! customers stand in its sequence (`herald status`) is in `status.rs`.
 
 mod charts;
 mod html;
-pub mod metrics;
+mod status;
 
 use std::collections::BTreeMap;
 
@@ -16,12 +17,12 @@ use serde::Serialize;
 use crate::campaign::Campaign;
 use crate::clock::{Millis, format_rfc3339};
 use crate::quantity::Span;
-use crate::segment::compile::event_filters;
-use crate::segment::{Condition, Context, FieldTest};
+use crate::segment::{self, Condition, Context, EventCondition, FieldTest, Predicate};
 use crate::store::stats::{CONVERSION_FIRST_PARAM, Conversion, Counts};
 use crate::store::{Store, StoreError};
 
 pub use html::render_html;
+pub use status::{SequenceStatus, StepStatus, sequence_status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -36,8 +37,26 @@ pub struct ConversionRule {
     pub window: Span,
     /// `where:` tests of the goal's event condition.
     pub filters: Vec<FieldTest>,
-    /// `goal` (from the campaign file) or `option` (`--conversion-event`).
-    pub source: &'static str,
+    pub source: ConversionSource,
+}
+
+/// Where a conversion rule comes from; shown as `goal` or `option`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversionSource {
+    /// The campaign file's `goal:`.
+    Goal,
+    /// `--conversion-event`.
+    Option,
+}
+
+impl std::fmt::Display for ConversionSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConversionSource::Goal => "goal",
+            ConversionSource::Option => "option",
+        })
+    }
 }
 
 impl ConversionRule {
@@ -54,7 +73,7 @@ impl ConversionRule {
                 event: event.to_string(),
                 window,
                 filters: Vec::new(),
-                source: "option",
+                source: ConversionSource::Option,
             });
         }
         let goal = campaign?.goal.as_ref()?;
@@ -63,22 +82,21 @@ impl ConversionRule {
             event: e.kind.clone(),
             window,
             filters: e.filters.clone(),
-            source: "goal",
+            source: ConversionSource::Goal,
         })
     }
 
     fn to_store(&self, store: &Store, now: Millis, campaign: &str) -> Conversion {
-        let mut cx = Context::new(store.backend(), now, campaign);
-        cx.first_param = CONVERSION_FIRST_PARAM;
+        let cx = Context::new(store.backend(), now, campaign).params_from(CONVERSION_FIRST_PARAM);
         Conversion {
             kind: self.event.clone(),
             window: self.window.as_millis(),
-            filter: event_filters(&self.filters, &cx),
+            filter: segment::compile(Predicate::EventData(&self.filters), &cx),
         }
     }
 }
 
-fn first_event(c: &Condition) -> Option<&crate::segment::EventCondition> {
+fn first_event(c: &Condition) -> Option<&EventCondition> {
     match c {
         Condition::Event(e) if e.min_count >= 1 => Some(e),
         Condition::All(cs) | Condition::Any(cs) => cs.iter().find_map(first_event),
@@ -120,7 +138,7 @@ pub struct Period {
 pub struct ConversionInfo {
     pub event: String,
     pub window: String,
-    pub source: &'static str,
+    pub source: ConversionSource,
 }
 
 /// The figures of one step (or of the campaign, in `totals`, without `step`).

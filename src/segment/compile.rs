@@ -6,8 +6,8 @@
 
 use super::{Column, Condition, EventCondition, FieldTest, Op, Scalar, Subject, Test};
 use crate::clock::Millis;
+use crate::dialect::{Backend, JsonKind};
 use crate::quantity::Span;
-use crate::store::dialect::{Backend, JsonKind};
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,7 +17,30 @@ pub enum Param {
     Float(f64),
 }
 
-/// What a compilation needs besides the tree.
+/// What to compile, and over which rows of the enclosing statement.
+#[derive(Debug, Clone, Copy)]
+pub enum Predicate<'a> {
+    /// A campaign's audience, over customers `c`: subscribed, their address
+    /// not suppressed, and the condition holds. Planning, `herald audience`,
+    /// previews and template checks select with it.
+    Audience(&'a Condition),
+    /// A `when:` or `goal:` condition about the campaign entry aliased `entry`
+    /// in the enclosing statement (`entries e`), and its customer `c` where the
+    /// condition reads it ([`Compiled::reads_customer`]). `opened:`/`clicked:`
+    /// look at this entry's messages only, counting human opens (machine opens
+    /// never trigger a follow-up), and event conditions count only interactions
+    /// since the entry. Subscription and suppression are left to send time.
+    Entry {
+        condition: &'a Condition,
+        entry: &'a str,
+    },
+    /// The `where:` tests of an event condition over one interaction `i`
+    /// (TRUE when there are none): the goal event a report counts after each
+    /// send.
+    EventData(&'a [FieldTest]),
+}
+
+/// What a compilation needs besides the predicate.
 #[derive(Debug, Clone)]
 pub struct Context<'a> {
     pub backend: Backend,
@@ -28,12 +51,6 @@ pub struct Context<'a> {
     /// Number of the first placeholder (`$1` unless the predicate is embedded in
     /// a statement with parameters of its own).
     pub first_param: usize,
-    /// For `when:` and `goal:`: the alias of the customer's campaign entry in
-    /// the enclosing statement (`entries e`). Then `opened:`/`clicked:` look at
-    /// the messages of this entry only, counting human opens (machine opens
-    /// never trigger a follow-up), and event conditions count only interactions
-    /// since the entry.
-    pub entry: Option<&'a str>,
 }
 
 impl<'a> Context<'a> {
@@ -43,21 +60,19 @@ impl<'a> Context<'a> {
             now,
             campaign,
             first_param: 1,
-            entry: None,
         }
     }
 
-    /// The same context for conditions about one entry (`when:`, `goal:`).
-    pub fn for_entry(mut self, alias: &'a str) -> Self {
-        self.entry = Some(alias);
+    /// The same context with placeholders numbered from `$first`.
+    pub fn params_from(mut self, first: usize) -> Self {
+        self.first_param = first;
         self
     }
 }
 
-/// An audience as SQL: a predicate over the alias `c` (customers) that already
-/// excludes customers who are not subscribed and suppressed addresses.
+/// A predicate as SQL for one backend, with the values its placeholders bind.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Audience {
+pub struct Compiled {
     pub predicate: String,
     pub params: Vec<Param>,
     /// Whether the predicate reads the customer row `c` (attributes, columns).
@@ -66,83 +81,43 @@ pub struct Audience {
     pub reads_customer: bool,
 }
 
-impl Audience {
-    pub fn count_sql(&self) -> String {
-        format!("SELECT COUNT(*) FROM customers c WHERE {}", self.predicate)
-    }
-
-    /// Members' id and email in id order.
-    pub fn members_sql(&self) -> String {
-        format!(
-            "SELECT c.id, c.email FROM customers c WHERE {} ORDER BY c.id",
-            self.predicate
-        )
-    }
-
-    /// `limit` random members with their names.
-    pub fn sample_sql(&self, limit: usize) -> String {
-        format!(
-            "SELECT c.id, c.email, c.first_name, c.last_name FROM customers c WHERE {} \
-             ORDER BY random() LIMIT {limit}",
-            self.predicate
-        )
-    }
-}
-
-/// Compiles a condition as it stands, without the audience's subscription and
-/// suppression checks: for `when:` and `goal:` (send time checks those).
-pub fn compile_condition(condition: &Condition, cx: &Context<'_>) -> Audience {
+/// Compiles a predicate: the one way from a condition tree to SQL, for every
+/// caller (audiences, `when:`/`goal:`, previews, reports).
+pub fn compile(what: Predicate<'_>, cx: &Context<'_>) -> Compiled {
     let mut w = Writer {
         cx,
+        entry: None,
         params: Vec::new(),
         reads_customer: false,
     };
-    let predicate = w.condition(condition);
-    Audience {
+    let predicate = match what {
+        Predicate::Audience(condition) => {
+            let tree = w.condition(condition);
+            w.reads_customer = true;
+            format!(
+                "c.status = 'subscribed' \
+                 AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = c.email) \
+                 AND ({tree})"
+            )
+        }
+        Predicate::Entry { condition, entry } => {
+            w.entry = Some(entry);
+            w.condition(condition)
+        }
+        Predicate::EventData(filters) => {
+            let parts: Vec<String> = filters
+                .iter()
+                .map(|FieldTest { path, op }| format!("({})", w.json("i.data", path, op)))
+                .collect();
+            if parts.is_empty() {
+                TRUE.to_string()
+            } else {
+                parts.join(" AND ")
+            }
+        }
+    };
+    Compiled {
         predicate,
-        params: w.params,
-        reads_customer: w.reads_customer,
-    }
-}
-
-/// Compiles an audience condition.
-pub fn compile(condition: &Condition, cx: &Context<'_>) -> Audience {
-    let mut w = Writer {
-        cx,
-        params: Vec::new(),
-        reads_customer: false,
-    };
-    let tree = w.condition(condition);
-    Audience {
-        predicate: format!(
-            "c.status = 'subscribed' \
-             AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = c.email) \
-             AND ({tree})"
-        ),
-        params: w.params,
-        reads_customer: true,
-    }
-}
-
-/// The `where:` tests of an event condition as one predicate over an
-/// interaction row `i` (TRUE when there are none). Reports use it to count the
-/// goal event of a campaign after each send.
-pub fn event_filters(filters: &[FieldTest], cx: &Context<'_>) -> Audience {
-    let mut w = Writer {
-        cx,
-        params: Vec::new(),
-        reads_customer: false,
-    };
-    let parts: Vec<String> = filters
-        .iter()
-        .map(|FieldTest { path, op }| format!("({})", w.json("i.data", path, op)))
-        .collect();
-    Audience {
-        predicate: if parts.is_empty() {
-            TRUE.to_string()
-        } else {
-            parts.join(" AND ")
-        },
         params: w.params,
         reads_customer: w.reads_customer,
     }
@@ -151,13 +126,15 @@ pub fn event_filters(filters: &[FieldTest], cx: &Context<'_>) -> Audience {
 const TRUE: &str = "1 = 1";
 const FALSE: &str = "1 = 0";
 
-struct Writer<'c, 'a> {
-    cx: &'c Context<'a>,
+struct Writer<'w> {
+    cx: &'w Context<'w>,
+    /// The entry alias of a [`Predicate::Entry`].
+    entry: Option<&'w str>,
     params: Vec<Param>,
     reads_customer: bool,
 }
 
-impl Writer<'_, '_> {
+impl Writer<'_> {
     fn bind(&mut self, p: Param) -> String {
         self.params.push(p);
         format!("${}", self.cx.first_param + self.params.len() - 1)
@@ -432,7 +409,7 @@ impl Writer<'_, '_> {
     /// The interactions of one kind for customer `c`, as a WHERE clause over `i`.
     fn interactions(&mut self, e: &EventCondition) -> String {
         let kind = self.text(&e.kind);
-        let mut sql = match self.cx.entry {
+        let mut sql = match self.entry {
             // Since the entry, on the entry's customer.
             Some(entry) => format!(
                 "i.customer_id = {entry}.customer_id AND i.kind = {kind} \
@@ -488,7 +465,7 @@ impl Writer<'_, '_> {
         let human = kind == "email_opened";
         let kind = self.text(kind);
         let step = self.text(step);
-        match self.cx.entry {
+        match self.entry {
             // This entry's message of that step. Written as a join so that
             // PostgreSQL can turn EXISTS / NOT EXISTS over many entries into a
             // hashed semi / anti join; the customer's index serves SQLite.
@@ -561,7 +538,7 @@ mod tests {
             }),
         ]);
         for backend in [Backend::Sqlite, Backend::Postgres] {
-            let a = compile(&c, &Context::new(backend, 0, "x"));
+            let a = compile(Predicate::Audience(&c), &Context::new(backend, 0, "x"));
             assert!(!a.predicate.contains("DROP"), "{}", a.predicate);
             assert!(a.params.contains(&Param::Text(evil.into())));
         }
@@ -576,9 +553,8 @@ mod tests {
                 Scalar::Text("basic".into()),
             ]),
         );
-        let mut cx = Context::new(Backend::Postgres, 0, "x");
-        cx.first_param = 4;
-        let a = compile(&c, &cx);
+        let cx = Context::new(Backend::Postgres, 0, "x").params_from(4);
+        let a = compile(Predicate::Audience(&c), &cx);
         assert_eq!(a.params.len(), 3);
         for n in 4..=6 {
             assert!(a.predicate.contains(&format!("${n}")), "{}", a.predicate);
@@ -597,9 +573,44 @@ mod tests {
                 filters: vec![],
             })
         };
-        let sql = |c: &Condition| compile(c, &Context::new(Backend::Sqlite, 0, "x")).predicate;
+        let sql = |c: &Condition| {
+            compile(
+                Predicate::Audience(c),
+                &Context::new(Backend::Sqlite, 0, "x"),
+            )
+            .predicate
+        };
         assert!(sql(&e(1, None)).contains("AND (EXISTS (SELECT 1 FROM interactions"));
         assert!(sql(&e(0, Some(0))).contains("NOT EXISTS (SELECT 1 FROM interactions i"));
         assert!(sql(&e(2, Some(3))).contains("BETWEEN"));
+    }
+
+    #[test]
+    fn each_predicate_reads_its_own_rows() {
+        let cx = Context::new(Backend::Sqlite, 0, "x");
+        let opened = Condition::Opened("offer".into());
+        let audience = compile(Predicate::Audience(&opened), &cx);
+        assert!(audience.predicate.starts_with("c.status = 'subscribed'"));
+        assert!(audience.predicate.contains("i.customer_id = c.id"));
+        assert!(audience.reads_customer);
+        let entry = compile(
+            Predicate::Entry {
+                condition: &opened,
+                entry: "e",
+            },
+            &cx,
+        );
+        assert!(!entry.predicate.contains("c.status"));
+        assert!(entry.predicate.contains("dx.entry_id = e.id"));
+        assert!(!entry.reads_customer);
+        let none = compile(Predicate::EventData(&[]), &cx);
+        assert_eq!((none.predicate.as_str(), none.params.len()), (TRUE, 0));
+        let filters = [FieldTest {
+            path: vec!["sku".into()],
+            op: Op::Eq(Scalar::Text("A1".into())),
+        }];
+        let data = compile(Predicate::EventData(&filters), &cx);
+        assert!(data.predicate.contains("i.data"));
+        assert!(!data.reads_customer);
     }
 }

@@ -1,8 +1,11 @@
 //! The condition tree of a campaign's audience and its compiler to SQL.
 //!
-//! Pure: a [`Condition`] plus a [`Backend`] and the current time become SQL text
-//! and a list of bound values ([`compile::Audience`]). Nothing here touches a
-//! database; [`crate::store`] executes what this module writes.
+//! Pure: a [`Condition`] plus a [`Backend`](crate::dialect::Backend) and the
+//! current time become SQL text and a list of bound values ([`Compiled`]).
+//! [`compile`] is the one entry point, for every caller: a campaign's audience,
+//! `when:`/`goal:` about an entry, the goal event of a report ([`Predicate`]).
+//! Nothing here touches a database; [`crate::store`] runs what this module
+//! writes.
 //!
 //! Semantics, shared by the compiler and the test suite's independent evaluator:
 //! - An attribute (or built-in field) that is missing or JSON `null` matches no
@@ -17,13 +20,13 @@
 //! - Event conditions count the customer's interactions of that kind (in the
 //!   window, matching every `where`); the count must lie in `min_count..=max_count`.
 
-pub mod compile;
+mod compile;
 
 use serde_json::Number;
 
 use crate::quantity::Span;
 
-pub use compile::{Audience, Context, Param, compile, compile_condition};
+pub use compile::{Compiled, Context, Param, Predicate, compile};
 
 /// A node of an audience, `when:` or `goal:` tree.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,19 +1,20 @@
 //! Running a compiled audience: count, sample, stream every member, explain.
 //!
-//! The SQL comes from [`crate::segment`]; this module only binds its parameters
-//! and executes it, on either backend.
+//! The predicate comes from [`crate::segment`]; this module wraps it in the
+//! statements below, binds its parameters and executes them, on either backend.
 
 use futures_util::TryStreamExt as _;
 use sqlx::AssertSqlSafe;
 
 use super::{Context, Store, StoreError, with_pool};
-use crate::segment::Audience;
+use crate::customer::Email;
+use crate::segment::Compiled;
 
 /// One member as shown by `herald audience --sample`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub id: i64,
-    pub email: String,
+    pub email: Email,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
 }
@@ -34,10 +35,36 @@ macro_rules! bind_all {
 }
 pub(crate) use bind_all;
 
+/// The statement counting an audience's members (also what `herald audience
+/// --explain` shows).
+pub fn count_sql(audience: &Compiled) -> String {
+    format!(
+        "SELECT COUNT(*) FROM customers c WHERE {}",
+        audience.predicate
+    )
+}
+
+/// Members' id and email in id order.
+fn members_sql(audience: &Compiled) -> String {
+    format!(
+        "SELECT c.id, c.email FROM customers c WHERE {} ORDER BY c.id",
+        audience.predicate
+    )
+}
+
+/// `limit` random members with their names.
+fn sample_sql(audience: &Compiled, limit: usize) -> String {
+    format!(
+        "SELECT c.id, c.email, c.first_name, c.last_name FROM customers c WHERE {} \
+         ORDER BY random() LIMIT {limit}",
+        audience.predicate
+    )
+}
+
 impl Store {
     /// How many customers the audience holds right now.
-    pub async fn audience_count(&self, audience: &Audience) -> Result<i64, StoreError> {
-        let sql = audience.count_sql();
+    pub async fn audience_count(&self, audience: &Compiled) -> Result<i64, StoreError> {
+        let sql = count_sql(audience);
         with_pool!(self, |pool| {
             bind_all!(sqlx::query_scalar(AssertSqlSafe(&*sql)), &audience.params)
                 .fetch_one(pool)
@@ -49,10 +76,10 @@ impl Store {
     /// Up to `limit` members chosen at random.
     pub async fn audience_sample(
         &self,
-        audience: &Audience,
+        audience: &Compiled,
         limit: usize,
     ) -> Result<Vec<Member>, StoreError> {
-        let sql = audience.sample_sql(limit);
+        let sql = sample_sql(audience, limit);
         let rows: Vec<(i64, String, Option<String>, Option<String>)> = with_pool!(self, |pool| {
             bind_all!(sqlx::query_as(AssertSqlSafe(&*sql)), &audience.params)
                 .fetch_all(pool)
@@ -63,7 +90,7 @@ impl Store {
             .into_iter()
             .map(|(id, email, first_name, last_name)| Member {
                 id,
-                email,
+                email: Email::from_store(email),
                 first_name,
                 last_name,
             })
@@ -74,10 +101,10 @@ impl Store {
     /// the database: the audience is never held in memory.
     pub async fn audience_for_each<E>(
         &self,
-        audience: &Audience,
+        audience: &Compiled,
         mut each: impl FnMut(i64, &str) -> Result<(), E>,
     ) -> Result<Result<(), E>, StoreError> {
-        let sql = audience.members_sql();
+        let sql = members_sql(audience);
         with_pool!(self, |pool| {
             let mut rows = bind_all!(
                 sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(&*sql)),
@@ -94,7 +121,7 @@ impl Store {
     }
 
     /// Every member's id, in order (for tests and small audiences).
-    pub async fn audience_ids(&self, audience: &Audience) -> Result<Vec<i64>, StoreError> {
+    pub async fn audience_ids(&self, audience: &Compiled) -> Result<Vec<i64>, StoreError> {
         let mut ids = Vec::new();
         self.audience_for_each(audience, |id, _| {
             ids.push(id);
@@ -106,8 +133,8 @@ impl Store {
     }
 
     /// The database's plan for counting the audience, one line per row.
-    pub async fn audience_plan(&self, audience: &Audience) -> Result<Vec<String>, StoreError> {
-        let count = audience.count_sql();
+    pub async fn audience_plan(&self, audience: &Compiled) -> Result<Vec<String>, StoreError> {
+        let count = count_sql(audience);
         let lines = match &self.pool {
             super::Pool::Sqlite(pool) => {
                 let sql = format!("EXPLAIN QUERY PLAN {count}");

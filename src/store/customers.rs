@@ -4,18 +4,19 @@ use serde_json::{Map, Value};
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
-use super::{Backend, Context, Pool, Store, StoreError, values_list, with_pool};
+use super::{Backend, Context, Pool, Store, StoreError, named, with_pool};
 use crate::clock::Millis;
+use crate::customer::{CustomerStatus, Email};
 
 /// A customer as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredCustomer {
     pub id: i64,
-    pub email: String,
+    pub email: Email,
     pub external_id: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    pub status: String,
+    pub status: CustomerStatus,
     pub timezone: Option<String>,
     pub attributes: Map<String, Value>,
     pub created_at: Millis,
@@ -38,29 +39,29 @@ type CustomerRow = (
 const COLUMNS: &str = "id, email, external_id, first_name, last_name, status, timezone, \
                        attributes, created_at, updated_at";
 
-fn from_row(r: CustomerRow) -> StoredCustomer {
-    StoredCustomer {
+fn from_row(r: CustomerRow) -> Result<StoredCustomer, sqlx::Error> {
+    Ok(StoredCustomer {
         id: r.0,
-        email: r.1,
+        email: Email::from_store(r.1),
         external_id: r.2,
         first_name: r.3,
         last_name: r.4,
-        status: r.5,
+        status: named(&r.5)?,
         timezone: r.6,
         attributes: r.7.0,
         created_at: r.8,
         updated_at: r.9,
-    }
+    })
 }
 
 /// The full new state of one customer row, written by [`Store::write_customers`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomerWrite {
-    pub email: String,
+    pub email: Email,
     pub external_id: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    pub status: String,
+    pub status: CustomerStatus,
     pub timezone: Option<String>,
     pub attributes: Map<String, Value>,
     pub created_at: Millis,
@@ -97,7 +98,10 @@ impl Store {
                 .await
         })
         .context("looking up customers")?;
-        Ok(rows.into_iter().map(from_row).collect())
+        rows.into_iter()
+            .map(from_row)
+            .collect::<Result<_, _>>()
+            .context("looking up customers")
     }
 
     /// One customer by normalised email.
@@ -112,7 +116,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await)
             .context("reading a customer")?;
-        Ok(row.map(from_row))
+        row.map(from_row).transpose().context("reading a customer")
     }
 
     /// Puts an address on the suppression list; returns whether it was new.
@@ -153,17 +157,17 @@ impl Store {
                 for chunk in rows.chunks(WRITE_BATCH) {
                     let sql = format!(
                         "INSERT INTO customers ({UPSERT_COLUMNS}) VALUES {} {UPSERT_CONFLICT}",
-                        values_list(Backend::Sqlite, chunk.len(), 9)
+                        Backend::Sqlite.values_list(chunk.len(), 9)
                     );
                     let mut q =
                         sqlx::query(AssertSqlSafe(&*sql)).persistent(chunk.len() == WRITE_BATCH);
                     for r in chunk {
                         q = q
-                            .bind(&r.email)
+                            .bind(r.email.as_str())
                             .bind(&r.external_id)
                             .bind(&r.first_name)
                             .bind(&r.last_name)
-                            .bind(&r.status)
+                            .bind(r.status.as_str())
                             .bind(&r.timezone)
                             .bind(Json(&r.attributes))
                             .bind(r.created_at)

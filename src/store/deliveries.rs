@@ -11,9 +11,12 @@ use serde_json::{Map, Value};
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
-use super::{Backend, Context, Pool, Store, StoreError, with_pool};
+use super::{Backend, Context, Pool, Store, StoreError, named, with_pool};
 use crate::clock::Millis;
-use crate::segment::Audience;
+use crate::customer::{CustomerStatus, Email};
+use crate::mailer::Reply;
+use crate::segment::Compiled;
+use crate::status::{DeliveryStatus, RunStatus, SkipReason};
 
 /// Why a run was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,14 +57,14 @@ pub struct Claimed {
     /// Given at the first claim and kept across retries ('' outside a claim).
     pub message_id: String,
     pub customer_id: i64,
-    pub email: String,
+    pub email: Email,
     pub external_id: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub timezone: Option<String>,
     pub created_at: Millis,
     pub attributes: Map<String, Value>,
-    pub status: String,
+    pub status: CustomerStatus,
     pub suppressed: bool,
     /// Campaign emails sent to this customer within the frequency-cap window.
     pub recent_sends: i64,
@@ -82,13 +85,13 @@ pub enum Outcome {
     Failed {
         error: String,
     },
+    /// Refused for good by the relay; the reply says whether the address is
+    /// to be suppressed ([`Reply::is_hard_bounce`]).
     Bounced {
-        code: u16,
-        text: String,
-        suppress: bool,
+        reply: Reply,
     },
     Skipped {
-        reason: String,
+        reason: SkipReason,
     },
     /// Back to the queue until `at` without using up an attempt: outside the
     /// send window, or given back unstarted at shutdown.
@@ -106,6 +109,7 @@ pub struct RunCounts {
     pub sent: i64,
     pub failed: i64,
     pub bounced: i64,
+    /// By reason, as stored (a [`SkipReason`]'s text).
     pub skipped: Vec<(String, i64)>,
 }
 
@@ -158,7 +162,7 @@ impl Store {
         campaign: &str,
         trigger: Trigger,
         tick: Millis,
-    ) -> Result<Option<(i64, String)>, StoreError> {
+    ) -> Result<Option<(i64, RunStatus)>, StoreError> {
         let row: Option<(i64, String)> = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT id, status FROM runs WHERE campaign = $1 AND trigger = $2 AND tick = $3",
@@ -170,11 +174,13 @@ impl Store {
             .await
         })
         .context("reading a tick's run")?;
-        Ok(row)
+        row.map(|(id, status)| Ok((id, named(&status)?)))
+            .transpose()
+            .context("reading a tick's run")
     }
 
-    /// A run's status: planning, sending, done or failed.
-    pub async fn run_status(&self, run_id: i64) -> Result<Option<String>, StoreError> {
+    /// A run's status; `None` when there is no such run.
+    pub async fn run_status(&self, run_id: i64) -> Result<Option<RunStatus>, StoreError> {
         let status: Option<String> = with_pool!(self, |pool| {
             sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
                 .bind(run_id)
@@ -182,7 +188,10 @@ impl Store {
                 .await
         })
         .context("reading a run's status")?;
-        Ok(status)
+        status
+            .map(|s| named(&s))
+            .transpose()
+            .context("reading a run's status")
     }
 
     /// Enters the audience into the campaign and queues `first_step` for each new
@@ -192,7 +201,7 @@ impl Store {
         &self,
         run_id: i64,
         campaign: &str,
-        audience: &Audience,
+        audience: &Compiled,
         reentry: Reentry,
         first_step: &str,
         now: Millis,
@@ -281,7 +290,7 @@ impl Store {
         Ok(planned)
     }
 
-    /// Returns claims whose lease ran out to the queue: their holder died or
+    /// Returns the run's claims whose lease ran out to the queue: their holder died or
     /// stalled (a live holder renews its leases, [`Store::renew_claims`]). Such a
     /// message may have been sent before its holder stopped, so it is marked
     /// `outcome_unknown`; one that has used up `max_attempts` claims fails
@@ -289,6 +298,7 @@ impl Store {
     /// send pass does not re-claim what it still holds.
     pub async fn requeue_expired(
         &self,
+        run_id: i64,
         now: Millis,
         holder: &str,
         max_attempts: u32,
@@ -296,27 +306,30 @@ impl Store {
         let _gate = self.write_gate().await;
         let n = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let expired = "status = 'sending' AND lease_until < $1 \
-                 AND (claimed_by IS NULL OR claimed_by <> $2)";
+            // $1 now, $2 the run, $3 the asking holder, $4 whether unknown.
+            let expired = "run_id = $2 AND status = 'sending' AND lease_until < $1 \
+                 AND (claimed_by IS NULL OR claimed_by <> $3)";
             let failed = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE deliveries SET status = 'failed', lease_until = NULL, updated_at = $1, \
                  outcome_unknown = (outcome_unknown OR $4), reason = 'no outcome after ' || CAST(attempts AS TEXT) || \
                  ' claims: the worker holding it stopped each time', \
                  last_error = COALESCE(last_error, 'lease expired') \
-                 WHERE {expired} AND attempts >= $3"
+                 WHERE {expired} AND attempts >= $5"
             )))
             .bind(now)
+            .bind(run_id)
             .bind(holder)
-            .bind(i64::from(max_attempts))
             .bind(true)
+            .bind(i64::from(max_attempts))
             .execute(&mut *tx)
             .await?
             .rows_affected();
             let requeued = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE deliveries SET status = 'queued', lease_until = NULL, updated_at = $1, \
-                 outcome_unknown = (outcome_unknown OR $3) WHERE {expired}"
+                 outcome_unknown = (outcome_unknown OR $4) WHERE {expired}"
             )))
             .bind(now)
+            .bind(run_id)
             .bind(holder)
             .bind(true)
             .execute(&mut *tx)
@@ -330,17 +343,23 @@ impl Store {
         Ok(n)
     }
 
-    /// Extends the lease of every delivery `holder` still holds to `until`, in
-    /// one statement; returns how many it holds.
-    pub async fn renew_claims(&self, holder: &str, until: Millis) -> Result<u64, StoreError> {
+    /// Extends the lease of every delivery of the run `holder` still holds to
+    /// `until`, in one statement; returns how many it holds.
+    pub async fn renew_claims(
+        &self,
+        run_id: i64,
+        holder: &str,
+        until: Millis,
+    ) -> Result<u64, StoreError> {
         let _gate = self.write_gate().await;
         let n = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE deliveries SET lease_until = $2 \
-                 WHERE status = 'sending' AND claimed_by = $1",
+                 WHERE run_id = $3 AND status = 'sending' AND claimed_by = $1",
             )
             .bind(holder)
             .bind(until)
+            .bind(run_id)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
@@ -352,16 +371,22 @@ impl Store {
     /// Gives back what `holder` still holds at the end of its send pass
     /// (claims no sender started): queued again at once, the claim's attempt
     /// returned.
-    pub async fn release_claims(&self, holder: &str, now: Millis) -> Result<u64, StoreError> {
+    pub async fn release_claims(
+        &self,
+        run_id: i64,
+        holder: &str,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
         let _gate = self.write_gate().await;
         let n = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE deliveries SET status = 'queued', lease_until = NULL, \
                  attempts = attempts - 1, updated_at = $2 \
-                 WHERE status = 'sending' AND claimed_by = $1",
+                 WHERE run_id = $3 AND status = 'sending' AND claimed_by = $1",
             )
             .bind(holder)
             .bind(now)
+            .bind(run_id)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
@@ -488,27 +513,28 @@ impl Store {
                 .fetch_all(pool)
                 .await
         })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Claimed {
-                delivery_id: r.0,
-                entry_id: r.1,
-                step: r.2,
-                attempts: r.3,
-                message_id: r.4,
-                customer_id: r.5,
-                email: r.6,
-                external_id: r.7,
-                first_name: r.8,
-                last_name: r.9,
-                timezone: r.10,
-                created_at: r.11,
-                attributes: r.12.0,
-                status: r.13,
-                suppressed: r.14 != 0,
-                recent_sends: r.15,
+        rows.into_iter()
+            .map(|r| {
+                Ok(Claimed {
+                    delivery_id: r.0,
+                    entry_id: r.1,
+                    step: r.2,
+                    attempts: r.3,
+                    message_id: r.4,
+                    customer_id: r.5,
+                    email: Email::from_store(r.6),
+                    external_id: r.7,
+                    first_name: r.8,
+                    last_name: r.9,
+                    timezone: r.10,
+                    created_at: r.11,
+                    attributes: r.12.0,
+                    status: named(&r.13)?,
+                    suppressed: r.14 != 0,
+                    recent_sends: r.15,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// The `per_customer` most recent interactions of `kind` for each customer,
@@ -565,16 +591,14 @@ impl Store {
         let sent_list = serde_json::to_string(&sent).unwrap_or_else(|_| "[]".into());
         // Skips come in groups (everyone unsubscribed, everyone over the cap):
         // one statement per reason.
-        let mut skipped: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+        let mut skipped: std::collections::BTreeMap<SkipReason, Vec<i64>> = Default::default();
         // Deferrals come in groups too (everyone in a time zone waits for the
         // same opening; a shutdown gives everything back at once): one
         // statement per time.
         let mut deferred: std::collections::BTreeMap<Millis, Vec<i64>> = Default::default();
         for (id, o) in outcomes {
             match o {
-                Outcome::Skipped { reason } => {
-                    skipped.entry(reason.as_str()).or_default().push(*id)
-                }
+                Outcome::Skipped { reason } => skipped.entry(*reason).or_default().push(*id),
                 Outcome::Deferred { at } => deferred.entry(*at).or_default().push(*id),
                 _ => {}
             }
@@ -663,7 +687,7 @@ impl Store {
             for (reason, ids) in &skipped {
                 sqlx::query(AssertSqlSafe(mark_skipped.as_str()))
                     .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
-                    .bind(reason)
+                    .bind(reason.as_str())
                     .bind(now)
                     .bind(holder)
                     .execute(&mut *tx)
@@ -715,18 +739,14 @@ impl Store {
                         .context("marking a delivery failed")?;
                     }
                     Outcome::Skipped { .. } | Outcome::Deferred { .. } => {}
-                    Outcome::Bounced {
-                        code,
-                        text,
-                        suppress,
-                    } => {
+                    Outcome::Bounced { reply } => {
                         let held = sqlx::query(
                             "UPDATE deliveries SET status = 'bounced', reason = $2, last_error = $2, \
                              lease_until = NULL, updated_at = $3 \
                              WHERE id = $1 AND status = 'sending' AND claimed_by = $4",
                         )
                         .bind(id)
-                        .bind(format!("{code} {text}"))
+                        .bind(reply.to_string())
                         .bind(now)
                         .bind(holder)
                         .execute(&mut *tx)
@@ -736,8 +756,8 @@ impl Store {
                         if held == 0 {
                             continue;
                         }
-                        let data =
-                            serde_json::json!({ "code": code, "reply": text, "hard": suppress });
+                        let hard = reply.is_hard_bounce();
+                        let data = serde_json::json!({ "code": reply.code, "reply": reply.text, "hard": hard });
                         sqlx::query(
                             "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, delivery_id, data) \
                              SELECT customer_id, 'email_bounced', $2, campaign, step, id, $3 FROM deliveries WHERE id = $1",
@@ -748,7 +768,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await
                         .context("recording email_bounced")?;
-                        if *suppress {
+                        if hard {
                             sqlx::query(
                                 "INSERT INTO suppressions (email, reason, created_at) \
                                  SELECT c.email, 'hard_bounce', $2 FROM deliveries d JOIN customers c ON c.id = d.customer_id \
@@ -792,13 +812,13 @@ impl Store {
         let mut c = RunCounts::default();
         for (status, reason, n) in rows {
             c.planned += n;
-            match status.as_str() {
-                "queued" => c.queued += n,
-                "sending" => c.sending += n,
-                "sent" => c.sent += n,
-                "failed" => c.failed += n,
-                "bounced" => c.bounced += n,
-                _ => c.skipped.push((reason.unwrap_or_default(), n)),
+            match named(&status).context("counting a run's deliveries")? {
+                DeliveryStatus::Queued => c.queued += n,
+                DeliveryStatus::Sending => c.sending += n,
+                DeliveryStatus::Sent => c.sent += n,
+                DeliveryStatus::Failed => c.failed += n,
+                DeliveryStatus::Bounced => c.bounced += n,
+                DeliveryStatus::Skipped => c.skipped.push((reason.unwrap_or_default(), n)),
             }
         }
         Ok(c)

@@ -5,8 +5,9 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
 use super::customers::json_list;
-use super::{Context, Store, StoreError, values_list, with_pool};
+use super::{Context, Store, StoreError, with_pool};
 use crate::clock::Millis;
+use crate::customer::Email;
 
 /// One interaction to record.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +26,7 @@ pub struct InteractionWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerKeys {
     pub id: i64,
-    pub email: String,
+    pub email: Email,
     pub external_id: Option<String>,
 }
 
@@ -62,7 +63,7 @@ impl Store {
             .into_iter()
             .map(|(id, email, external_id)| CustomerKeys {
                 id,
-                email,
+                email: Email::from_store(email),
                 external_id,
             })
             .collect())
@@ -82,7 +83,7 @@ impl Store {
                 let sql = format!(
                     "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, \
                      delivery_id, external_id, data) VALUES {} ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
-                    values_list(self.backend(), chunk.len(), 8)
+                    self.backend().values_list(chunk.len(), 8)
                 );
                 let mut q =
                     sqlx::query(AssertSqlSafe(&*sql)).persistent(chunk.len() == INSERT_BATCH);

@@ -2,14 +2,13 @@
 //!
 //! One [`Store`] serves SQLite and PostgreSQL. Statements are written once
 //! wherever the dialects agree (`$1` placeholders work on both in sqlx); the few
-//! that differ live side by side in [`dialect`]. Every statement runs in the
+//! that differ live side by side in [`crate::dialect`]. Every statement runs in the
 //! shared test suite on both backends.
 
 pub mod audience;
 pub mod backup;
 pub mod customers;
 pub mod deliveries;
-pub mod dialect;
 pub mod interactions;
 mod nodelay;
 pub mod seed;
@@ -25,7 +24,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use dialect::Backend;
+pub use crate::dialect::Backend;
+
+use crate::config::redact;
 
 /// Runs `$body` with `$pool` bound to the backend's concrete pool type.
 ///
@@ -59,15 +60,34 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// A failure on Herald's side of a store operation, not the database's:
+    /// no randomness from the operating system, or the task that carried the
+    /// writes ended abnormally.
+    #[error("internal error while {context}: {source}")]
+    Internal {
+        context: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// An [`StoreError::Internal`] failure while doing `context`.
+    pub fn internal(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Internal {
+            context,
+            source: source.into(),
+        }
+    }
 }
 
 /// `N` random bytes from the operating system, as hex.
 pub(crate) fn random_hex<const N: usize>(context: &'static str) -> Result<String, StoreError> {
     let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|e| StoreError::Query {
-        context,
-        source: sqlx::Error::Protocol(format!("no randomness: {e}")),
-    })?;
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::internal(context, e))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -87,6 +107,17 @@ impl<T> Context<T> for Result<T, sqlx::Error> {
     fn context(self, context: &'static str) -> Result<T, StoreError> {
         self.map_err(|source| StoreError::Query { context, source })
     }
+}
+
+/// A column holding one of Herald's named states ([`crate::status`]), as its
+/// enum. The tables' CHECK constraints allow no other text; a row that still
+/// has one is a decoding error of that row, like a wrong column type.
+pub(crate) fn named<T>(text: &str) -> Result<T, sqlx::Error>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    text.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 #[derive(Clone, Debug)]
@@ -244,68 +275,19 @@ pub struct TableCounts {
     pub suppressions: i64,
 }
 
-/// A URL with its password hidden, for messages.
-pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host)) if userinfo.contains(':') => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:****@{host}")
-            }
-            _ => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
-/// `($1, $2, $3), ($4, $5, $6), …` for a multi-row VALUES list; `(?, ?, ?), …` on
-/// SQLite, where numbered parameters make binding quadratic in their count
-/// (`sqlite3_bind_parameter_name` walks a list per call).
-pub(crate) fn values_list(backend: Backend, rows: usize, columns: usize) -> String {
-    let mut sql = String::with_capacity(rows * columns * 6);
-    let mut n = 0;
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 0..columns {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            n += 1;
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => {
-                    sql.push('$');
-                    sql.push_str(&n.to_string());
-                }
-            }
-        }
-        sql.push(')');
-    }
-    sql
-}
-
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
 
     #[test]
-    fn values_list_numbers_placeholders_in_order() {
+    fn internal_failures_say_what_was_being_done_and_keep_their_cause() {
+        let e = StoreError::internal("recording outcomes", "the writer task ended: panicked");
         assert_eq!(
-            values_list(Backend::Postgres, 2, 3),
-            "($1, $2, $3), ($4, $5, $6)"
+            e.to_string(),
+            "internal error while recording outcomes: the writer task ended: panicked"
         );
-        assert_eq!(values_list(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:****@h:5432/db"
-        );
-        assert_eq!(redact("sqlite://herald.db"), "sqlite://herald.db");
+        assert!(e.source().is_some());
     }
 }

@@ -3,13 +3,35 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use serde_json::{Map, Value};
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
-use super::{Backend, Context, Pool, Store, StoreError, values_list, with_pool};
-use crate::clock::Millis;
-use crate::clock::now_millis;
-use crate::seed::{SeedCustomer, SeedInteraction};
+use super::{Backend, Context, Pool, Store, StoreError, with_pool};
+use crate::clock::{Millis, now_millis};
+use crate::customer::CustomerStatus;
+
+/// One customer for [`Store::write_seed`], with its interactions (oldest
+/// first); [`crate::seed`] generates them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedCustomer {
+    pub email: String,
+    pub external_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub status: CustomerStatus,
+    pub timezone: &'static str,
+    pub created_at: Millis,
+    pub attributes: Map<String, Value>,
+    pub interactions: Vec<SeedInteraction>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedInteraction {
+    pub kind: &'static str,
+    pub occurred_at: Millis,
+    pub data: Map<String, Value>,
+}
 
 /// The secondary indexes of `interactions`, exactly as the first migration
 /// creates them. A large seed drops them and builds them again at the end: one
@@ -193,7 +215,7 @@ impl SeedWriter for sqlx::Transaction<'_, sqlx::Sqlite> {
                 "INSERT INTO customers (email, external_id, first_name, last_name, status, \
                  timezone, attributes, created_at, updated_at) VALUES {} \
                  ON CONFLICT DO NOTHING RETURNING id, email",
-                values_list(Backend::Sqlite, chunk.len(), 9)
+                Backend::Sqlite.values_list(chunk.len(), 9)
             );
             let mut q = sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(&*sql))
                 .persistent(chunk.len() == CUSTOMER_CHUNK);
@@ -203,7 +225,7 @@ impl SeedWriter for sqlx::Transaction<'_, sqlx::Sqlite> {
                     .bind(&c.external_id)
                     .bind(&c.first_name)
                     .bind(&c.last_name)
-                    .bind(c.status)
+                    .bind(c.status.as_str())
                     .bind(c.timezone)
                     .bind(Json(&c.attributes))
                     .bind(c.created_at)
@@ -226,7 +248,7 @@ impl SeedWriter for sqlx::Transaction<'_, sqlx::Sqlite> {
         for chunk in rows.chunks(INTERACTION_CHUNK) {
             let sql = format!(
                 "INSERT INTO interactions (customer_id, kind, occurred_at, data) VALUES {}",
-                values_list(Backend::Sqlite, chunk.len(), 4)
+                Backend::Sqlite.values_list(chunk.len(), 4)
             );
             let mut q =
                 sqlx::query(AssertSqlSafe(&*sql)).persistent(chunk.len() == INTERACTION_CHUNK);
@@ -266,7 +288,7 @@ impl SeedWriter for sqlx::Transaction<'_, sqlx::Postgres> {
         // One statement of column arrays: cheaper to parse and plan than a
         // VALUES list of thousands of parameters.
         let col = |f: fn(&SeedCustomer) -> String| batch.iter().map(f).collect::<Vec<String>>();
-        let attributes: Vec<Json<&serde_json::Map<String, serde_json::Value>>> =
+        let attributes: Vec<Json<&Map<String, Value>>> =
             batch.iter().map(|c| Json(&c.attributes)).collect();
         let created: Vec<i64> = batch.iter().map(|c| c.created_at).collect();
         sqlx::query_as::<_, (i64, String)>(
@@ -280,7 +302,7 @@ impl SeedWriter for sqlx::Transaction<'_, sqlx::Postgres> {
         .bind(col(|c| c.external_id.clone()))
         .bind(col(|c| c.first_name.clone()))
         .bind(col(|c| c.last_name.clone()))
-        .bind(col(|c| c.status.to_string()))
+        .bind(col(|c| c.status.as_str().to_string()))
         .bind(col(|c| c.timezone.to_string()))
         .bind(attributes)
         .bind(created)

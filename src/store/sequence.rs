@@ -20,9 +20,10 @@
 use sqlx::AssertSqlSafe;
 
 use super::audience::bind_all;
-use super::{Backend, Context, Store, StoreError, with_pool};
+use super::{Backend, Context, Store, StoreError, named, with_pool};
 use crate::clock::Millis;
-use crate::segment::{self, Audience, Condition, Param};
+use crate::segment::{self, Compiled, Condition, Param, Predicate};
+use crate::status::{DeliveryStatus, EntryState};
 
 /// One step-to-step move of a campaign's entries.
 #[derive(Debug, Clone)]
@@ -47,10 +48,14 @@ impl Transition<'_> {
         now: Millis,
         backend: Backend,
         first: usize,
-    ) -> Audience {
-        let mut cx = segment::Context::new(backend, now, self.campaign).for_entry("e");
-        cx.first_param = first;
-        segment::compile_condition(condition, &cx)
+    ) -> Compiled {
+        segment::compile(
+            Predicate::Entry {
+                condition,
+                entry: "e",
+            },
+            &segment::Context::new(backend, now, self.campaign).params_from(first),
+        )
     }
 
     /// The parameters of [`due`] in the order every transition statement binds
@@ -85,11 +90,11 @@ pub struct Settled {
 /// One row of `herald status`: entries of a campaign by state and step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepState {
-    pub state: String,
+    pub state: EntryState,
     pub step: Option<String>,
     /// For active entries: the status of the current step's delivery
     /// (queued, sending, sent …).
-    pub delivery: Option<String>,
+    pub delivery: Option<DeliveryStatus>,
     pub reason: Option<String>,
     pub entries: i64,
     /// For active entries whose step was sent: the earliest send time.
@@ -144,7 +149,7 @@ fn customer_join(read: bool) -> &'static str {
 }
 
 /// Whether a compiled condition needs the customer row.
-fn reads_customer(a: Option<&Audience>) -> bool {
+fn reads_customer(a: Option<&Compiled>) -> bool {
     a.is_some_and(|a| a.reads_customer)
 }
 
@@ -243,7 +248,7 @@ impl Store {
         let b = g + when.as_ref().map_or(0, |a| a.params.len());
         let (c, f, to, x, now_p, reason, run) = (b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
         let (shards, shard) = (b + 8, b + 9);
-        let customer = |a: &Option<Audience>| customer_join(reads_customer(a.as_ref()));
+        let customer = |a: &Option<Compiled>| customer_join(reads_customer(a.as_ref()));
         let (goal_cte, not_goal, goal_count) = match &goal {
             Some(a) => (
                 format!(
@@ -424,17 +429,19 @@ impl Store {
             .await
         })
         .context("reading a campaign's status")?;
-        Ok(rows
-            .into_iter()
-            .map(|r| StepState {
-                state: r.0,
-                step: r.1,
-                delivery: r.2,
-                reason: r.3,
-                entries: r.4,
-                earliest_sent: r.5,
-                earliest_due: r.6,
+        rows.into_iter()
+            .map(|r| {
+                Ok(StepState {
+                    state: named(&r.0)?,
+                    step: r.1,
+                    delivery: r.2.as_deref().map(named).transpose()?,
+                    reason: r.3,
+                    entries: r.4,
+                    earliest_sent: r.5,
+                    earliest_due: r.6,
+                })
             })
-            .collect())
+            .collect::<Result<_, sqlx::Error>>()
+            .context("reading a campaign's status")
     }
 }

@@ -20,9 +20,10 @@ use std::collections::BTreeMap;
 use sqlx::AssertSqlSafe;
 
 use super::audience::bind_all;
-use super::{Context, Store, StoreError, with_pool};
+use super::{Context, Store, StoreError, named, with_pool};
 use crate::clock::Millis;
-use crate::segment::Audience;
+use crate::segment::Compiled;
+use crate::status::DeliveryStatus;
 
 /// The figures of one step, or of the whole campaign (`step` is `None`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,8 +88,8 @@ pub struct Conversion {
     /// How long after a send the event still counts.
     pub window: Millis,
     /// A predicate over the interaction `i` with placeholders from `$4` on
-    /// (see [`crate::segment::compile::event_filters`]); `1 = 1` for none.
-    pub filter: Audience,
+    /// (a [`crate::segment::Predicate::EventData`]); `1 = 1` for none.
+    pub filter: Compiled,
 }
 
 /// The parameter number a [`Conversion::filter`] must start at.
@@ -204,12 +205,12 @@ impl Store {
                 ..Default::default()
             });
             c.entered += n;
-            match status.as_str() {
-                "queued" | "sending" => c.pending += n,
-                "sent" => c.sent += n,
-                "bounced" => c.bounced += n,
-                "failed" => c.failed += n,
-                _ => {
+            match named(&status).context("counting a campaign's deliveries")? {
+                DeliveryStatus::Queued | DeliveryStatus::Sending => c.pending += n,
+                DeliveryStatus::Sent => c.sent += n,
+                DeliveryStatus::Bounced => c.bounced += n,
+                DeliveryStatus::Failed => c.failed += n,
+                DeliveryStatus::Skipped => {
                     c.skipped += n;
                     c.skipped_by_reason.push((reason.unwrap_or_default(), n));
                 }
@@ -402,7 +403,7 @@ impl Store {
         let machine = self.backend().json_key_true("i.data", "machine");
         let sql = format!(
             "SELECT t.bucket, t.kind, COUNT(*) FROM ( \
-             SELECT (d.sent_at / $2) * $2 AS bucket, 'sent' AS kind FROM deliveries d \
+             SELECT (d.sent_at / $2) * $2 AS bucket, 'send' AS kind FROM deliveries d \
              WHERE d.campaign = $1 AND d.sent_at IS NOT NULL \
              UNION ALL \
              SELECT (i.occurred_at / $2) * $2, \
@@ -429,7 +430,8 @@ impl Store {
             }
             if let Some(b) = out.last_mut() {
                 match kind.as_str() {
-                    "sent" => b.sent = n,
+                    // The series' own labels, given in the statement above.
+                    "send" => b.sent = n,
                     "click" => b.clicks = n,
                     "machine" => b.opens_machine = n,
                     _ => b.opens_human = n,

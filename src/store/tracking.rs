@@ -7,6 +7,7 @@ use sqlx::types::Json;
 
 use super::{Context, Store, StoreError, with_pool};
 use crate::clock::Millis;
+use crate::customer::CustomerStatus;
 
 /// A sent (or sending) delivery, as the tracking service needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +53,7 @@ pub struct Feedback {
     pub kind: &'static str,
     pub data: Map<String, Value>,
     /// The customer's new status, applied only to a customer still `subscribed`.
-    pub status: Option<&'static str>,
+    pub status: Option<CustomerStatus>,
     /// Puts the address on the suppression list with this reason.
     pub suppression: Option<&'static str>,
     /// The reporter's event id: a report seen before changes nothing.
@@ -233,7 +234,7 @@ impl Store {
                      WHERE id = $1 AND status = 'subscribed'",
                 )
                 .bind(f.customer_id)
-                .bind(status)
+                .bind(status.as_str())
                 .bind(now)
                 .execute(&mut *tx)
                 .await

@@ -1,7 +1,7 @@
 //! Bounce and complaint reports from the relay or provider.
 //!
-//! `POST /webhook` with `Authorization: Bearer <webhook_secret>` and a JSON
-//! report, or an array of up to [`MAX_REPORTS`]:
+//! The body of `POST /webhook` (served, and its bearer secret checked, by
+//! `http::webhooks`) is a JSON report, or an array of up to [`MAX_REPORTS`]:
 //!
 //! ```json
 //! {"message_id": "<herald.42.winback@shop.example>", "type": "hard", "detail": "550 5.1.1 no such user"}
@@ -16,10 +16,9 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::clock::Millis;
-use crate::customer::Email;
+use crate::customer::{CustomerStatus, Email};
 use crate::store::tracking::Feedback;
 use crate::store::{Store, StoreError};
 
@@ -32,6 +31,16 @@ pub enum ReportType {
     Hard,
     Soft,
     Complaint,
+}
+
+impl ReportType {
+    /// The interaction a report records.
+    pub fn interaction(self) -> &'static str {
+        match self {
+            ReportType::Hard | ReportType::Soft => "email_bounced",
+            ReportType::Complaint => "email_complained",
+        }
+    }
 }
 
 /// One report as posted.
@@ -108,10 +117,11 @@ pub struct Applied {
 pub async fn apply(store: &Store, reports: &[Report], now: Millis) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
     for r in reports {
-        let (kind, status, suppression) = match r.kind {
-            ReportType::Hard => ("email_bounced", Some("bounced"), Some("hard_bounce")),
-            ReportType::Soft => ("email_bounced", None, None),
-            ReportType::Complaint => ("email_complained", Some("complained"), Some("complaint")),
+        let kind = r.kind.interaction();
+        let (status, suppression) = match r.kind {
+            ReportType::Hard => (Some(CustomerStatus::Bounced), Some("hard_bounce")),
+            ReportType::Soft => (None, None),
+            ReportType::Complaint => (Some(CustomerStatus::Complained), Some("complaint")),
         };
         let email = r
             .email
@@ -128,7 +138,7 @@ pub async fn apply(store: &Store, reports: &[Report], now: Millis) -> Result<App
                 Some(e) => store
                     .customer_by_email(e)
                     .await?
-                    .map(|c| (c.id, c.email, None)),
+                    .map(|c| (c.id, c.email.as_str().to_string(), None)),
                 None => None,
             },
         };
@@ -196,33 +206,6 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-/// The configured secret, kept as a digest so that comparing takes the same
-/// time whatever the length or content of the offered one.
-#[derive(Clone)]
-pub struct Secret([u8; 32]);
-
-impl Secret {
-    pub fn new(secret: &str) -> Secret {
-        Secret(Sha256::digest(secret.as_bytes()).into())
-    }
-
-    /// Whether an `Authorization` header value is `Bearer <secret>`.
-    pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
-        let offered = authorization
-            .and_then(|v| {
-                let (scheme, rest) = v.split_at_checked(7)?;
-                scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
-            })
-            .unwrap_or(b"");
-        let digest: [u8; 32] = Sha256::digest(offered.trim_ascii()).into();
-        let diff = digest
-            .iter()
-            .zip(self.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        diff == 0 && !offered.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,16 +234,5 @@ mod tests {
         ));
         assert!(parse(b"nonsense").is_err());
         assert_eq!(bare_message_id(" <a@b> "), "a@b");
-    }
-
-    #[test]
-    fn bearer_secret() {
-        let s = Secret::new("hook-secret-0123456789");
-        assert!(s.admits(Some(b"Bearer hook-secret-0123456789")));
-        assert!(s.admits(Some(b"bearer hook-secret-0123456789")));
-        assert!(!s.admits(Some(b"Bearer hook-secret-012345678")));
-        assert!(!s.admits(Some(b"Basic aG9vazpzZWNyZXQ=")));
-        assert!(!s.admits(Some(b"Bearer ")));
-        assert!(!s.admits(None));
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::machine::{self, MachineReason};
 use crate::clock::Millis;
@@ -18,7 +19,7 @@ use crate::store::{Store, StoreError};
 
 /// Events waiting for the writer. At ~10 k events/s this is seconds of
 /// buffer: enough to ride out a slow commit, bounded against a dead database.
-pub const QUEUE: usize = 65_536;
+const QUEUE: usize = 65_536;
 /// Most events per transaction.
 const BATCH: usize = 4_000;
 /// How long a request waits for room in a full queue before the event is
@@ -47,17 +48,19 @@ pub struct Event {
 
 /// Counters for logs, `herald serve`'s summary and the benchmark.
 #[derive(Debug, Default)]
-pub struct Counters {
-    pub accepted: AtomicU64,
-    pub dropped: AtomicU64,
-    pub written: AtomicU64,
+struct Counters {
+    accepted: AtomicU64,
+    dropped: AtomicU64,
+    written: AtomicU64,
     /// Events of genuine tokens whose delivery no longer exists.
-    pub orphaned: AtomicU64,
-    pub transactions: AtomicU64,
-    pub lost: AtomicU64,
+    orphaned: AtomicU64,
+    transactions: AtomicU64,
+    lost: AtomicU64,
 }
 
-/// A snapshot of [`Counters`].
+/// What the writer did: events accepted, dropped (a full queue), written,
+/// orphaned (their delivery is gone), lost (the database failed at the end),
+/// and the transactions it took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     pub accepted: u64,
@@ -69,7 +72,7 @@ pub struct Totals {
 }
 
 impl Counters {
-    pub fn totals(&self) -> Totals {
+    fn totals(&self) -> Totals {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Totals {
             accepted: get(&self.accepted),
@@ -82,31 +85,78 @@ impl Counters {
     }
 }
 
-/// Hands an event to the writer; never fails the request.
-pub async fn enqueue(tx: &mpsc::Sender<Event>, counters: &Counters, event: Event) {
-    let outcome = match tx.try_send(event) {
-        Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Full(event)) => {
-            match tokio::time::timeout(ENQUEUE_WAIT, tx.send(event)).await {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(()),
+/// Hands events to the writer. Clones share the queue; the writer stops
+/// once every clone is dropped and the queue is written.
+#[derive(Debug, Clone)]
+pub struct Events {
+    tx: mpsc::Sender<Event>,
+    counters: Arc<Counters>,
+}
+
+/// The writer task, started by [`start`].
+#[derive(Debug)]
+pub struct Writer {
+    task: JoinHandle<Result<(), StoreError>>,
+    counters: Arc<Counters>,
+}
+
+/// Starts the writer: events given to the returned [`Events`] are written
+/// to `store` in batches.
+pub fn start(store: Store) -> (Events, Writer) {
+    let counters = Arc::new(Counters::default());
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let task = tokio::spawn(run(store, rx, counters.clone()));
+    (
+        Events {
+            tx,
+            counters: counters.clone(),
+        },
+        Writer { task, counters },
+    )
+}
+
+impl Events {
+    /// Hands an event to the writer; never fails the request.
+    pub async fn record(&self, event: Event) {
+        let outcome = match self.tx.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                match tokio::time::timeout(ENQUEUE_WAIT, self.tx.send(event)).await {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(()),
+                }
             }
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
-    };
-    match outcome {
-        Ok(()) => counters.accepted.fetch_add(1, Ordering::Relaxed),
-        Err(()) => {
-            tracing::warn!("tracking events queue full: an event was dropped");
-            counters.dropped.fetch_add(1, Ordering::Relaxed)
-        }
-    };
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        };
+        match outcome {
+            Ok(()) => self.counters.accepted.fetch_add(1, Ordering::Relaxed),
+            Err(()) => {
+                tracing::warn!("tracking events queue full: an event was dropped");
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+impl Writer {
+    /// Waits until every [`Events`] is dropped and the queue drained; returns
+    /// what was done, and the error that lost events, if any.
+    pub async fn finish(self) -> (Totals, Result<(), StoreError>) {
+        let written = match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::internal(
+                "writing tracking events",
+                format!("the writer task ended: {e}"),
+            )),
+        };
+        (self.counters.totals(), written)
+    }
 }
 
 /// Writes batches until the channel is closed and drained. A failing database
 /// is retried with backoff (events queue up meanwhile); once the channel is
 /// closed, a batch that still fails after a few tries is counted as lost.
-pub async fn run(
+async fn run(
     store: Store,
     mut rx: mpsc::Receiver<Event>,
     counters: Arc<Counters>,

@@ -47,7 +47,8 @@ fn pg_admin_url() -> String {
     std::env::var("HERALD_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string())
 }
 
-fn in_ci() -> bool {
+/// Whether the tests run under CI, where a missing outside tool fails them.
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 

@@ -1,6 +1,12 @@
 //! The pieces of SQL that differ between SQLite and PostgreSQL, side by side.
+//!
+//! Pure text: [`Backend`] says which database a statement is written for, and
+//! its methods return the fragments that differ (JSON access, text comparison,
+//! array parameters, placeholders). The segment compiler writes predicates with
+//! them and `store` writes and runs its statements with them; nothing here
+//! touches a database.
 
-/// Which database a [`Store`](super::Store) talks to.
+/// Which database a statement is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
     Sqlite,
@@ -48,12 +54,19 @@ impl Backend {
 
     /// A predicate "`column` (an integer) is one of the numbers in the JSON array
     /// bound at `param`".
+    ///
+    /// PostgreSQL turns the array into an array value once (an init plan) and
+    /// looks the ids up with `= ANY`, an index condition on the key. As an
+    /// `IN (SELECT …)` semi join, a planner that expects few matching rows on
+    /// the other side (no `sending` rows when the statistics were taken)
+    /// re-parsed the JSON for every row it joined: 35 ms to mark 70 deliveries
+    /// sent among 1,000 claimed.
     pub fn in_json_ids(self, column: &str, param: usize) -> String {
         match self {
             Backend::Sqlite => format!("{column} IN (SELECT value FROM json_each(${param}))"),
-            Backend::Postgres => {
-                format!("{column} IN (SELECT jsonb_array_elements_text(${param}::jsonb)::bigint)")
-            }
+            Backend::Postgres => format!(
+                "{column} = ANY(ARRAY(SELECT jsonb_array_elements_text(${param}::jsonb)::bigint))"
+            ),
         }
     }
 
@@ -255,5 +268,51 @@ impl Backend {
                 "(CASE WHEN jsonb_typeof({doc} -> '{key}') = 'string' THEN {doc} ->> '{key}' END)"
             ),
         }
+    }
+}
+
+/// Placeholders of multi-row statements.
+impl Backend {
+    /// `($1, $2, $3), ($4, $5, $6), …` for a multi-row VALUES list; `(?, ?, ?), …`
+    /// on SQLite, where numbered parameters make binding quadratic in their
+    /// count (`sqlite3_bind_parameter_name` walks a list per call).
+    pub fn values_list(self, rows: usize, columns: usize) -> String {
+        let mut sql = String::with_capacity(rows * columns * 6);
+        let mut n = 0;
+        for r in 0..rows {
+            if r > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for c in 0..columns {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                n += 1;
+                match self {
+                    Backend::Sqlite => sql.push('?'),
+                    Backend::Postgres => {
+                        sql.push('$');
+                        sql.push_str(&n.to_string());
+                    }
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_list_numbers_placeholders_in_order() {
+        assert_eq!(
+            Backend::Postgres.values_list(2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(Backend::Sqlite.values_list(2, 2), "(?, ?), (?, ?)");
     }
 }

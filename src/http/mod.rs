@@ -1,0 +1,171 @@
+//! Every route Herald serves, on one listener, one file (or folder) per
+//! route family:
+//!
+//! | family | routes |
+//! |---|---|
+//! | [`tracking`] | `GET /o/{token}.gif` pixel, `GET /c/{token}` click redirect, `GET`/`POST /u/{token}` unsubscribe page and RFC 8058 one-click |
+//! | [`webhooks`] | `POST /webhook`: bounce and complaint reports, bearer-authenticated |
+//! | [`health`] | `GET /healthz` liveness, `GET /readyz` readiness (the database answers) |
+//! | [`metrics`] | `GET /metrics`: Prometheus text, or OpenMetrics when asked |
+//!
+//! The JSON API (`/v1`, next) goes in `http/api/` and is nested in
+//! [`router`] beside the others. Handlers parse, authenticate and answer;
+//! what a request does is the library's (`tracking`, `store`, `metrics`):
+//! no SQL here, and no module outside `cli` imports this one.
+//!
+//! [`serve`] takes a bound listener and a shutdown future, so the worker,
+//! `herald serve` and the tests (port 0) run the same service. Body limits
+//! are the route families' own (the unsubscribe form, the webhook batch);
+//! every other route reads no body.
+
+mod health;
+pub mod metrics;
+mod tracking;
+mod webhooks;
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use tokio::net::TcpListener;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use crate::token::{Signer, TokenError};
+use crate::tracking::writer::{self, Events};
+use crate::tracking::{Senders, Totals};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("the HTTP service failed: {0}")]
+    Serve(#[from] std::io::Error),
+    #[error("{lost} tracking events could not be written before stopping: {source}")]
+    Unflushed {
+        lost: u64,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// What the handlers share; cloning it clones one `Arc`.
+#[derive(Clone)]
+struct AppState(Arc<Shared>);
+
+struct Shared {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    /// Verifies tracking tokens with the keys the send pipeline signs with.
+    signer: Signer,
+    /// Opens and clicks, to the batching writer.
+    events: Events,
+    /// Whose emails an unsubscribe stops.
+    senders: Senders,
+    /// `None` (no `webhook_secret`): `POST /webhook` is not found.
+    webhook: Option<webhooks::Secret>,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Runs the service on `listener` until `shutdown` completes, then waits for
+/// requests in progress and writes every tracking event accepted.
+///
+/// Tokens are verified with the same keys the send pipeline signs with
+/// ([`Store::tracking_keys`]). `metrics` counts tracking events by kind and
+/// is served at `/metrics` with whatever else feeds it (the worker's send
+/// pipeline). `senders` names each campaign's sender on the unsubscribe pages.
+pub async fn serve(
+    store: Store,
+    settings: &Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    metrics: Metrics,
+    senders: Senders,
+) -> Result<(), HttpError> {
+    serve_with_clock(
+        store,
+        settings,
+        listener,
+        shutdown,
+        Arc::new(SystemClock),
+        metrics,
+        senders,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// [`serve`] with the clock events are stamped with; returns what the
+/// tracking writer did.
+pub async fn serve_with_clock(
+    store: Store,
+    settings: &Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    senders: Senders,
+) -> Result<Totals, HttpError> {
+    let signer = Signer::new(&store.tracking_keys(&settings.secrets, clock.now()).await?)?;
+    let (events, writer) = writer::start(store.clone());
+    let state = AppState(Arc::new(Shared {
+        store,
+        clock,
+        metrics,
+        signer,
+        events,
+        senders,
+        webhook: settings
+            .webhook_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(webhooks::Secret::new),
+    }));
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    // The router and with it every `Events` is gone: the writer drains and ends.
+    let (totals, written) = writer.finish().await;
+    tracing::info!(
+        accepted = totals.accepted,
+        written = totals.written,
+        transactions = totals.transactions,
+        dropped = totals.dropped,
+        orphaned = totals.orphaned,
+        "HTTP service stopped"
+    );
+    served?;
+    if let Err(source) = written {
+        return Err(HttpError::Unflushed {
+            lost: totals.lost,
+            source,
+        });
+    }
+    Ok(totals)
+}
+
+/// Every route family, on one state.
+fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(tracking::routes())
+        .merge(webhooks::routes())
+        .merge(health::routes())
+        .merge(metrics::routes())
+        // The JSON API: .nest("/v1", api::routes())
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(state)
+}
