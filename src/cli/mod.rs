@@ -180,7 +180,7 @@ enum Command {
     /// for the next step, when the next sends are due, and how entries ended
     Status(status::StatusArgs),
     /// Run the tracking service alone (opens, clicks, unsubscribes, bounce
-    /// webhook) on http_addr; Ctrl-C or SIGTERM writes every event accepted and stops
+    /// webhook, the /v1 API) on http_addr; Ctrl-C or SIGTERM writes every event accepted and stops
     Serve(serve::ServeArgs),
     /// Check campaign files, and render every step for a sample of customers when
     /// the database has any: every problem, exit 1 when any
