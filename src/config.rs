@@ -93,6 +93,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         Some("127.0.0.1:8080"),
     ),
     spec(
+        "api_rate",
+        false,
+        "requests per API key to the /v1 API, e.g. 1000/s (per process); more are answered 429",
+        Some("1000/s"),
+    ),
+    spec(
         "frequency_cap",
         false,
         "at most N campaign emails per customer per window, e.g. 3/7d",
@@ -252,6 +258,8 @@ pub struct Settings {
     pub public_url: String,
     pub secrets: Vec<String>,
     pub http_addr: SocketAddr,
+    /// Requests per API key to the `/v1` API, per process.
+    pub api_rate: Rate,
     pub frequency_cap: Option<FrequencyCap>,
     pub postal_address: Option<String>,
     pub unsubscribe_mailto: Option<String>,
@@ -366,6 +374,17 @@ impl Settings {
                     .map_err(|e| invalid("smtp_rate", s, e.to_string()))?,
             ),
             None => None,
+        };
+        let api_rate = match get("api_rate") {
+            Some((v, s)) => match v.parse::<Rate>() {
+                Ok(r) if r.count > 0 => r,
+                Ok(_) => return Err(invalid("api_rate", s, "the rate must be above 0".into())),
+                Err(e) => return Err(invalid("api_rate", s, e.to_string())),
+            },
+            None => Rate {
+                count: 1000,
+                per: Span::from_secs(1),
+            },
         };
         let smtp_concurrency = match get("smtp_concurrency") {
             Some((v, s)) => match v.trim().parse::<usize>() {
@@ -515,6 +534,7 @@ impl Settings {
             public_url: public_url.trim_end_matches('/').to_string(),
             secrets,
             http_addr,
+            api_rate,
             frequency_cap,
             postal_address: text("postal_address"),
             unsubscribe_mailto: text("unsubscribe_mailto")

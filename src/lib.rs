@@ -3,6 +3,7 @@
 //! Data flows one way: campaign files → segment → plan (deliveries) → render →
 //! send → interactions. See `docs/architecture.md` for the module map.
 
+pub mod api_key;
 pub mod campaign;
 pub mod clock;
 pub mod config;

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 /// Modules that compute without I/O (they may read files at start-up with
 /// `std::fs`, as `campaign` and `render` do, but use no I/O crate).
 const PURE: &[&str] = &[
-    "campaign", "clock", "customer", "dialect", "message", "quantity", "render", "segment",
-    "status", "token",
+    "api_key", "campaign", "clock", "customer", "dialect", "message", "quantity", "render",
+    "segment", "status", "token",
 ];
 
 /// Crates that do network, database or async I/O.

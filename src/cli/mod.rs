@@ -4,6 +4,7 @@
 //! stop signal, the stats source) is here.
 
 mod advance;
+mod api_key;
 mod audience;
 mod backup;
 mod campaigns;
@@ -93,6 +94,9 @@ struct SettingArgs {
     /// Tracking service listen address (default 127.0.0.1:8080)
     #[arg(long, env = "HERALD_HTTP_ADDR", global = true)]
     http_addr: Option<String>,
+    /// Requests per API key to the /v1 API, e.g. 1000/s (default); more get 429
+    #[arg(long, env = "HERALD_API_RATE", global = true)]
+    api_rate: Option<String>,
     /// At most N campaign emails per customer per window, e.g. 3/7d
     #[arg(long, env = "HERALD_FREQUENCY_CAP", global = true)]
     frequency_cap: Option<String>,
@@ -176,7 +180,7 @@ enum Command {
     /// for the next step, when the next sends are due, and how entries ended
     Status(status::StatusArgs),
     /// Run the tracking service alone (opens, clicks, unsubscribes, bounce
-    /// webhook) on http_addr; Ctrl-C or SIGTERM writes every event accepted and stops
+    /// webhook, the /v1 API) on http_addr; Ctrl-C or SIGTERM writes every event accepted and stops
     Serve(serve::ServeArgs),
     /// Check campaign files, and render every step for a sample of customers when
     /// the database has any: every problem, exit 1 when any
@@ -191,6 +195,9 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Write a campaign's report as one self-contained HTML file with charts
     Report(report::ReportArgs),
+    /// Keys of the /v1 HTTP API: create (printed once), list, revoke
+    #[command(subcommand)]
+    ApiKey(api_key::ApiKeyCommand),
 }
 
 /// Exit code when some input rows were rejected but the rest was applied.
@@ -280,6 +287,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::Schema => Ok(campaigns::schema()),
         Command::Stats(args) => stats::run(args, &settings).await,
         Command::Report(args) => report::run(args, &settings).await,
+        Command::ApiKey(cmd) => api_key::run(cmd, &settings).await,
     }
 }
 
@@ -299,6 +307,7 @@ fn load_settings(args: &SettingArgs, matches: &ArgMatches) -> anyhow::Result<Set
             "public_url" => &args.public_url,
             "secret" => &args.secret,
             "http_addr" => &args.http_addr,
+            "api_rate" => &args.api_rate,
             "frequency_cap" => &args.frequency_cap,
             "postal_address" => &args.postal_address,
             "unsubscribe_mailto" => &args.unsubscribe_mailto,

@@ -7,9 +7,8 @@
 //! | [`webhooks`] | `POST /webhook`: bounce and complaint reports, bearer-authenticated |
 //! | [`health`] | `GET /healthz` liveness, `GET /readyz` readiness (the database answers) |
 //! | [`metrics`] | `GET /metrics`: Prometheus text, or OpenMetrics when asked |
-//!
-//! The JSON API (`/v1`, next) goes in `http/api/` and is nested in
-//! [`router`] beside the others. Handlers parse, authenticate and answer;
+//! | [`api`] | `/v1`: the JSON API, authenticated by API keys |
+//! Handlers parse, authenticate and answer;
 //! what a request does is the library's (`tracking`, `store`, `metrics`):
 //! no SQL here, and no module outside `cli` imports this one.
 //!
@@ -18,6 +17,7 @@
 //! are the route families' own (the unsubscribe form, the webhook batch);
 //! every other route reads no body.
 
+pub mod api;
 mod health;
 pub mod metrics;
 mod tracking;
@@ -71,6 +71,8 @@ struct Shared {
     senders: Senders,
     /// `None` (no `webhook_secret`): `POST /webhook` is not found.
     webhook: Option<webhooks::Secret>,
+    /// The `/v1` API's per-key rate limits.
+    access: api::Access,
 }
 
 impl Deref for AppState {
@@ -134,6 +136,7 @@ pub async fn serve_with_clock(
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(webhooks::Secret::new),
+        access: api::Access::new(settings.api_rate),
     }));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -165,7 +168,7 @@ fn router(state: AppState) -> Router {
         .merge(webhooks::routes())
         .merge(health::routes())
         .merge(metrics::routes())
-        // The JSON API: .nest("/v1", api::routes())
+        .nest("/v1", api::routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(state)
 }

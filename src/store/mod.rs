@@ -5,6 +5,7 @@
 //! that differ live side by side in [`crate::dialect`]. Every statement runs in the
 //! shared test suite on both backends.
 
+pub mod api_keys;
 pub mod audience;
 pub mod backup;
 pub mod customers;

@@ -1,0 +1,141 @@
+//! Every failure of the `/v1` API, answered as
+//! `{"error": {"code": …, "message": …}}` (plus `"field"` when one value is
+//! to blame) with its status. Codes are stable, snake_case, one per status.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request could not be read as the route's type: not JSON, a
+    /// missing or unknown field, a value of the wrong type. `field` is the
+    /// path to the value (`batch[3].timestamp`) when one is to blame.
+    #[error("{message}")]
+    BadRequest {
+        field: Option<String>,
+        message: String,
+    },
+    /// 401: no key, a wrong key or a revoked one.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403: a valid key without the scope the route needs.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the path exists, not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(&'static str),
+    /// 409: the request conflicts with what is stored (a name in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is larger than the route accepts (after decompression).
+    #[error("the request body is larger than this route accepts ({limit} bytes)")]
+    PayloadTooLarge { limit: usize },
+    /// 415: a body that is not `application/json`, or an encoding other than gzip.
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
+    /// 422: read, but a value breaks a rule (a name with spaces).
+    #[error("{message}")]
+    Unprocessable { field: String, message: String },
+    /// 429: the key used up its `api_rate`.
+    #[error("too many requests for this API key (api_rate {rate}); retry in {retry_after} s")]
+    RateLimited { rate: String, retry_after: u64 },
+    /// 503: the database failed; the cause is logged, not shown. Clients
+    /// (Segment's libraries among them) retry on 5xx.
+    #[error("the database is unavailable; retry later")]
+    Unavailable(#[source] StoreError),
+}
+
+impl ApiError {
+    pub fn bad_request(field: Option<String>, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The machine-readable code of the answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Unprocessable { .. } => "unprocessable",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::Unavailable(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Unavailable(e) = &self {
+            tracing::error!(error = %e, "API request failed");
+        }
+        let mut error = json!({"code": self.code(), "message": self.to_string()});
+        let field = match &self {
+            ApiError::BadRequest { field, .. } => field.as_deref(),
+            ApiError::Unprocessable { field, .. } => Some(field.as_str()),
+            _ => None,
+        };
+        if let Some(f) = field {
+            error["field"] = json!(f);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized(_) => {
+                headers.append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"herald\""),
+                );
+                headers.append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"herald\""),
+                );
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            ApiError::PayloadTooLarge { .. } => {
+                // The rest of the body is not read: the connection cannot be reused.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

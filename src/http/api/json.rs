@@ -1,0 +1,145 @@
+//! [`ApiJson`]: a JSON request body read under the route's size limit, after
+//! gzip decompression, with errors that name the field to blame.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::BodyLimit;
+use super::errors::ApiError;
+
+/// A request body of JSON type `T`.
+///
+/// * not `Content-Type: application/json` → 415;
+/// * larger than the route's limit (decompressed; [`super::limited`]) → 413;
+/// * not JSON, or not a `T` → 400 with `field`, the path to the value at
+///   fault (`traits.email`, `batch[3]`), named in the message too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body must be JSON, sent with Content-Type: application/json",
+            ));
+        }
+        let limit = request.extensions().get::<BodyLimit>().map(|l| l.0);
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| match (rejection.status(), limit) {
+                (StatusCode::PAYLOAD_TOO_LARGE, Some(limit)) => ApiError::PayloadTooLarge { limit },
+                (StatusCode::PAYLOAD_TOO_LARGE, None) => ApiError::PayloadTooLarge {
+                    limit: super::DEFAULT_BODY_LIMIT,
+                },
+                // A body that ends early or is not valid gzip.
+                _ => ApiError::bad_request(
+                    None,
+                    format!(
+                        "the request body could not be read: {}",
+                        rejection.body_text()
+                    ),
+                ),
+            })?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// `bytes` as a `T`, or a 400 naming the field at fault.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if !inner.is_data() {
+            return ApiError::bad_request(None, format!("the body is not valid JSON: {inner}"));
+        }
+        // serde names a missing field in its message, at the path of the
+        // object that should have it (an unknown field's path is its own).
+        let field = missing_field(&inner.to_string())
+            .map(|f| {
+                if path == "." {
+                    f.to_string()
+                } else {
+                    format!("{path}.{f}")
+                }
+            })
+            .or((path != ".").then_some(path));
+        let message = match &field {
+            Some(f) => format!("{f}: {inner}"),
+            None => inner.to_string(),
+        };
+        ApiError::bad_request(field, message)
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(None, format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// `x` of serde's ``missing field `x` ``.
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split_once('`').map(|(name, _)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        name: String,
+        count: u32,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Batch {
+        batch: Vec<Item>,
+    }
+
+    fn field_of(body: &str) -> (Option<String>, String) {
+        match parse::<Batch>(body.as_bytes()) {
+            Err(ApiError::BadRequest { field, message }) => (field, message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let (f, m) =
+            field_of(r#"{"batch": [{"name": "a", "count": 1}, {"name": "b", "count": "x"}]}"#);
+        assert_eq!(f.as_deref(), Some("batch[1].count"));
+        assert!(m.starts_with("batch[1].count: invalid type"), "{m}");
+        let (f, _) = field_of(r#"{"batch": [{"count": 1}]}"#);
+        assert_eq!(f.as_deref(), Some("batch[0].name"));
+        let (f, _) = field_of(r#"{"batch": [{"name": "a", "count": 1, "extra": 2}]}"#);
+        assert_eq!(f.as_deref(), Some("batch[0].extra"));
+        let (f, _) = field_of(r#"{}"#);
+        assert_eq!(f.as_deref(), Some("batch"));
+        let (f, m) = field_of(r#"{"batch": ["#);
+        assert_eq!(f, None);
+        assert!(m.starts_with("the body is not valid JSON"), "{m}");
+        let (f, m) = field_of(r#"{"batch": []} x"#);
+        assert_eq!(f, None);
+        assert!(m.contains("trailing characters"), "{m}");
+        assert!(parse::<Batch>(br#"{"batch": []}"#).is_ok());
+    }
+}
