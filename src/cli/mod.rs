@@ -7,6 +7,7 @@ mod advance;
 mod audience;
 mod backup;
 mod campaigns;
+mod customer;
 mod import;
 mod preview;
 mod progress;
@@ -191,6 +192,10 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Write a campaign's report as one self-contained HTML file with charts
     Report(report::ReportArgs),
+    /// One customer: show them on one screen, export everything held on them
+    /// as JSON, or erase them (GDPR)
+    #[command(subcommand)]
+    Customer(customer::CustomerCommand),
 }
 
 /// Exit code when some input rows were rejected but the rest was applied.
@@ -280,6 +285,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::Schema => Ok(campaigns::schema()),
         Command::Stats(args) => stats::run(args, &settings).await,
         Command::Report(args) => report::run(args, &settings).await,
+        Command::Customer(cmd) => customer::run(cmd, &settings).await,
     }
 }
 
