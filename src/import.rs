@@ -468,7 +468,7 @@ fn interaction_from_json(obj: Map<String, Value>) -> Parsed<InteractionRecord> {
 
 /// PostgreSQL's `text` and `jsonb` cannot hold U+0000: a row carrying one is
 /// rejected by line, on both backends alike, instead of failing its batch.
-fn storable_customer(rec: CustomerRecord) -> Parsed<CustomerRecord> {
+pub fn storable_customer(rec: CustomerRecord) -> Result<CustomerRecord, String> {
     let fields = [
         ("external_id", &rec.external_id),
         ("first_name", &rec.first_name),

@@ -20,8 +20,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use crate::clock::{Millis, rfc3339};
-use crate::customer::{CustomerRecord, CustomerRef, CustomerStatus, Email};
-use crate::import::{merge, unchanged};
+use crate::customer::{CustomerRecord, CustomerRef, CustomerStatus, Email, parse_timezone};
+use crate::import::{merge, storable_customer, unchanged};
 use crate::store::customers::StoredCustomer;
 use crate::store::profile::{
     EntryRow, Erased, InteractionFilter, InteractionRow, MessageRow, PageKey, SuppressionRow,
@@ -37,6 +37,9 @@ pub enum ProfileError {
          --forget-suppression removes the mark too"
     )]
     OnlyMark(Email),
+    /// A patch value the customer row cannot take (the import's checks).
+    #[error("{0}")]
+    Invalid(String),
     #[error("bad cursor {0:?}: pass the next_cursor of the previous page back unchanged")]
     BadCursor(String),
     #[error(transparent)]
@@ -200,7 +203,8 @@ pub fn decode_cursor(text: &str) -> Result<PageKey, ProfileError> {
     }
 }
 
-/// What a patch sets; absent fields keep what is stored.
+/// What a patch sets; absent fields keep what is stored. Checked as an
+/// import row is: an IANA time zone, no U+0000 anywhere.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CustomerPatch {
     pub first_name: Option<String>,
@@ -234,9 +238,15 @@ pub async fn patch(
     let mut record = CustomerRecord::new(stored.email.clone());
     record.first_name = patch.first_name;
     record.last_name = patch.last_name;
-    record.timezone = patch.timezone;
+    record.timezone = patch
+        .timezone
+        .as_deref()
+        .map(parse_timezone)
+        .transpose()
+        .map_err(|e| ProfileError::Invalid(e.to_string()))?;
     record.status = patch.status;
     record.attributes = patch.attributes;
+    let record = storable_customer(record).map_err(ProfileError::Invalid)?;
     let write = merge(Some(&stored), record, now);
     if unchanged(&stored, &write) {
         return Ok(Patched {

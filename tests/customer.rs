@@ -434,6 +434,31 @@ async fn patch_follows_the_import_rule(db: TestDb) {
     .await
     .unwrap();
     assert_eq!(bounced.customer.status, CustomerStatus::Bounced);
+    let bad_zone = profile::patch(
+        &store,
+        &who,
+        CustomerPatch {
+            timezone: Some("Mars/Olympus".into()),
+            ..CustomerPatch::default()
+        },
+        7_000,
+    )
+    .await;
+    assert!(
+        matches!(&bad_zone, Err(ProfileError::Invalid(m)) if m.contains("unknown time zone")),
+        "{bad_zone:?}"
+    );
+    let nul = profile::patch(
+        &store,
+        &who,
+        CustomerPatch {
+            first_name: Some("A\0nn".into()),
+            ..CustomerPatch::default()
+        },
+        7_000,
+    )
+    .await;
+    assert!(matches!(nul, Err(ProfileError::Invalid(_))), "{nul:?}");
     let same = profile::patch(&store, &who, CustomerPatch::default(), 7_000)
         .await
         .unwrap();
