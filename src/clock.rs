@@ -27,6 +27,23 @@ pub fn format_rfc3339(millis: Millis) -> String {
         .unwrap_or_else(|| millis.to_string())
 }
 
+/// Serde helpers writing [`Millis`] as RFC 3339 text, for documents people
+/// read (`#[serde(serialize_with = "rfc3339::millis")]`).
+pub mod rfc3339 {
+    use super::{Millis, format_rfc3339};
+
+    pub fn millis<S: serde::Serializer>(t: &Millis, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_rfc3339(*t))
+    }
+
+    pub fn optional<S: serde::Serializer>(t: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&format_rfc3339(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// Where "now" comes from: the system clock in production, a clock the test
 /// moves in tests (no sleeping on the wall clock).
 pub trait Clock: Send + Sync {

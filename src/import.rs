@@ -468,7 +468,7 @@ fn interaction_from_json(obj: Map<String, Value>) -> Parsed<InteractionRecord> {
 
 /// PostgreSQL's `text` and `jsonb` cannot hold U+0000: a row carrying one is
 /// rejected by line, on both backends alike, instead of failing its batch.
-fn storable_customer(rec: CustomerRecord) -> Parsed<CustomerRecord> {
+pub fn storable_customer(rec: CustomerRecord) -> Result<CustomerRecord, String> {
     let fields = [
         ("external_id", &rec.external_id),
         ("first_name", &rec.first_name),
@@ -547,7 +547,9 @@ fn nul_path(map: &Map<String, Value>) -> Option<String> {
 /// Given fields replace stored ones; absent fields keep them. Attributes merge key
 /// by key. An import may move a customer to unsubscribed, bounced or complained but
 /// never back to subscribed: a routine CRM sync must not undo an unsubscribe.
-fn merge(stored: Option<&StoredCustomer>, rec: CustomerRecord, now: Millis) -> CustomerWrite {
+/// The one merge rule: `herald import`, and a customer's patch
+/// (`profile::patch`), both write what this returns.
+pub fn merge(stored: Option<&StoredCustomer>, rec: CustomerRecord, now: Millis) -> CustomerWrite {
     match stored {
         None => CustomerWrite {
             email: rec.email,
@@ -582,7 +584,8 @@ fn merge(stored: Option<&StoredCustomer>, rec: CustomerRecord, now: Millis) -> C
     }
 }
 
-fn unchanged(stored: &StoredCustomer, w: &CustomerWrite) -> bool {
+/// Whether writing `w` would change nothing but `updated_at`.
+pub fn unchanged(stored: &StoredCustomer, w: &CustomerWrite) -> bool {
     stored.external_id == w.external_id
         && stored.first_name == w.first_name
         && stored.last_name == w.last_name

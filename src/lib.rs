@@ -15,6 +15,7 @@ pub mod mailer;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
+pub mod profile;
 pub mod quantity;
 pub mod render;
 pub mod report;

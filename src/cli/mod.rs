@@ -8,6 +8,7 @@ mod api_key;
 mod audience;
 mod backup;
 mod campaigns;
+mod customer;
 mod import;
 mod preview;
 mod progress;
@@ -198,6 +199,10 @@ enum Command {
     /// Keys of the /v1 HTTP API: create (printed once), list, revoke
     #[command(subcommand)]
     ApiKey(api_key::ApiKeyCommand),
+    /// One customer: show them on one screen, export everything held on them
+    /// as JSON, or erase them (GDPR)
+    #[command(subcommand)]
+    Customer(customer::CustomerCommand),
 }
 
 /// Exit code when some input rows were rejected but the rest was applied.
@@ -288,6 +293,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => stats::run(args, &settings).await,
         Command::Report(args) => report::run(args, &settings).await,
         Command::ApiKey(cmd) => api_key::run(cmd, &settings).await,
+        Command::Customer(cmd) => customer::run(cmd, &settings).await,
     }
 }
 

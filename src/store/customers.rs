@@ -5,11 +5,11 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
 use super::{Backend, Context, Pool, Store, StoreError, named, with_pool};
-use crate::clock::Millis;
-use crate::customer::{CustomerStatus, Email};
+use crate::clock::{Millis, rfc3339};
+use crate::customer::{CustomerStatus, Email, erasure_mark};
 
 /// A customer as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StoredCustomer {
     pub id: i64,
     pub email: Email,
@@ -19,11 +19,13 @@ pub struct StoredCustomer {
     pub status: CustomerStatus,
     pub timezone: Option<String>,
     pub attributes: Map<String, Value>,
+    #[serde(serialize_with = "rfc3339::millis")]
     pub created_at: Millis,
+    #[serde(serialize_with = "rfc3339::millis")]
     pub updated_at: Millis,
 }
 
-type CustomerRow = (
+pub(super) type CustomerRow = (
     i64,
     String,
     Option<String>,
@@ -36,10 +38,10 @@ type CustomerRow = (
     i64,
 );
 
-const COLUMNS: &str = "id, email, external_id, first_name, last_name, status, timezone, \
+pub(super) const COLUMNS: &str = "id, email, external_id, first_name, last_name, status, timezone, \
                        attributes, created_at, updated_at";
 
-fn from_row(r: CustomerRow) -> Result<StoredCustomer, sqlx::Error> {
+pub(super) fn from_row(r: CustomerRow) -> Result<StoredCustomer, sqlx::Error> {
     Ok(StoredCustomer {
         id: r.0,
         email: Email::from_store(r.1),
@@ -150,6 +152,38 @@ impl Store {
         if rows.is_empty() {
             return Ok(0);
         }
+        let marks = self.erasure_marks(rows).await?;
+        let now = rows[0].updated_at;
+        // An erased address that comes back is suppressed again, in the same
+        // transaction as its row: it is never mailable in between. Checked after
+        // the upsert, which waits for a concurrent erasure of the same row.
+        macro_rules! suppress_erased {
+            ($tx:expr) => {
+                let found: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+                    "SELECT email FROM suppressions WHERE {}",
+                    self.backend().in_json_array("email", 1)
+                )))
+                .bind(json_list(
+                    &marks.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(),
+                ))
+                .fetch_all(&mut *$tx)
+                .await
+                .context("looking up erased addresses")?;
+                for (mark, email) in &marks {
+                    if found.contains(mark) {
+                        sqlx::query(
+                            "INSERT INTO suppressions (email, reason, created_at) \
+                             VALUES ($1, 'erased', $2) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(email.as_str())
+                        .bind(now)
+                        .execute(&mut *$tx)
+                        .await
+                        .context("suppressing an erased address")?;
+                    }
+                }
+            };
+        }
         let mut written = 0;
         match &self.pool {
             Pool::Sqlite(pool) => {
@@ -179,11 +213,13 @@ impl Store {
                         .context("writing customers")?
                         .rows_affected();
                 }
+                suppress_erased!(tx);
                 tx.commit().await.context("committing customers")?;
             }
             // Column arrays in one statement: far cheaper for PostgreSQL to parse
             // and plan than a VALUES list of thousands of parameters.
             Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await.context("starting a customer batch")?;
                 let text = |f: fn(&CustomerWrite) -> Option<&str>| -> Vec<Option<&str>> {
                     rows.iter().map(f).collect()
                 };
@@ -202,13 +238,39 @@ impl Store {
                     .bind(rows.iter().map(|r| Json(&r.attributes)).collect::<Vec<_>>())
                     .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
                     .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await
                     .context("writing customers")?
                     .rows_affected();
+                suppress_erased!(tx);
+                tx.commit().await.context("committing customers")?;
             }
         }
         Ok(written)
+    }
+}
+
+impl Store {
+    /// The key of this database's erasure marks ([`erasure_mark`]), generated
+    /// on first use and never rotated (a new key would forget every erased
+    /// address); read once per process.
+    pub(crate) async fn erasure_key(&self, now: Millis) -> Result<String, StoreError> {
+        self.erasure_key
+            .get_or_try_init(|| self.generated_key("erasure", now))
+            .await
+            .cloned()
+    }
+
+    /// Each row's erasure mark with its address.
+    async fn erasure_marks(
+        &self,
+        rows: &[CustomerWrite],
+    ) -> Result<Vec<(String, Email)>, StoreError> {
+        let key = self.erasure_key(rows[0].updated_at).await?;
+        Ok(rows
+            .iter()
+            .map(|r| (erasure_mark(&key, &r.email), r.email.clone()))
+            .collect())
     }
 }
 

@@ -12,6 +12,7 @@ pub mod customers;
 pub mod deliveries;
 pub mod interactions;
 mod nodelay;
+pub mod profile;
 pub mod seed;
 pub mod sequence;
 pub mod stats;
@@ -134,6 +135,8 @@ pub struct Store {
     /// SQLite allows one writer at a time; writers of this process queue here
     /// instead of meeting `SQLITE_BUSY` and sleeping in the busy handler.
     gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The erasure-mark key, once read ([`Store::erasure_key`]).
+    erasure_key: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl Store {
@@ -204,6 +207,7 @@ impl Store {
         Ok(Store {
             pool,
             gate: Default::default(),
+            erasure_key: Default::default(),
         })
     }
 
