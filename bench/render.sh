@@ -2,7 +2,9 @@
 # Render + build throughput on one core (templates issue): a ~3 KB HTML
 # template with 10 variables, an `#each` over 3 purchases, link tracking and
 # the open pixel, rendered (subject, HTML, text), built with lettre and
-# formatted, for N customers. Target: 50,000 messages/s.
+# formatted, for N customers. A render-only figure: its old target (50,000
+# messages/s on one core) is retired; what counts is CPU per message end to
+# end (bench/send_ab.sh, docs/performance.md).
 #
 #   bench/render.sh [N]          default 100000
 #
