@@ -28,7 +28,7 @@ fn check(code: u16, text: &str) {
     // The stored text parses to the same reply.
     assert_eq!(Reply::parse(code, &reply.text), reply);
     assert!(reply.to_string().starts_with(&code.to_string()));
-    let class = bounce_class(code, text);
+    let class = bounce_class(&reply);
     assert!(!class.is_empty());
 }
 
