@@ -572,15 +572,7 @@ async fn request_ids_and_rate_limits_in_herald_serve(db: TestDb) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let addr: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let (addr, _stdout) = common::announced_addr(&mut child); // kept open: serve still prints
     let client = client();
     let url = format!("http://{addr}/v1/keys/current");
 

@@ -558,26 +558,12 @@ async fn unsubscribe_confirms_on_get_and_acts_once_on_post(db: TestDb) {
 
     // Again, and from the page: nothing changes.
     assert_eq!(one_click().await.status, 200);
-    let r = http::request(
-        server.addr,
-        "POST",
-        &ann.unsubscribe,
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        b"confirm=yes",
-    )
-    .await;
+    let r = confirm(server.addr, &ann.unsubscribe).await;
     assert_eq!(r.status, 200);
     assert_eq!(store.count_interactions("unsubscribed").await.unwrap(), 1);
 
     // The page's button.
-    let r = http::request(
-        server.addr,
-        "POST",
-        &bob.unsubscribe,
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        b"confirm=yes",
-    )
-    .await;
+    let r = confirm(server.addr, &bob.unsubscribe).await;
     assert_eq!(r.status, 200);
     assert!(
         r.text().contains(
@@ -660,14 +646,7 @@ steps:
     );
     assert!(!text.contains("<Shop>"), "{text}");
 
-    let r = http::request(
-        server.addr,
-        "POST",
-        &bob.unsubscribe,
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        b"confirm=yes",
-    )
-    .await;
+    let r = confirm(server.addr, &bob.unsubscribe).await;
     assert_eq!(r.status, 200);
     let text = r.text();
     assert!(
@@ -971,15 +950,7 @@ async fn herald_serve_stops_cleanly_on_sigterm(db: TestDb) {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let addr: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let (addr, mut out) = common::announced_addr(&mut child);
     for msg in &m {
         for _ in 0..10 {
             assert_eq!(
@@ -1097,3 +1068,15 @@ async fn chromium_opens_and_clicks(db: TestDb) {
     store.close().await;
 }
 both_backends!(chromium, chromium_opens_and_clicks);
+
+/// Presses the unsubscribe page's confirm button (the form's POST).
+async fn confirm(addr: SocketAddr, page: &str) -> http::Response {
+    http::request(
+        addr,
+        "POST",
+        page,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"confirm=yes",
+    )
+    .await
+}

@@ -4,8 +4,8 @@
 #![no_main]
 
 use herald::campaign;
-use herald::segment::{self, Context, Predicate};
 use herald::dialect::Backend;
+use herald::segment::{self, Context, Predicate};
 use libfuzzer_sys::fuzz_target;
 
 /// 2026-11-25T09:30:00Z, a Wednesday: a fixed "now" keeps runs reproducible.

@@ -1,6 +1,7 @@
 //! Checks shared by the fuzz targets: what any row an import accepts must satisfy.
 
 use herald::customer::{CustomerKey, CustomerRecord, Email, InteractionRecord, parse_timezone};
+use herald::import::{CustomerRows, Format};
 
 /// An `Email` that exists is normalised: parsing it again gives it back. The
 /// store keeps the text and the interaction import parses it again to match
@@ -50,5 +51,24 @@ impl Lines {
     pub fn next(&mut self, line: u64) {
         assert!(line >= self.0, "line {line} after line {}", self.0);
         self.0 = line;
+    }
+}
+
+/// A customers file of any content in `format`: every row is parsed or
+/// rejected with a reason, in line order, and an accepted row holds only
+/// normalised values. A header error refuses the whole file, which is an
+/// answer too.
+pub fn check_customer_file(data: &[u8], format: Format) {
+    let Ok(rows) = CustomerRows::from_reader(std::io::Cursor::new(data.to_vec()), format, "fuzz")
+    else {
+        return;
+    };
+    let mut lines = Lines::default();
+    for (line, row) in rows {
+        lines.next(line);
+        match row {
+            Ok(rec) => check_customer(&rec),
+            Err(reason) => assert!(!reason.is_empty()),
+        }
     }
 }

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -46,7 +45,7 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
     // The job tables first, before anything else holds a connection (see
     // `jobs::setup`).
     jobs::setup(&store).await?;
-    let engine = Arc::new(engine(store.clone(), settings, &args.templates, &campaigns).await?);
+    let engine = engine(store.clone(), settings, &args.templates, &campaigns).await?;
     for wanted in &args.now {
         jobs::enqueue_plan(&store, wanted).await?;
     }

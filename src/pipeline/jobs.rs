@@ -199,7 +199,7 @@ fn show(e: impl std::fmt::Display) -> String {
 
 /// What every job handler shares.
 struct Shared {
-    engine: Arc<Engine>,
+    engine: Engine,
     campaigns: HashMap<String, Campaign>,
     queues: Queues,
     stop: watch::Receiver<bool>,
@@ -407,7 +407,7 @@ async fn on_advance(tick: Tick, ctx: Ctx) -> Result<(), BoxDynError> {
 /// `herald run` that was interrupted) is planned if its planner stopped, and
 /// gets a send job, so nothing is left behind. The job tables must exist ([`setup`]).
 pub async fn run_worker(
-    engine: Arc<Engine>,
+    engine: Engine,
     campaigns: Vec<Campaign>,
     name: &str,
     stop: watch::Receiver<bool>,

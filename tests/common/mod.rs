@@ -201,6 +201,26 @@ pub fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitSt
     child.wait().unwrap()
 }
 
+/// The address a spawned `herald serve` (stdout piped) announces on its first
+/// line of output, `… http://ADDR …`, and the rest of its output to read on.
+pub fn announced_addr(
+    child: &mut std::process::Child,
+) -> (
+    std::net::SocketAddr,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout piped"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("the first line of output");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (addr, out)
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
