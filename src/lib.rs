@@ -11,6 +11,7 @@ pub mod customer;
 pub mod dialect;
 pub mod http;
 pub mod import;
+pub mod ingest;
 pub mod mailer;
 pub mod message;
 pub mod metrics;

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::ingest::writer::{self as ingest_writer, Ingest};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::token::{Signer, TokenError};
@@ -73,6 +74,8 @@ struct Shared {
     webhook: Option<webhooks::Secret>,
     /// The `/v1` API's per-key rate limits.
     access: api::Access,
+    /// Segment calls, to the batching writer.
+    ingest: Ingest,
 }
 
 impl Deref for AppState {
@@ -124,6 +127,7 @@ pub async fn serve_with_clock(
 ) -> Result<Totals, HttpError> {
     let signer = Signer::new(&store.tracking_keys(&settings.secrets, clock.now()).await?)?;
     let (events, writer) = writer::start(store.clone());
+    let (ingest, ingest_writer) = ingest_writer::start(store.clone(), clock.clone());
     let state = AppState(Arc::new(Shared {
         store,
         clock,
@@ -137,11 +141,14 @@ pub async fn serve_with_clock(
             .filter(|s| !s.is_empty())
             .map(webhooks::Secret::new),
         access: api::Access::new(settings.api_rate),
+        ingest,
     }));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    // The router and with it every `Events` is gone: the writer drains and ends.
+    // The router and with it every `Events` and `Ingest` is gone: the writers
+    // drain and end.
+    let ingested = ingest_writer.finish().await;
     let (totals, written) = writer.finish().await;
     tracing::info!(
         accepted = totals.accepted,
@@ -149,6 +156,9 @@ pub async fn serve_with_clock(
         transactions = totals.transactions,
         dropped = totals.dropped,
         orphaned = totals.orphaned,
+        api_calls = ingested.stored,
+        api_refused = ingested.refused,
+        api_new_events = ingested.new_events,
         "HTTP service stopped"
     );
     served?;

@@ -31,7 +31,45 @@ pub struct CustomerKeys {
 }
 
 /// Rows per insert statement (8 parameters each).
-const INSERT_BATCH: usize = 2000;
+pub(super) const INSERT_BATCH: usize = 2000;
+
+/// Inserts `$rows` (`&[InteractionWrite]`) in transaction `$tx` of backend
+/// `$backend`, skipping rows whose `external_id` is stored; evaluates to how
+/// many were inserted. A macro, so that one SQL text runs in either
+/// backend's transaction.
+macro_rules! insert_interactions {
+    ($backend:expr, $tx:expr, $rows:expr) => {{
+        let mut inserted: u64 = 0;
+        for chunk in $rows.chunks($crate::store::interactions::INSERT_BATCH) {
+            let sql = format!(
+                "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, \
+                 delivery_id, external_id, data) VALUES {} \
+                 ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
+                $backend.values_list(chunk.len(), 8)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(&*sql))
+                .persistent(chunk.len() == $crate::store::interactions::INSERT_BATCH);
+            for r in chunk {
+                q = q
+                    .bind(r.customer_id)
+                    .bind(&r.kind)
+                    .bind(r.occurred_at)
+                    .bind(&r.campaign)
+                    .bind(&r.step)
+                    .bind(r.delivery_id)
+                    .bind(&r.external_id)
+                    .bind(sqlx::types::Json(&r.data));
+            }
+            inserted += $crate::store::Context::context(
+                q.execute(&mut *$tx).await,
+                "writing interactions",
+            )?
+            .rows_affected();
+        }
+        inserted
+    }};
+}
+pub(crate) use insert_interactions;
 
 impl Store {
     /// Ids of the customers with any of these emails or external ids.
@@ -72,42 +110,17 @@ impl Store {
     /// Inserts interactions in one transaction; rows whose `external_id` is
     /// already stored are skipped. Returns how many were inserted.
     pub async fn write_interactions(&self, rows: &[InteractionWrite]) -> Result<u64, StoreError> {
-        let mut inserted = 0;
+        let b = self.backend();
         let _gate = self.write_gate().await;
         with_pool!(self, |pool| {
             let mut tx = pool
                 .begin()
                 .await
                 .context("starting an interaction batch")?;
-            for chunk in rows.chunks(INSERT_BATCH) {
-                let sql = format!(
-                    "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, \
-                     delivery_id, external_id, data) VALUES {} ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
-                    self.backend().values_list(chunk.len(), 8)
-                );
-                let mut q =
-                    sqlx::query(AssertSqlSafe(&*sql)).persistent(chunk.len() == INSERT_BATCH);
-                for r in chunk {
-                    q = q
-                        .bind(r.customer_id)
-                        .bind(&r.kind)
-                        .bind(r.occurred_at)
-                        .bind(&r.campaign)
-                        .bind(&r.step)
-                        .bind(r.delivery_id)
-                        .bind(&r.external_id)
-                        .bind(Json(&r.data));
-                }
-                inserted += q
-                    .execute(&mut *tx)
-                    .await
-                    .context("writing interactions")?
-                    .rows_affected();
-            }
+            let inserted = insert_interactions!(b, tx, rows);
             tx.commit().await.context("committing interactions")?;
-            Ok::<_, StoreError>(())
-        })?;
-        Ok(inserted)
+            Ok::<_, StoreError>(inserted)
+        })
     }
 
     /// A customer's interactions of one kind, newest first.

@@ -10,6 +10,7 @@ pub mod audience;
 pub mod backup;
 pub mod customers;
 pub mod deliveries;
+pub mod ingest;
 pub mod interactions;
 mod nodelay;
 pub mod profile;

@@ -49,6 +49,10 @@ pub enum ApiError {
     /// (Segment's libraries among them) retry on 5xx.
     #[error("the database is unavailable; retry later")]
     Unavailable(#[source] StoreError),
+    /// 503: Herald is too busy or stopping; nothing of the request was
+    /// stored, and it may be sent again.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl ApiError {
@@ -71,7 +75,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -88,7 +92,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unprocessable { .. } => "unprocessable",
             ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::Busy(_) => "unavailable",
         }
     }
 }
@@ -129,6 +133,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::RateLimited { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            ApiError::Busy(_) | ApiError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
             ApiError::PayloadTooLarge { .. } => {
                 // The rest of the body is not read: the connection cannot be reused.

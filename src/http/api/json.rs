@@ -26,14 +26,33 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let ApiBody(bytes) = ApiBody::from_request(request, state).await?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// A JSON request body as bytes, checked as [`ApiJson`] checks it (type,
+/// size, encoding) but not yet read: for routes that read it piece by piece
+/// (a Segment batch, whose bad items are named and the others kept).
+#[derive(Debug, Clone, Default)]
+pub struct ApiBody(pub Bytes);
+
+impl<S> FromRequest<S> for ApiBody
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         if !is_json(request.headers()) {
             return Err(ApiError::UnsupportedMediaType(
                 "the body must be JSON, sent with Content-Type: application/json",
             ));
         }
         let limit = request.extensions().get::<BodyLimit>().map(|l| l.0);
-        let bytes = Bytes::from_request(request, state)
+        Bytes::from_request(request, state)
             .await
+            .map(ApiBody)
             .map_err(|rejection| match (rejection.status(), limit) {
                 (StatusCode::PAYLOAD_TOO_LARGE, Some(limit)) => ApiError::PayloadTooLarge { limit },
                 (StatusCode::PAYLOAD_TOO_LARGE, None) => ApiError::PayloadTooLarge {
@@ -47,8 +66,7 @@ where
                         rejection.body_text()
                     ),
                 ),
-            })?;
-        parse(&bytes).map(ApiJson)
+            })
     }
 }
 
@@ -61,7 +79,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// `bytes` as a `T`, or a 400 naming the field at fault.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

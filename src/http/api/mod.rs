@@ -12,13 +12,14 @@
 //! 3. gzip bodies decompressed as they are read, so size limits apply to
 //!    the decompressed JSON (a small bomb is still 413).
 //!
-//! Route families, each in its own file: [`keys`] (`/v1/keys`). The Segment
-//! routes, customers and the rest of issue 18 go beside it.
+//! Route families, each in its own file: [`keys`] (`/v1/keys`), [`segment`]
+//! (Segment's Tracking API: `/v1/identify`, `/v1/track`, …, `/v1/batch`).
 
 mod auth;
 mod errors;
 mod json;
 mod keys;
+mod segment;
 
 use std::time::Instant;
 
@@ -38,11 +39,7 @@ use super::AppState;
 
 type Router = axum::Router<AppState>;
 
-/// Largest body of one event (`/v1/track`, `/v1/identify`, …): Segment's own
-/// limit of 32 KB per call.
-pub const EVENT_LIMIT: usize = 32 * 1024;
-/// Largest body of `/v1/batch`: Segment's own limit of 500 KB per batch.
-pub const BATCH_LIMIT: usize = 500 * 1024;
+pub use crate::ingest::{BATCH_LIMIT, EVENT_LIMIT};
 /// Limit of a route that sets none.
 const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
 
@@ -63,6 +60,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(super) fn routes() -> Router {
     Router::new()
         .merge(keys::routes())
+        .merge(segment::routes())
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method")

@@ -1,0 +1,225 @@
+//! The one task that stores API calls: requests hand their checked calls to
+//! it through a bounded queue and wait; it takes whatever requests have
+//! arrived (up to [`GROUP`] calls), stores them together, and answers each
+//! with its calls' outcomes once the transaction is committed. A burst of
+//! requests costs a few transactions, and an answered call is durable.
+//!
+//! Why a group may be stored twice harmlessly: each try resolves afresh
+//! against what is stored, events are keyed by their `messageId`, and
+//! identify merges to the same customer; so a group whose commit failed (a
+//! deadlock, a visitor deleted by another process) is simply resolved and
+//! written again, up to [`TRIES`] times, before its requests are answered
+//! 503 (and Segment's clients retry them).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::resolve::{self, Plan};
+use super::spec::{Event, Refusal};
+use crate::clock::Clock;
+use crate::store::{Store, StoreError};
+
+/// Requests waiting for the writer; a full queue holds a request up to
+/// [`ENQUEUE_WAIT`], then it is answered 503.
+const QUEUE: usize = 1024;
+/// Most calls stored in one group.
+pub const GROUP: usize = 5000;
+/// How long a request waits for room in a full queue.
+pub const ENQUEUE_WAIT: Duration = Duration::from_secs(5);
+/// Tries of one group before its requests are answered with the error.
+const TRIES: u32 = 3;
+
+/// Each call's outcome, in the order submitted.
+pub type Outcomes = Vec<Result<(), Refusal>>;
+
+struct Job {
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<Outcomes, StoreError>>,
+}
+
+/// Why calls were not stored; the request is answered 503 and may be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the API's queue is full; retry later")]
+    Busy,
+    #[error("the API is stopping; retry later")]
+    Stopped,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the writer did, for logs and `herald serve`'s summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestTotals {
+    /// Calls stored (new or already stored).
+    pub stored: u64,
+    /// Calls refused by resolution (conflicts).
+    pub refused: u64,
+    /// Events that were new (a retried call's are not).
+    pub new_events: u64,
+    pub groups: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    stored: AtomicU64,
+    refused: AtomicU64,
+    new_events: AtomicU64,
+    groups: AtomicU64,
+}
+
+/// Hands calls to the writer; clones share its queue.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Job>,
+}
+
+/// The writer task, started by [`start`].
+#[derive(Debug)]
+pub struct Writer {
+    task: JoinHandle<()>,
+    counters: Arc<Counters>,
+}
+
+/// Starts the writer on `store`, stamping with `clock`.
+pub fn start(store: Store, clock: Arc<dyn Clock>) -> (Ingest, Writer) {
+    let counters = Arc::new(Counters::default());
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let task = tokio::spawn(run(store, clock, rx, counters.clone()));
+    (Ingest { tx }, Writer { task, counters })
+}
+
+impl Ingest {
+    /// Stores `events`; answers once they are committed, with each one's outcome.
+    pub async fn submit(&self, events: Vec<Event>) -> Result<Outcomes, IngestError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job { events, reply };
+        match tokio::time::timeout(ENQUEUE_WAIT, self.tx.send(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(IngestError::Stopped),
+            Err(_) => return Err(IngestError::Busy),
+        }
+        match answer.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(IngestError::Stopped),
+        }
+    }
+}
+
+impl Writer {
+    /// Waits until every [`Ingest`] is dropped and the queue is stored.
+    pub async fn finish(self) -> IngestTotals {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the API's writer task ended abnormally");
+        }
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        IngestTotals {
+            stored: get(&self.counters.stored),
+            refused: get(&self.counters.refused),
+            new_events: get(&self.counters.new_events),
+            groups: get(&self.counters.groups),
+        }
+    }
+}
+
+async fn run(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    mut rx: mpsc::Receiver<Job>,
+    counters: Arc<Counters>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        let mut calls = jobs[0].events.len();
+        while calls < GROUP {
+            match rx.try_recv() {
+                Ok(job) => {
+                    calls += job.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let events: Vec<&Event> = jobs.iter().flat_map(|j| j.events.iter()).collect();
+        let mut delay = Duration::from_millis(20);
+        let mut tries = 0;
+        let result = loop {
+            tries += 1;
+            match store_group(&store, clock.now(), &events).await {
+                Ok(done) => break Ok(done),
+                Err(e) if tries < TRIES => {
+                    tracing::warn!(error = %e, calls = events.len(), "storing API calls failed; resolving again");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match result {
+            Ok((outcomes, new_events)) => {
+                let refused = outcomes.iter().filter(|o| o.is_err()).count() as u64;
+                counters.refused.fetch_add(refused, Ordering::Relaxed);
+                counters
+                    .stored
+                    .fetch_add(outcomes.len() as u64 - refused, Ordering::Relaxed);
+                counters.new_events.fetch_add(new_events, Ordering::Relaxed);
+                counters.groups.fetch_add(1, Ordering::Relaxed);
+                let mut outcomes = outcomes.into_iter();
+                for job in jobs {
+                    let mine: Outcomes = outcomes.by_ref().take(job.events.len()).collect();
+                    // A request that gave up waiting is gone; its calls are stored.
+                    let _ = job.reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, calls = events.len(), "API calls could not be stored");
+                let message = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(StoreError::internal(
+                        "storing API calls",
+                        message.clone(),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Locks, loads, resolves and writes one group; each call's outcome, and how
+/// many events were new.
+async fn store_group(
+    store: &Store,
+    now: crate::clock::Millis,
+    events: &[&Event],
+) -> Result<(Outcomes, u64), StoreError> {
+    let keys = resolve::keys(events.iter().copied());
+    let lock = store.lock_identities(&keys).await?;
+    let written = async {
+        let known = store.load_known(&keys).await?;
+        let mut plan: Plan = resolve::resolve(events.iter().copied(), known, now);
+        store.write_customers(&plan.customers).await?;
+        let new: Vec<&str> = plan
+            .customers
+            .iter()
+            .filter(|c| !plan.customer_ids.contains_key(&c.email))
+            .map(|c| c.email.as_str())
+            .collect();
+        let mut ids: HashMap<_, _> = std::mem::take(&mut plan.customer_ids);
+        if !new.is_empty() {
+            ids.extend(store.customer_ids(&new).await?);
+        }
+        let new_events = store.apply_plan(&plan, &ids).await?;
+        Ok::<_, StoreError>((std::mem::take(&mut plan.outcomes), new_events))
+    }
+    .await;
+    lock.release().await;
+    written
+}

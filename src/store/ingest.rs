@@ -1,0 +1,390 @@
+//! What the `/v1` calls need of the database: what a group of calls names
+//! ([`Store::load_known`]), a lock on those names across processes
+//! ([`Store::lock_identities`], PostgreSQL), and a resolved
+//! [`Plan`] written in one transaction ([`Store::apply_plan`]).
+//!
+//! Every statement is set-based (one multi-row statement per table and
+//! chunk) except the moves of stored visitors, three statements each, which
+//! happen once per person when they are first linked.
+//!
+//! | | SQLite | PostgreSQL |
+//! |---|---|---|
+//! | calls of other processes on the same names | one process writes | session advisory locks, one per name, taken in order |
+//! | a visitor moved while another call adds to it | one writer | the moved visitors' rows are locked `FOR UPDATE` first; an event for a visitor deleted meanwhile fails its foreign key and the group is resolved again |
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use sqlx::AssertSqlSafe;
+use sqlx::pool::PoolConnection;
+use sqlx::types::Json;
+
+use super::customers::{COLUMNS, CustomerRow, from_row, json_list};
+use super::interactions::InteractionWrite;
+use super::{Backend, Context, Pool, Store, StoreError, with_pool};
+use crate::customer::Email;
+use crate::ingest::resolve::{IdKind, Keys, Known, Owner, Plan, StoredOwner};
+
+/// Rows per multi-row statement: at most 8 parameters each, far below both
+/// backends' limits.
+const CHUNK: usize = 1000;
+
+/// Names locked by one process until [`IdentityLock::release`]; a lock
+/// dropped without it closes its connection, which releases them too.
+pub struct IdentityLock {
+    conn: Option<PoolConnection<sqlx::Postgres>>,
+}
+
+impl IdentityLock {
+    /// Releases the names.
+    pub async fn release(mut self) {
+        if let Some(mut conn) = self.conn.take()
+            && sqlx::query("SELECT pg_advisory_unlock_all()")
+                .execute(&mut *conn)
+                .await
+                .is_err()
+        {
+            // Not known to be released: the connection must not go back.
+            drop(conn.detach());
+        }
+    }
+}
+
+impl Drop for IdentityLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// A name's advisory-lock number: the first 8 bytes of its SHA-256.
+fn lock_number(name: &str) -> i64 {
+    let digest = Sha256::digest(format!("herald-identity:{name}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+impl Store {
+    /// On PostgreSQL, waits until no other process holds any of `keys`, and
+    /// holds them; in ascending order, so two groups never wait on each other.
+    /// On SQLite, where one process writes, nothing.
+    pub async fn lock_identities(&self, keys: &Keys) -> Result<IdentityLock, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(IdentityLock { conn: None });
+        };
+        let mut numbers: Vec<i64> = keys.lock_names().map(|n| lock_number(&n)).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        let mut conn = pool.acquire().await.context("locking identities")?;
+        // A function scan of the sorted array takes the locks in its order.
+        sqlx::query("SELECT pg_advisory_lock(n) FROM unnest($1::bigint[]) AS t(n)")
+            .bind(&numbers)
+            .execute(&mut *conn)
+            .await
+            .context("locking identities")?;
+        Ok(IdentityLock { conn: Some(conn) })
+    }
+
+    /// The customers, ids and visitors `keys` reach.
+    pub async fn load_known(&self, keys: &Keys) -> Result<Known, StoreError> {
+        let b = self.backend();
+        let list = |set: &std::collections::BTreeSet<String>| {
+            json_list(&set.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        let sql = format!(
+            "SELECT kind, value, visitor, customer_id FROM identities \
+             WHERE (kind = 'anonymous' AND {}) OR (kind = 'user' AND {})",
+            b.in_json_array("value", 1),
+            b.in_json_array("value", 2)
+        );
+        let (anonymous, users, emails) =
+            (list(&keys.anonymous), list(&keys.users), list(&keys.emails));
+        let rows: Vec<(String, String, Option<String>, Option<i64>)> = with_pool!(self, |pool| {
+            sqlx::query_as(AssertSqlSafe(&*sql))
+                .bind(&anonymous)
+                .bind(&users)
+                .fetch_all(pool)
+                .await
+        })
+        .context("reading identities")?;
+        let mut identities = Vec::with_capacity(rows.len());
+        let mut customer_ids = Vec::new();
+        let mut visitor_keys = Vec::new();
+        for (kind, value, visitor, customer) in rows {
+            let Some(kind) = IdKind::from_stored(&kind) else {
+                continue;
+            };
+            let owner = match (visitor, customer) {
+                (Some(v), _) => {
+                    visitor_keys.push(v.clone());
+                    StoredOwner::Visitor(v)
+                }
+                (None, Some(c)) => {
+                    customer_ids.push(c);
+                    StoredOwner::Customer(c)
+                }
+                (None, None) => continue,
+            };
+            identities.push((kind, value, owner));
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM customers WHERE {} UNION SELECT {COLUMNS} FROM customers WHERE {} \
+             UNION SELECT {COLUMNS} FROM customers WHERE {}",
+            b.in_json_array("email", 1),
+            b.in_json_array("external_id", 2),
+            b.in_json_ids("id", 3)
+        );
+        let ids = serde_json::to_string(&customer_ids).unwrap_or_else(|_| "[]".into());
+        let rows: Vec<CustomerRow> = with_pool!(self, |pool| {
+            sqlx::query_as(AssertSqlSafe(&*sql))
+                .bind(&emails)
+                .bind(&users)
+                .bind(&ids)
+                .fetch_all(pool)
+                .await
+        })
+        .context("reading the customers of API calls")?;
+        let customers = rows
+            .into_iter()
+            .map(from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading the customers of API calls")?;
+        let visitors = if visitor_keys.is_empty() {
+            Vec::new()
+        } else {
+            let sql = format!(
+                "SELECT key, traits FROM visitors WHERE {}",
+                b.in_json_array("key", 1)
+            );
+            let keys = json_list(&visitor_keys.iter().map(String::as_str).collect::<Vec<_>>());
+            let rows: Vec<(String, Json<Map<String, Value>>)> = with_pool!(self, |pool| {
+                sqlx::query_as(AssertSqlSafe(&*sql))
+                    .bind(&keys)
+                    .fetch_all(pool)
+                    .await
+            })
+            .context("reading visitors")?;
+            rows.into_iter().map(|(k, t)| (k, t.0)).collect()
+        };
+        Ok(Known {
+            customers,
+            identities,
+            visitors,
+        })
+    }
+
+    /// Writes `plan` after its customers ([`Store::write_customers`]):
+    /// visitors, ids, visitors' events, moves and interactions, in one
+    /// transaction. `ids` has every customer the plan names. Returns how many
+    /// events were new (a retried call's are not).
+    pub async fn apply_plan(
+        &self,
+        plan: &Plan,
+        ids: &HashMap<Email, i64>,
+    ) -> Result<u64, StoreError> {
+        let id_of = |e: &Email| {
+            ids.get(e).copied().ok_or_else(|| {
+                StoreError::internal(
+                    "storing API calls",
+                    format!("the customer {e} was written but not found"),
+                )
+            })
+        };
+        let interactions = plan
+            .interactions
+            .iter()
+            .map(|(e, row)| {
+                Ok(InteractionWrite {
+                    customer_id: id_of(e)?,
+                    kind: row.kind.clone(),
+                    occurred_at: row.occurred_at,
+                    campaign: None,
+                    step: None,
+                    delivery_id: None,
+                    external_id: row.external_id.clone(),
+                    data: row.data.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let identities = plan
+            .identities
+            .iter()
+            .map(|w| {
+                let (visitor, customer) = match &w.owner {
+                    Owner::Visitor(v) => (Some(v.as_str()), None),
+                    Owner::Customer(e) => (None, Some(id_of(e)?)),
+                };
+                Ok((w.kind.as_str(), w.value.as_str(), visitor, customer))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let moves = plan
+            .moves
+            .iter()
+            .map(|(v, owner)| {
+                Ok(match owner {
+                    Owner::Customer(e) => (v.as_str(), Err(id_of(e)?)),
+                    Owner::Visitor(w) => (v.as_str(), Ok(w.as_str())),
+                })
+            })
+            .collect::<Result<Vec<(&str, Result<&str, i64>)>, StoreError>>()?;
+        let b = self.backend();
+        let now = plan
+            .visitors
+            .first()
+            .map(|v| v.updated_at)
+            .unwrap_or_default();
+        let _gate = self.write_gate().await;
+        let mut new_events = 0;
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await.context("starting to store API calls")?;
+            if b == Backend::Postgres {
+                let mut locked: Vec<&str> = plan.moves.iter().map(|(v, _)| v.as_str()).collect();
+                locked.extend(plan.visitors.iter().map(|v| v.key.as_str()));
+                if !locked.is_empty() {
+                    sqlx::query(AssertSqlSafe(format!(
+                        "SELECT key FROM visitors WHERE {} ORDER BY key FOR UPDATE",
+                        b.in_json_array("key", 1)
+                    )))
+                    .bind(json_list(&locked))
+                    .execute(&mut *tx)
+                    .await
+                    .context("locking visitors")?;
+                }
+            }
+            for chunk in plan.visitors.chunks(CHUNK) {
+                let mut q = sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO visitors (key, traits, created_at, updated_at) VALUES {} \
+                     ON CONFLICT (key) DO UPDATE SET traits = excluded.traits, \
+                     updated_at = excluded.updated_at",
+                    b.values_list(chunk.len(), 4)
+                )));
+                for v in chunk {
+                    q = q
+                        .bind(&v.key)
+                        .bind(Json(&v.traits))
+                        .bind(v.created_at)
+                        .bind(v.updated_at);
+                }
+                q.execute(&mut *tx).await.context("writing visitors")?;
+            }
+            for chunk in identities.chunks(CHUNK) {
+                let mut q = sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO identities (kind, value, visitor, customer_id, created_at) \
+                     VALUES {} ON CONFLICT (kind, value) DO UPDATE SET \
+                     visitor = excluded.visitor, customer_id = excluded.customer_id",
+                    b.values_list(chunk.len(), 5)
+                )));
+                for (kind, value, visitor, customer) in chunk {
+                    q = q
+                        .bind(*kind)
+                        .bind(*value)
+                        .bind(*visitor)
+                        .bind(*customer)
+                        .bind(now);
+                }
+                q.execute(&mut *tx).await.context("writing identities")?;
+            }
+            for chunk in plan.visitor_events.chunks(CHUNK) {
+                let mut q = sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO visitor_events (visitor, kind, occurred_at, external_id, data) \
+                     VALUES {} ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
+                    b.values_list(chunk.len(), 5)
+                )));
+                for (v, row) in chunk {
+                    q = q
+                        .bind(v)
+                        .bind(&row.kind)
+                        .bind(row.occurred_at)
+                        .bind(&row.external_id)
+                        .bind(Json(&row.data));
+                }
+                new_events += q
+                    .execute(&mut *tx)
+                    .await
+                    .context("writing visitors' events")?
+                    .rows_affected();
+            }
+            for (visitor, into) in &moves {
+                match into {
+                    Err(customer) => {
+                        sqlx::query(
+                            "INSERT INTO interactions (customer_id, kind, occurred_at, external_id, data) \
+                             SELECT CAST($1 AS BIGINT), kind, occurred_at, external_id, data \
+                             FROM visitor_events WHERE visitor = $2 \
+                             ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
+                        )
+                        .bind(*customer)
+                        .bind(*visitor)
+                        .execute(&mut *tx)
+                        .await
+                        .context("moving a visitor's events to its customer")?;
+                        sqlx::query(
+                            "UPDATE identities SET visitor = NULL, customer_id = $1 WHERE visitor = $2",
+                        )
+                        .bind(*customer)
+                        .bind(*visitor)
+                        .execute(&mut *tx)
+                        .await
+                        .context("linking a visitor's ids to its customer")?;
+                    }
+                    Ok(other) => {
+                        sqlx::query("UPDATE visitor_events SET visitor = $1 WHERE visitor = $2")
+                            .bind(*other)
+                            .bind(*visitor)
+                            .execute(&mut *tx)
+                            .await
+                            .context("moving a visitor's events")?;
+                        sqlx::query("UPDATE identities SET visitor = $1 WHERE visitor = $2")
+                            .bind(*other)
+                            .bind(*visitor)
+                            .execute(&mut *tx)
+                            .await
+                            .context("moving a visitor's ids")?;
+                    }
+                }
+                sqlx::query("DELETE FROM visitors WHERE key = $1")
+                    .bind(*visitor)
+                    .execute(&mut *tx)
+                    .await
+                    .context("removing a merged visitor")?;
+            }
+            new_events += super::interactions::insert_interactions!(b, tx, &interactions);
+            tx.commit().await.context("committing API calls")?;
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(new_events)
+    }
+
+    /// Ids of the customers with these emails, for the plan's new customers.
+    pub async fn customer_ids(&self, emails: &[&str]) -> Result<Vec<(Email, i64)>, StoreError> {
+        let sql = format!(
+            "SELECT email, id FROM customers WHERE {}",
+            self.backend().in_json_array("email", 1)
+        );
+        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(AssertSqlSafe(&*sql))
+                .bind(json_list(emails))
+                .fetch_all(pool)
+                .await
+        })
+        .context("reading customer ids")?;
+        Ok(rows
+            .into_iter()
+            .map(|(e, id)| (Email::from_store(e), id))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_numbers_are_stable_and_distinct() {
+        assert_eq!(lock_number("a:x"), lock_number("a:x"));
+        assert_ne!(lock_number("a:x"), lock_number("u:x"));
+    }
+}
