@@ -179,6 +179,47 @@ struct Inner {
     tracking: [Counter; TrackingKind::ALL.len()],
     send_latency: Histogram,
     rate_wait: Histogram,
+    /// `/v1` Segment calls by [`ApiCallOutcome`], in its order.
+    api_calls: [Counter; 3],
+}
+
+/// What became of a Segment call sent to `/v1`: the `outcome` label of
+/// `herald_api_calls_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiCallOutcome {
+    /// Committed (or already stored: a retry).
+    Stored,
+    /// Refused with a 4xx naming the field; nothing stored.
+    Refused,
+    /// Not stored for a fault on Herald's side (503): the client retries.
+    Unstored,
+}
+
+impl ApiCallOutcome {
+    const ALL: [ApiCallOutcome; 3] = [
+        ApiCallOutcome::Stored,
+        ApiCallOutcome::Refused,
+        ApiCallOutcome::Unstored,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiCallOutcome::Stored => "stored",
+            ApiCallOutcome::Refused => "refused",
+            ApiCallOutcome::Unstored => "unstored",
+        }
+    }
+}
+
+impl EncodeLabelValue for ApiCallOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ApiCallLabels {
+    outcome: ApiCallOutcome,
 }
 
 /// The process's metrics. Clones share the same registry and counters.
@@ -273,8 +314,17 @@ impl Metrics {
             Unit::Seconds,
             rate_wait.clone(),
         );
+        let calls = Family::<ApiCallLabels, Counter>::default();
+        let api_calls = ApiCallOutcome::ALL
+            .map(|outcome| calls.get_or_create_owned(&ApiCallLabels { outcome }));
+        registry.register(
+            "api_calls",
+            "Segment calls sent to /v1 (identify, track, ..., each item of a batch), by outcome",
+            calls,
+        );
         Metrics(Arc::new(Inner {
             registry,
+            api_calls,
             sent,
             failed,
             retried,
@@ -326,6 +376,14 @@ impl Metrics {
     pub fn tracking_event(&self, kind: impl Into<TrackingKind>) {
         // A variant's discriminant is its index in ALL (see the test).
         self.0.tracking[kind.into() as usize].inc();
+    }
+
+    /// `n` Segment calls that came to `outcome`.
+    pub fn api_calls(&self, outcome: ApiCallOutcome, n: u64) {
+        if n > 0 {
+            // A variant's discriminant is its index in ALL.
+            self.0.api_calls[outcome as usize].inc_by(n);
+        }
     }
 
     /// The time of one send: SMTP transaction (or outbox write) to reply.

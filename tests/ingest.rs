@@ -539,6 +539,24 @@ async fn a_batch_keeps_its_good_items_and_names_the_bad(db: TestDb) {
     let (status, _) = s.call(&key, "batch", &json!({"batch": items})).await;
     assert_eq!(status, 413);
     assert_eq!(counts(&db).await, [1, 1, 1, 1]);
+
+    // Three sends of 3 good and 4 bad items, counted by outcome.
+    let scrape = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "herald_api_calls_total{outcome=\"stored\"} 9",
+        "herald_api_calls_total{outcome=\"refused\"} 12",
+        "herald_api_calls_total{outcome=\"unstored\"} 0",
+    ] {
+        assert!(scrape.lines().any(|l| l == line), "{line} not in {scrape}");
+    }
     s.stop();
 }
 

@@ -31,7 +31,7 @@
 //! one by one would have written; and against what is stored, so resolving
 //! the same calls again (a retried batch) writes nothing new.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -41,64 +41,9 @@ use crate::clock::Millis;
 use crate::customer::{CustomerRecord, CustomerStatus, Email};
 use crate::import::{merge, unchanged};
 use crate::store::customers::{CustomerWrite, StoredCustomer};
-
-/// The two kinds of id a call carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IdKind {
-    Anonymous,
-    User,
-}
-
-impl IdKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IdKind::Anonymous => "anonymous",
-            IdKind::User => "user",
-        }
-    }
-
-    /// The stored text, read back.
-    pub fn from_stored(text: &str) -> Option<IdKind> {
-        match text {
-            "anonymous" => Some(IdKind::Anonymous),
-            "user" => Some(IdKind::User),
-            _ => None,
-        }
-    }
-}
-
-/// Whose an id is, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoredOwner {
-    Customer(i64),
-    Visitor(String),
-}
-
-/// Whose an id is, in a plan: customers by email (a new one has no id yet).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Owner {
-    Customer(Email),
-    Visitor(String),
-}
-
-/// What a group of calls names: what the store loads, and on PostgreSQL
-/// locks, before resolving.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Keys {
-    pub anonymous: BTreeSet<String>,
-    pub users: BTreeSet<String>,
-    pub emails: BTreeSet<String>,
-}
-
-impl Keys {
-    /// Every key as one text per key, for the PostgreSQL advisory locks.
-    pub fn lock_names(&self) -> impl Iterator<Item = String> + '_ {
-        let a = self.anonymous.iter().map(|k| format!("a:{k}"));
-        let u = self.users.iter().map(|k| format!("u:{k}"));
-        let e = self.emails.iter().map(|k| format!("e:{k}"));
-        a.chain(u).chain(e)
-    }
-}
+pub use crate::store::ingest::{
+    IdKind, IdentityWrite, Keys, Known, Owner, Plan, Row, StoredOwner, VisitorWrite,
+};
 
 /// The ids, users and emails `events` name.
 pub fn keys<'a>(events: impl IntoIterator<Item = &'a Event>) -> Keys {
@@ -124,15 +69,6 @@ pub fn keys<'a>(events: impl IntoIterator<Item = &'a Event>) -> Keys {
         }
     }
     keys
-}
-
-/// What is stored about the keys: the customers they reach, the ids among
-/// them that are known, and the visitors those ids belong to.
-#[derive(Debug, Clone, Default)]
-pub struct Known {
-    pub customers: Vec<StoredCustomer>,
-    pub identities: Vec<(IdKind, String, StoredOwner)>,
-    pub visitors: Vec<(String, Map<String, Value>)>,
 }
 
 /// A visitor's traits as stored: the customer fields they will fill, and
@@ -196,50 +132,6 @@ impl VisitorTraits {
     }
 }
 
-/// One event to store, for a customer or a visitor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub kind: String,
-    pub occurred_at: Millis,
-    /// The call's messageId.
-    pub external_id: Option<String>,
-    pub data: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct VisitorWrite {
-    pub key: String,
-    pub traits: Map<String, Value>,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct IdentityWrite {
-    pub kind: IdKind,
-    pub value: String,
-    pub owner: Owner,
-}
-
-/// What storing a group of calls writes, in this order: customers, then in
-/// one transaction visitors, identities, visitors' events, the moves of
-/// stored visitors, and customers' interactions.
-#[derive(Debug, Clone, Default)]
-pub struct Plan {
-    /// New customers, and stored ones that changed.
-    pub customers: Vec<CustomerWrite>,
-    /// The ids of the customers that were stored already.
-    pub customer_ids: HashMap<Email, i64>,
-    pub visitors: Vec<VisitorWrite>,
-    pub identities: Vec<IdentityWrite>,
-    pub visitor_events: Vec<(String, Row)>,
-    /// A stored visitor, and whose everything of it becomes.
-    pub moves: Vec<(String, Owner)>,
-    pub interactions: Vec<(Email, Row)>,
-    /// Per call, in order: stored, or why not.
-    pub outcomes: Vec<Result<(), Refusal>>,
-}
-
 struct Person {
     current: StoredCustomer,
     original: Option<StoredCustomer>,
@@ -267,13 +159,26 @@ struct World {
     records: Vec<(Owner, Row)>,
 }
 
+/// A group of calls resolved: what to write, and per call, in order,
+/// whether it is stored or why not.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    pub plan: Plan,
+    pub outcomes: Vec<Result<(), Refusal>>,
+}
+
 /// Resolves `events` in order against `known`, at `now`.
-pub fn resolve<'a>(events: impl IntoIterator<Item = &'a Event>, known: Known, now: Millis) -> Plan {
+pub fn resolve<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    known: Known,
+    now: Millis,
+) -> Resolved {
     let mut world = World::new(known, now);
     let outcomes = events.into_iter().map(|e| world.apply(e)).collect();
-    let mut plan = world.finish();
-    plan.outcomes = outcomes;
-    plan
+    Resolved {
+        plan: world.finish(),
+        outcomes,
+    }
 }
 
 impl World {
@@ -830,7 +735,7 @@ fn stored(id: i64, w: CustomerWrite) -> StoredCustomer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::spec::{CallType, read};
+    use crate::ingest::spec::read;
     use serde_json::json;
 
     const NOW: Millis = 1_765_000_000_000;
@@ -879,8 +784,8 @@ mod tests {
             ),
             call(json!({"type": "track", "userId": "u1", "event": "Bought", "messageId": "m3"})),
         ];
-        let plan = resolve(&events, Known::default(), NOW);
-        assert!(plan.outcomes.iter().all(Result::is_ok));
+        let Resolved { plan, outcomes } = resolve(&events, Known::default(), NOW);
+        assert!(outcomes.iter().all(Result::is_ok));
         // Made and moved in one group: nothing of the visitor is written.
         assert!(plan.visitors.is_empty(), "{:?}", plan.visitors);
         assert!(plan.visitor_events.is_empty());
@@ -928,7 +833,7 @@ mod tests {
         let events = [call(
             json!({"type": "track", "userId": "u7", "anonymousId": "a9", "event": "Login"}),
         )];
-        let plan = resolve(&events, known, NOW);
+        let Resolved { plan, .. } = resolve(&events, known, NOW);
         assert_eq!(
             plan.moves,
             [("a:a9".to_string(), Owner::Customer(email("bo@x.com")))]
@@ -960,7 +865,7 @@ mod tests {
             ),
             call(json!({"type": "track", "anonymousId": "a3", "event": "E", "messageId": "m"})),
         ];
-        let plan = resolve(&events, known, NOW);
+        let Resolved { plan, .. } = resolve(&events, known, NOW);
         assert!(plan.customers.is_empty());
         assert!(plan.identities.is_empty() && plan.visitors.is_empty() && plan.moves.is_empty());
         // The interaction is planned again; its messageId makes the insert a no-op.
@@ -985,11 +890,11 @@ mod tests {
                 json!({"type": "identify", "userId": "ua", "traits": {"email": "a@x.com", "vip": true}}),
             ),
         ];
-        let plan = resolve(&events, known, NOW);
-        let faults: Vec<bool> = plan.outcomes.iter().map(Result::is_err).collect();
+        let Resolved { plan, outcomes } = resolve(&events, known, NOW);
+        let faults: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
         assert_eq!(faults, [true, true, true, true, false]);
         assert_eq!(
-            plan.outcomes[0].as_ref().unwrap_err().field.as_deref(),
+            outcomes[0].as_ref().unwrap_err().field.as_deref(),
             Some("traits.email")
         );
         assert_eq!(plan.customers.len(), 1);
@@ -1007,7 +912,7 @@ mod tests {
         let events = [call(
             json!({"type": "identify", "userId": "ua", "traits": {"status": "subscribed"}}),
         )];
-        let plan = resolve(&events, known, NOW);
+        let Resolved { plan, .. } = resolve(&events, known, NOW);
         assert!(plan.customers.is_empty());
     }
 
@@ -1033,8 +938,8 @@ mod tests {
             call(json!({"type": "track", "userId": "u1", "anonymousId": "a1", "event": "E"})),
             call(json!({"type": "identify", "userId": "u1", "traits": {"email": "d@x.com"}})),
         ];
-        let plan = resolve(&events, known, NOW);
-        assert!(plan.outcomes.iter().all(Result::is_ok));
+        let Resolved { plan, outcomes } = resolve(&events, known, NOW);
+        assert!(outcomes.iter().all(Result::is_ok));
         assert_eq!(
             plan.moves,
             [
@@ -1054,10 +959,10 @@ mod tests {
             call(json!({"type": "page", "anonymousId": "anon-x"})),
             call(json!({"type": "alias", "userId": "u6", "previousId": "anon-x"})),
         ];
-        let plan = resolve(&events, known, NOW);
+        let Resolved { plan, outcomes } = resolve(&events, known, NOW);
+        assert!(outcomes.iter().all(Result::is_ok));
         assert_eq!(kinds(&plan.interactions), ["Email(\"e@x.com\"):page_view"]);
         assert_eq!(plan.identities[0].owner, Owner::Customer(email("e@x.com")));
-        let _ = CallType::Alias;
     }
 
     #[test]
@@ -1074,7 +979,7 @@ mod tests {
             call(json!({"type": "track", "userId": "ub", "anonymousId": "shared", "event": "E"})),
             call(json!({"type": "track", "anonymousId": "shared", "event": "F"})),
         ];
-        let plan = resolve(&events, known, NOW);
+        let Resolved { plan, .. } = resolve(&events, known, NOW);
         assert_eq!(
             kinds(&plan.interactions),
             ["Email(\"b@x.com\"):E", "Email(\"a@x.com\"):F"]

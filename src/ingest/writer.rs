@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::resolve::{self, Plan};
+use super::resolve;
 use super::spec::{Event, Refusal};
 use crate::clock::Clock;
 use crate::store::{Store, StoreError};
@@ -204,7 +204,8 @@ async fn store_group(
     let lock = store.lock_identities(&keys).await?;
     let written = async {
         let known = store.load_known(&keys).await?;
-        let mut plan: Plan = resolve::resolve(events.iter().copied(), known, now);
+        let resolve::Resolved { mut plan, outcomes } =
+            resolve::resolve(events.iter().copied(), known, now);
         store.write_customers(&plan.customers).await?;
         let new: Vec<&str> = plan
             .customers
@@ -217,7 +218,7 @@ async fn store_group(
             ids.extend(store.customer_ids(&new).await?);
         }
         let new_events = store.apply_plan(&plan, &ids).await?;
-        Ok::<_, StoreError>((std::mem::take(&mut plan.outcomes), new_events))
+        Ok::<_, StoreError>((outcomes, new_events))
     }
     .await;
     lock.release().await;

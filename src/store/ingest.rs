@@ -12,7 +12,7 @@
 //! | calls of other processes on the same names | one process writes | session advisory locks, one per name, taken in order |
 //! | a visitor moved while another call adds to it | one writer | the moved visitors' rows are locked `FOR UPDATE` first; an event for a visitor deleted meanwhile fails its foreign key and the group is resolved again |
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -21,10 +21,120 @@ use sqlx::pool::PoolConnection;
 use sqlx::types::Json;
 
 use super::customers::{COLUMNS, CustomerRow, from_row, json_list};
+use super::customers::{CustomerWrite, StoredCustomer};
 use super::interactions::InteractionWrite;
 use super::{Backend, Context, Pool, Store, StoreError, with_pool};
+use crate::clock::Millis;
 use crate::customer::Email;
-use crate::ingest::resolve::{IdKind, Keys, Known, Owner, Plan, StoredOwner};
+
+/// The two kinds of id a call carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IdKind {
+    Anonymous,
+    User,
+}
+
+impl IdKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdKind::Anonymous => "anonymous",
+            IdKind::User => "user",
+        }
+    }
+
+    /// The stored text, read back.
+    pub fn from_stored(text: &str) -> Option<IdKind> {
+        match text {
+            "anonymous" => Some(IdKind::Anonymous),
+            "user" => Some(IdKind::User),
+            _ => None,
+        }
+    }
+}
+
+/// Whose an id is, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredOwner {
+    Customer(i64),
+    Visitor(String),
+}
+
+/// Whose an id is, in a plan: customers by email (a new one has no id yet).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Customer(Email),
+    Visitor(String),
+}
+
+/// What a group of calls names: what the store loads, and on PostgreSQL
+/// locks, before resolving.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    pub anonymous: BTreeSet<String>,
+    pub users: BTreeSet<String>,
+    pub emails: BTreeSet<String>,
+}
+
+impl Keys {
+    /// Every key as one text per key, for the PostgreSQL advisory locks.
+    pub fn lock_names(&self) -> impl Iterator<Item = String> + '_ {
+        let a = self.anonymous.iter().map(|k| format!("a:{k}"));
+        let u = self.users.iter().map(|k| format!("u:{k}"));
+        let e = self.emails.iter().map(|k| format!("e:{k}"));
+        a.chain(u).chain(e)
+    }
+}
+
+/// What is stored about the keys: the customers they reach, the ids among
+/// them that are known, and the visitors those ids belong to.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub customers: Vec<StoredCustomer>,
+    pub identities: Vec<(IdKind, String, StoredOwner)>,
+    pub visitors: Vec<(String, Map<String, Value>)>,
+}
+
+/// One event to store, for a customer or a visitor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub kind: String,
+    pub occurred_at: Millis,
+    /// The call's messageId.
+    pub external_id: Option<String>,
+    pub data: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisitorWrite {
+    pub key: String,
+    pub traits: Map<String, Value>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityWrite {
+    pub kind: IdKind,
+    pub value: String,
+    pub owner: Owner,
+}
+
+/// What storing a group of calls writes, in this order: customers, then in
+/// one transaction visitors, identities, visitors' events, the moves of
+/// stored visitors, and customers' interactions.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// New customers, and stored ones that changed.
+    pub customers: Vec<CustomerWrite>,
+    /// The ids of the customers that were stored already.
+    pub customer_ids: HashMap<Email, i64>,
+    pub visitors: Vec<VisitorWrite>,
+    pub identities: Vec<IdentityWrite>,
+    pub visitor_events: Vec<(String, Row)>,
+    /// A stored visitor, and whose everything of it becomes.
+    pub moves: Vec<(String, Owner)>,
+    pub interactions: Vec<(Email, Row)>,
+}
 
 /// Rows per multi-row statement: at most 8 parameters each, far below both
 /// backends' limits.
@@ -91,9 +201,8 @@ impl Store {
     /// The customers, ids and visitors `keys` reach.
     pub async fn load_known(&self, keys: &Keys) -> Result<Known, StoreError> {
         let b = self.backend();
-        let list = |set: &std::collections::BTreeSet<String>| {
-            json_list(&set.iter().map(String::as_str).collect::<Vec<_>>())
-        };
+        let list =
+            |set: &BTreeSet<String>| json_list(&set.iter().map(String::as_str).collect::<Vec<_>>());
         let sql = format!(
             "SELECT kind, value, visitor, customer_id FROM identities \
              WHERE (kind = 'anonymous' AND {}) OR (kind = 'user' AND {})",

@@ -27,6 +27,7 @@ use super::{AppState, Router, limited};
 use crate::ingest::spec::{self, Batch, CallType, Fault, Refusal};
 use crate::ingest::writer::IngestError;
 use crate::ingest::{BATCH_LIMIT, EVENT_LIMIT};
+use crate::metrics::ApiCallOutcome;
 
 pub(super) fn routes() -> Router {
     let one = |call_type: CallType| {
@@ -73,11 +74,29 @@ async fn single(
     State(app): State<AppState>,
     ApiBody(body): ApiBody,
 ) -> Result<Json<Success>, ApiError> {
-    let event = spec::read(&body, Some(call_type), app.clock.now(), None).map_err(refused)?;
-    let outcomes = app.ingest.submit(vec![event]).await.map_err(unstored)?;
+    let event = match spec::read(&body, Some(call_type), app.clock.now(), None) {
+        Ok(event) => event,
+        Err(refusal) => {
+            app.metrics.api_calls(ApiCallOutcome::Refused, 1);
+            return Err(refused(refusal));
+        }
+    };
+    let outcomes = match app.ingest.submit(vec![event]).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            app.metrics.api_calls(ApiCallOutcome::Unstored, 1);
+            return Err(unstored(e));
+        }
+    };
     match outcomes.into_iter().next() {
-        Some(Err(refusal)) => Err(refused(refusal)),
-        _ => Ok(Json(Success { success: true })),
+        Some(Err(refusal)) => {
+            app.metrics.api_calls(ApiCallOutcome::Refused, 1);
+            Err(refused(refusal))
+        }
+        _ => {
+            app.metrics.api_calls(ApiCallOutcome::Stored, 1);
+            Ok(Json(Success { success: true }))
+        }
     }
 }
 
@@ -105,7 +124,16 @@ async fn batch(
             Err(refusal) => rejected.push(rejection(index, refusal)),
         }
     }
-    let outcomes = app.ingest.submit(events).await.map_err(unstored)?;
+    let submitted = events.len() as u64;
+    let outcomes = match app.ingest.submit(events).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            app.metrics.api_calls(ApiCallOutcome::Unstored, submitted);
+            app.metrics
+                .api_calls(ApiCallOutcome::Refused, rejected.len() as u64);
+            return Err(unstored(e));
+        }
+    };
     let mut accepted = 0;
     for (index, outcome) in indexes.into_iter().zip(outcomes) {
         match outcome {
@@ -114,6 +142,10 @@ async fn batch(
         }
     }
     rejected.sort_by_key(|r| r.index);
+    app.metrics
+        .api_calls(ApiCallOutcome::Stored, accepted as u64);
+    app.metrics
+        .api_calls(ApiCallOutcome::Refused, rejected.len() as u64);
     Ok(Json(BatchAnswer {
         success: true,
         accepted,
