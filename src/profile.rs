@@ -23,6 +23,7 @@ use crate::clock::{Millis, rfc3339};
 use crate::customer::{CustomerRecord, CustomerRef, CustomerStatus, Email, parse_timezone};
 use crate::import::{merge, storable_customer, unchanged};
 use crate::store::customers::StoredCustomer;
+use crate::store::ingest::LinkedId;
 use crate::store::profile::{
     EntryRow, Erased, InteractionFilter, InteractionRow, MessageRow, PageKey, SuppressionRow,
 };
@@ -281,6 +282,9 @@ pub struct Export {
     pub messages: Vec<MessageRow>,
     /// Every interaction, tracking events included, newest first.
     pub interactions: Vec<InteractionRow>,
+    /// The ids the API linked to the person (Segment anonymous ids, earlier
+    /// user ids).
+    pub linked_ids: Vec<LinkedId>,
 }
 
 pub const EXPORT_FORMAT: &str = "herald.customer-export.v1";
@@ -306,6 +310,7 @@ pub async fn export(store: &Store, who: &CustomerRef, now: Millis) -> Result<Exp
             entries: Vec::new(),
             messages: Vec::new(),
             interactions: Vec::new(),
+            linked_ids: Vec::new(),
         });
     };
     let entries = store.entries_of(c.id).await?;
@@ -313,6 +318,7 @@ pub async fn export(store: &Store, who: &CustomerRef, now: Millis) -> Result<Exp
     let interactions = store
         .interactions_page(c.id, &InteractionFilter::default(), None, i64::MAX)
         .await?;
+    let linked_ids = store.identities_of(c.id).await?;
     Ok(Export {
         format: EXPORT_FORMAT,
         exported_at: now,
@@ -322,6 +328,7 @@ pub async fn export(store: &Store, who: &CustomerRef, now: Millis) -> Result<Exp
         entries,
         messages,
         interactions,
+        linked_ids,
     })
 }
 

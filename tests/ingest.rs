@@ -343,9 +343,21 @@ async fn segment_calls_become_customers_and_interactions(db: TestDb) {
             .is_none()
     );
 
+    // The export holds the ids linked to the person; erasure removes them.
+    let export = db.herald(&["customer", "export", "bo@shop.example"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let export: Value = serde_json::from_str(&stdout(&export)).unwrap();
+    assert_eq!(export["linked_ids"][0]["kind"], "anonymous", "{export}");
+    assert_eq!(export["linked_ids"][0]["value"], "anon-b", "{export}");
     // An erased person identified again is a customer, never mailable.
     let erased = db.herald(&["customer", "erase", "bo@shop.example", "--yes"]);
     assert!(erased.status.success(), "{}", stderr(&erased));
+    assert_eq!(
+        db.pairs("SELECT COUNT(*), NULL FROM identities WHERE value = 'anon-b'")
+            .await[0]
+            .0,
+        0
+    );
     let (status, _) = s
         .call(
             &key,

@@ -52,6 +52,21 @@ impl IdKind {
     }
 }
 
+/// An id linked to a customer, as the export shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LinkedId {
+    pub kind: IdKind,
+    pub value: String,
+    #[serde(serialize_with = "crate::clock::rfc3339::millis")]
+    pub linked_at: Millis,
+}
+
+impl serde::Serialize for IdKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// Whose an id is, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredOwner {
@@ -465,6 +480,31 @@ impl Store {
             Ok::<_, StoreError>(())
         })?;
         Ok(new_events)
+    }
+
+    /// The ids the API linked to a customer (anonymous ids, earlier user
+    /// ids), oldest first: part of what is held on the person.
+    pub async fn identities_of(&self, customer_id: i64) -> Result<Vec<LinkedId>, StoreError> {
+        let rows: Vec<(String, String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT kind, value, created_at FROM identities WHERE customer_id = $1 \
+                 ORDER BY created_at, kind, value",
+            )
+            .bind(customer_id)
+            .fetch_all(pool)
+            .await
+        })
+        .context("reading a customer's linked ids")?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(kind, value, at)| {
+                IdKind::from_stored(&kind).map(|kind| LinkedId {
+                    kind,
+                    value,
+                    linked_at: at,
+                })
+            })
+            .collect())
     }
 
     /// Ids of the customers with these emails, for the plan's new customers.
