@@ -7,8 +7,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::smtp::SmtpServer;
-use common::{HELLO_CAMPAIGN, TestDb, stderr, stdout};
+use common::{TestDb, count, run_hello, setup_hello, stderr, stdout};
 use herald::customer::{CustomerRef, CustomerStatus, Email};
 use herald::profile::{self, CustomerPatch, ProfileError, ViewSize};
 use herald::store::customers::CustomerWrite;
@@ -16,37 +15,11 @@ use herald::store::interactions::InteractionWrite;
 use herald::store::profile::InteractionFilter;
 use serde_json::{Map, Value, json};
 
-const TEMPLATE: &str = r#"<p>Hi {{default customer.first_name "there"}}</p>
-<a href="https://acme.example/shop">Shop</a> <a href="{{unsubscribe_url}}">Unsubscribe</a>"#;
-
-fn setup_campaign(db: &TestDb) {
-    std::fs::create_dir_all(db.path("campaigns")).unwrap();
-    std::fs::create_dir_all(db.path("templates")).unwrap();
-    std::fs::write(db.path("campaigns/t.yaml"), HELLO_CAMPAIGN).unwrap();
-    std::fs::write(db.path("templates/hello.html.hbs"), TEMPLATE).unwrap();
-}
-
-/// One number, over a connection of the test's own.
-async fn count(db: &TestDb, sql: &str) -> i64 {
-    db.pairs(&format!("SELECT ({sql}), CAST(NULL AS BIGINT)"))
-        .await[0]
-        .0
-}
-
-/// `herald run t` against a fresh relay; the addresses it received.
-async fn run_campaign(db: &TestDb) -> Vec<String> {
-    let server = SmtpServer::accepting().await;
-    let url = server.url();
-    let ran = db.herald_env(&[("HERALD_SMTP_URL", url.as_str())], &["run", "t"]);
-    assert!(ran.status.success(), "{}", stderr(&ran));
-    server.received().into_iter().map(|r| r.to).collect()
-}
-
 async fn show_export_erase_and_reimport(db: TestDb) {
-    setup_campaign(&db);
+    setup_hello(&db);
     let seeded = db.herald(&["seed", "--customers", "12", "--seed", "4"]);
     assert!(seeded.status.success(), "{}", stderr(&seeded));
-    let first = run_campaign(&db).await;
+    let first = run_hello(&db).await;
     assert_eq!(first.len(), 12, "everyone seeded has a country");
     let victim = first[0].clone();
     let store = db.store().await;
@@ -210,7 +183,7 @@ async fn show_export_erase_and_reimport(db: TestDb) {
     );
     let audience = stdout(&db.herald(&["audience", "t", "--list"]));
     assert!(!audience.contains(&victim), "{audience}");
-    let second = run_campaign(&db).await;
+    let second = run_hello(&db).await;
     assert_eq!(second, vec!["newcomer@example.com".to_string()]);
     let shown = stdout(&db.herald(&["customer", "show", &victim]));
     assert!(shown.contains("SUPPRESSED"), "{shown}");
