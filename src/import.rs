@@ -512,7 +512,7 @@ fn nul_in(field: &str) -> String {
 }
 
 /// The dotted path of the first key or string in `map` holding a NUL.
-fn nul_path(map: &Map<String, Value>) -> Option<String> {
+pub(crate) fn nul_path(map: &Map<String, Value>) -> Option<String> {
     fn in_value(v: &Value) -> Option<String> {
         match v {
             Value::String(s) if has_nul(s) => Some(String::new()),

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::clock::{Millis, rfc3339};
 use crate::customer::{CustomerRecord, CustomerRef, CustomerStatus, Email, parse_timezone};
-use crate::import::{merge, storable_customer, unchanged};
+use crate::import::{merge, nul_path, storable_customer, unchanged};
 use crate::store::customers::StoredCustomer;
 use crate::store::profile::{
     EntryRow, Erased, InteractionFilter, InteractionRow, MessageRow, PageKey, SuppressionRow,
@@ -37,9 +37,10 @@ pub enum ProfileError {
          --forget-suppression removes the mark too"
     )]
     OnlyMark(Email),
-    /// A patch value the customer row cannot take (the import's checks).
-    #[error("{0}")]
-    Invalid(String),
+    /// A patch value the customer row cannot take (the import's checks):
+    /// `field` names it (`timezone`, `attributes.address.city`).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
     #[error("bad cursor {0:?}: pass the next_cursor of the previous page back unchanged")]
     BadCursor(String),
     #[error(transparent)]
@@ -233,6 +234,7 @@ pub async fn patch(
     now: Millis,
 ) -> Result<Patched, ProfileError> {
     let stored = find(store, who).await?;
+    check_patch(&patch)?;
     let resubscribe_refused = patch.status == Some(CustomerStatus::Subscribed)
         && stored.status != CustomerStatus::Subscribed;
     let mut record = CustomerRecord::new(stored.email.clone());
@@ -243,10 +245,12 @@ pub async fn patch(
         .as_deref()
         .map(parse_timezone)
         .transpose()
-        .map_err(|e| ProfileError::Invalid(e.to_string()))?;
+        .map_err(|e| invalid("timezone", e.to_string()))?;
     record.status = patch.status;
     record.attributes = patch.attributes;
-    let record = storable_customer(record).map_err(ProfileError::Invalid)?;
+    // check_patch named the field; this is the import's own check, kept as
+    // the last word on what the row can take.
+    let record = storable_customer(record).map_err(|m| invalid("customer", m))?;
     let write = merge(Some(&stored), record, now);
     if unchanged(&stored, &write) {
         return Ok(Patched {
@@ -264,6 +268,31 @@ pub async fn patch(
         changed: true,
         resubscribe_refused,
     })
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ProfileError {
+    ProfileError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The patch's values the database cannot store, each named by its field.
+fn check_patch(patch: &CustomerPatch) -> Result<(), ProfileError> {
+    const NUL: &str = "contains a NUL character (U+0000), which the database cannot store";
+    for (field, value) in [
+        ("first_name", &patch.first_name),
+        ("last_name", &patch.last_name),
+        ("timezone", &patch.timezone),
+    ] {
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Err(invalid(field, NUL));
+        }
+    }
+    if let Some(path) = nul_path(&patch.attributes) {
+        return Err(invalid(&format!("attributes.{path}"), NUL));
+    }
+    Ok(())
 }
 
 /// Everything Herald holds on one person (GDPR art. 15 and 20).
