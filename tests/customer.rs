@@ -443,3 +443,31 @@ async fn patch_follows_the_import_rule(db: TestDb) {
     assert_eq!(same.customer.updated_at, 6_000);
 }
 both_backends!(patch, patch_follows_the_import_rule);
+
+/// `herald customer show … | head`: a reader that stops early ends the output
+/// quietly (no panic, no error), for `show` and `export` alike.
+#[tokio::test]
+async fn a_closed_pipe_ends_the_output_quietly() {
+    let db = TestDb::sqlite();
+    let seeded = db.herald(&["seed", "--customers", "3", "--seed", "1"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let id = count(&db, "SELECT MIN(id) FROM customers")
+        .await
+        .to_string();
+    for command in ["show", "export"] {
+        // The reading end is closed before herald writes a byte.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = db
+            .command(&[], &["customer", command, &id])
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "customer {command}: {:?}\n{}",
+            out.status,
+            stderr(&out)
+        );
+    }
+}
