@@ -66,7 +66,7 @@ impl Default for ViewSize {
 }
 
 /// The 360° view of one customer.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct CustomerView {
     pub customer: StoredCustomer,
     /// On the suppression list: no campaign mails them, whatever the status.
@@ -142,7 +142,7 @@ async fn find(store: &Store, who: &CustomerRef) -> Result<StoredCustomer, Profil
 }
 
 /// One page of a customer's interactions, newest first.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct InteractionPage {
     pub interactions: Vec<InteractionRow>,
     /// Pass back as `cursor` for the next page; none after the last.
@@ -296,10 +296,11 @@ fn check_patch(patch: &CustomerPatch) -> Result<(), ProfileError> {
 }
 
 /// Everything Herald holds on one person (GDPR art. 15 and 20).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Export {
     pub format: &'static str,
     #[serde(serialize_with = "rfc3339::millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub exported_at: Millis,
     pub email: Email,
     /// None for an address held only on the suppression list.
