@@ -184,7 +184,6 @@ async fn schemathesis_finds_nothing(db: TestDb) {
     .unwrap();
     s.stop().await;
     let report = format!("{}{}", String::from_utf8_lossy(&run.stdout), stderr(&run));
-    eprintln!("{report}");
     assert!(
         run.status.success(),
         "schemathesis found the API and its document disagree:\n{report}"
