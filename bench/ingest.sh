@@ -32,7 +32,7 @@ work=$(mktemp -d)
 server=
 cleanup() {
   [ -n "$server" ] && kill "$server" 2>/dev/null || true
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
   psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -57,13 +57,12 @@ start_server() { # url
   exit 1
 }
 
-stop_server() { # prints the server's peak RSS in MB
-  local peak
+peak=
+stop_server() { # sets $peak: the server's peak RSS in MB (not in a subshell: it waits for its child)
   peak=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$server/status")
   kill -TERM "$server"
   wait "$server"
   server=
-  echo "$peak"
 }
 
 # p99 in milliseconds from wrk --latency output.
@@ -80,8 +79,7 @@ run() { # name url
   start_server "$url"
   wrk -t$THREADS -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/ingest.lua \
     "http://127.0.0.1:$PORT" -- "$auth" "$SEED" "$BATCH" 0 1 >"$work/wrk.out" 2>"$work/wrk.err"
-  local peak
-  peak=$(stop_server)
+  stop_server
   after=$(events "$url")
   requests=$(grep -o '[0-9]* requests in' "$work/wrk.out" | cut -d' ' -f1)
   seconds=$(grep -o 'requests in [0-9.]*[a-z]*' "$work/wrk.out" | awk '{v = $3; if (v ~ /m$/) { sub(/m/, "", v); v *= 60 } else sub(/s/, "", v); print v}')
@@ -103,7 +101,7 @@ run() { # name url
   start_server "$url"
   wrk -t$THREADS -c"$CONNECTIONS" -d"$REPLAY" --latency -s bench/ingest.lua \
     "http://127.0.0.1:$PORT" -- "$auth" "$SEED" "$BATCH" "$modulo" 1 >"$work/replay.out" 2>>"$work/wrk.err"
-  stop_server >/dev/null
+  stop_server
   local replayed again
   replayed=$(grep -o '[0-9]* requests in' "$work/replay.out" | cut -d' ' -f1)
   again=$(events "$url")
@@ -119,7 +117,7 @@ run() { # name url
     start_server "$url"
     wrk -t1 -c8 -d20s --latency -s bench/ingest_get.lua \
       "http://127.0.0.1:$PORT" -- "$auth" "$work/emails.txt" >"$work/get.out"
-    stop_server >/dev/null
+    stop_server
     sed -n '/Latency Distribution/,$p' "$work/get.out"
     printf '%-9s GET /v1/customers/{email}: p99 %s ms over %s customers\n' "$name" "$(p99 "$work/get.out")" "$SEED"
   fi

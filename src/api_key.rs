@@ -16,7 +16,9 @@ use subtle::ConstantTimeEq as _;
 /// `admin` includes `read` and `ingest`; `ingest` and `read` are independent:
 /// a write key embedded in a website or an app (as Segment's write keys are)
 /// must not read customer data, and a reporting tool that reads must not write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Sends events and profile updates (Segment's write key).

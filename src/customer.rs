@@ -87,6 +87,19 @@ impl serde::Serialize for Email {
     }
 }
 
+impl utoipa::PartialSchema for Email {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Email,
+            )))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Email {}
+
 /// The suppression-list entry that stands for an erased address: a keyed
 /// one-way hash (HMAC-SHA-256 under the database's own `erasure` key) of the
 /// normalised address, `erased:` and 64 hex digits. It contains no `@`, so it
@@ -172,12 +185,28 @@ impl serde::Serialize for CustomerStatus {
     }
 }
 
+/// Exactly one of the text forms (the API's; files are read with [`FromStr`],
+/// which forgives case and spaces).
 impl<'de> serde::Deserialize<'de> for CustomerStatus {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
+        CustomerStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| serde::de::Error::custom(FieldError::Status(text)))
     }
 }
+
+impl utoipa::PartialSchema for CustomerStatus {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(CustomerStatus::ALL.map(CustomerStatus::as_str)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CustomerStatus {}
 
 impl fmt::Display for CustomerStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

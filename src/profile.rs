@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::clock::{Millis, rfc3339};
 use crate::customer::{CustomerRecord, CustomerRef, CustomerStatus, Email, parse_timezone};
-use crate::import::{merge, storable_customer, unchanged};
+use crate::import::{merge, nul_path, storable_customer, unchanged};
 use crate::store::customers::StoredCustomer;
 use crate::store::ingest::LinkedId;
 use crate::store::profile::{
@@ -38,9 +38,10 @@ pub enum ProfileError {
          --forget-suppression removes the mark too"
     )]
     OnlyMark(Email),
-    /// A patch value the customer row cannot take (the import's checks).
-    #[error("{0}")]
-    Invalid(String),
+    /// A patch value the customer row cannot take (the import's checks):
+    /// `field` names it (`timezone`, `attributes.address.city`).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
     #[error("bad cursor {0:?}: pass the next_cursor of the previous page back unchanged")]
     BadCursor(String),
     #[error(transparent)]
@@ -66,7 +67,7 @@ impl Default for ViewSize {
 }
 
 /// The 360° view of one customer.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct CustomerView {
     pub customer: StoredCustomer,
     /// On the suppression list: no campaign mails them, whatever the status.
@@ -142,7 +143,7 @@ async fn find(store: &Store, who: &CustomerRef) -> Result<StoredCustomer, Profil
 }
 
 /// One page of a customer's interactions, newest first.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct InteractionPage {
     pub interactions: Vec<InteractionRow>,
     /// Pass back as `cursor` for the next page; none after the last.
@@ -234,6 +235,7 @@ pub async fn patch(
     now: Millis,
 ) -> Result<Patched, ProfileError> {
     let stored = find(store, who).await?;
+    check_patch(&patch)?;
     let resubscribe_refused = patch.status == Some(CustomerStatus::Subscribed)
         && stored.status != CustomerStatus::Subscribed;
     let mut record = CustomerRecord::new(stored.email.clone());
@@ -244,10 +246,12 @@ pub async fn patch(
         .as_deref()
         .map(parse_timezone)
         .transpose()
-        .map_err(|e| ProfileError::Invalid(e.to_string()))?;
+        .map_err(|e| invalid("timezone", e.to_string()))?;
     record.status = patch.status;
     record.attributes = patch.attributes;
-    let record = storable_customer(record).map_err(ProfileError::Invalid)?;
+    // check_patch named the field; this is the import's own check, kept as
+    // the last word on what the row can take.
+    let record = storable_customer(record).map_err(|m| invalid("customer", m))?;
     let write = merge(Some(&stored), record, now);
     if unchanged(&stored, &write) {
         return Ok(Patched {
@@ -267,11 +271,37 @@ pub async fn patch(
     })
 }
 
+fn invalid(field: &str, message: impl Into<String>) -> ProfileError {
+    ProfileError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The patch's values the database cannot store, each named by its field.
+fn check_patch(patch: &CustomerPatch) -> Result<(), ProfileError> {
+    const NUL: &str = "contains a NUL character (U+0000), which the database cannot store";
+    for (field, value) in [
+        ("first_name", &patch.first_name),
+        ("last_name", &patch.last_name),
+        ("timezone", &patch.timezone),
+    ] {
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Err(invalid(field, NUL));
+        }
+    }
+    if let Some(path) = nul_path(&patch.attributes) {
+        return Err(invalid(&format!("attributes.{path}"), NUL));
+    }
+    Ok(())
+}
+
 /// Everything Herald holds on one person (GDPR art. 15 and 20).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Export {
     pub format: &'static str,
     #[serde(serialize_with = "rfc3339::millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub exported_at: Millis,
     pub email: Email,
     /// None for an address held only on the suppression list.

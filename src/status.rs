@@ -49,6 +49,14 @@ macro_rules! named {
             }
         }
 
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                text_schema(&[$($text,)+])
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -65,6 +73,15 @@ macro_rules! named {
             }
         }
     };
+}
+
+/// The API document's schema of an enum's text forms: a string, one of
+/// `texts`.
+pub fn text_schema(texts: &[&str]) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(texts.iter().copied()))
+        .into()
 }
 
 named! {

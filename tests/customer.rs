@@ -7,8 +7,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::smtp::SmtpServer;
-use common::{HELLO_CAMPAIGN, TestDb, stderr, stdout};
+use common::{TestDb, count, run_hello, setup_hello, stderr, stdout};
 use herald::customer::{CustomerRef, CustomerStatus, Email};
 use herald::profile::{self, CustomerPatch, ProfileError, ViewSize};
 use herald::store::customers::CustomerWrite;
@@ -16,37 +15,11 @@ use herald::store::interactions::InteractionWrite;
 use herald::store::profile::InteractionFilter;
 use serde_json::{Map, Value, json};
 
-const TEMPLATE: &str = r#"<p>Hi {{default customer.first_name "there"}}</p>
-<a href="https://acme.example/shop">Shop</a> <a href="{{unsubscribe_url}}">Unsubscribe</a>"#;
-
-fn setup_campaign(db: &TestDb) {
-    std::fs::create_dir_all(db.path("campaigns")).unwrap();
-    std::fs::create_dir_all(db.path("templates")).unwrap();
-    std::fs::write(db.path("campaigns/t.yaml"), HELLO_CAMPAIGN).unwrap();
-    std::fs::write(db.path("templates/hello.html.hbs"), TEMPLATE).unwrap();
-}
-
-/// One number, over a connection of the test's own.
-async fn count(db: &TestDb, sql: &str) -> i64 {
-    db.pairs(&format!("SELECT ({sql}), CAST(NULL AS BIGINT)"))
-        .await[0]
-        .0
-}
-
-/// `herald run t` against a fresh relay; the addresses it received.
-async fn run_campaign(db: &TestDb) -> Vec<String> {
-    let server = SmtpServer::accepting().await;
-    let url = server.url();
-    let ran = db.herald_env(&[("HERALD_SMTP_URL", url.as_str())], &["run", "t"]);
-    assert!(ran.status.success(), "{}", stderr(&ran));
-    server.received().into_iter().map(|r| r.to).collect()
-}
-
 async fn show_export_erase_and_reimport(db: TestDb) {
-    setup_campaign(&db);
+    setup_hello(&db);
     let seeded = db.herald(&["seed", "--customers", "12", "--seed", "4"]);
     assert!(seeded.status.success(), "{}", stderr(&seeded));
-    let first = run_campaign(&db).await;
+    let first = run_hello(&db).await;
     assert_eq!(first.len(), 12, "everyone seeded has a country");
     let victim = first[0].clone();
     let store = db.store().await;
@@ -210,7 +183,7 @@ async fn show_export_erase_and_reimport(db: TestDb) {
     );
     let audience = stdout(&db.herald(&["audience", "t", "--list"]));
     assert!(!audience.contains(&victim), "{audience}");
-    let second = run_campaign(&db).await;
+    let second = run_hello(&db).await;
     assert_eq!(second, vec!["newcomer@example.com".to_string()]);
     let shown = stdout(&db.herald(&["customer", "show", &victim]));
     assert!(shown.contains("SUPPRESSED"), "{shown}");
@@ -445,7 +418,8 @@ async fn patch_follows_the_import_rule(db: TestDb) {
     )
     .await;
     assert!(
-        matches!(&bad_zone, Err(ProfileError::Invalid(m)) if m.contains("unknown time zone")),
+        matches!(&bad_zone, Err(ProfileError::Invalid { field, message })
+            if field == "timezone" && message.contains("unknown time zone")),
         "{bad_zone:?}"
     );
     let nul = profile::patch(
@@ -458,7 +432,10 @@ async fn patch_follows_the_import_rule(db: TestDb) {
         7_000,
     )
     .await;
-    assert!(matches!(nul, Err(ProfileError::Invalid(_))), "{nul:?}");
+    assert!(
+        matches!(&nul, Err(ProfileError::Invalid { field, .. }) if field == "first_name"),
+        "{nul:?}"
+    );
     let same = profile::patch(&store, &who, CustomerPatch::default(), 7_000)
         .await
         .unwrap();
@@ -466,3 +443,31 @@ async fn patch_follows_the_import_rule(db: TestDb) {
     assert_eq!(same.customer.updated_at, 6_000);
 }
 both_backends!(patch, patch_follows_the_import_rule);
+
+/// `herald customer show … | head`: a reader that stops early ends the output
+/// quietly (no panic, no error), for `show` and `export` alike.
+#[tokio::test]
+async fn a_closed_pipe_ends_the_output_quietly() {
+    let db = TestDb::sqlite();
+    let seeded = db.herald(&["seed", "--customers", "3", "--seed", "1"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let id = count(&db, "SELECT MIN(id) FROM customers")
+        .await
+        .to_string();
+    for command in ["show", "export"] {
+        // The reading end is closed before herald writes a byte.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = db
+            .command(&[], &["customer", command, &id])
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "customer {command}: {:?}\n{}",
+            out.status,
+            stderr(&out)
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! `herald customer show|export|erase CUSTOMER`: one customer seen whole, their
 //! data as one JSON document, and erasure.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr as _;
@@ -14,7 +14,7 @@ use herald::customer::CustomerRef;
 use herald::profile::{self, CustomerView, Section, ViewSize};
 use serde_json::{Map, Value};
 
-use super::open_store;
+use super::{open_store, to_stdout};
 
 #[derive(Subcommand, Debug)]
 pub enum CustomerCommand {
@@ -77,7 +77,8 @@ pub async fn run(cmd: CustomerCommand, settings: &Settings) -> anyhow::Result<Ex
             let size = ViewSize { per_kind, messages };
             let view = profile::view(&store, &customer, size, now_millis()).await;
             store.close().await;
-            print_view(&view?, utc);
+            let view = view?;
+            to_stdout(|out| print_view(out, &view, utc))?;
             Ok(ExitCode::SUCCESS)
         }
         CustomerCommand::Export { customer, output } => {
@@ -92,7 +93,7 @@ pub async fn run(cmd: CustomerCommand, settings: &Settings) -> anyhow::Result<Ex
                         .with_context(|| format!("cannot write {}", path.display()))?;
                     eprintln!("wrote {}", path.display());
                 }
-                None => std::io::stdout().write_all(text.as_bytes())?,
+                None => to_stdout(|out| out.write_all(text.as_bytes()))?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -164,7 +165,7 @@ impl Times {
     }
 }
 
-fn print_view(v: &CustomerView, utc: bool) {
+fn print_view(out: &mut impl Write, v: &CustomerView, utc: bool) -> std::io::Result<()> {
     let c = &v.customer;
     let zone = c
         .timezone
@@ -178,19 +179,20 @@ fn print_view(v: &CustomerView, utc: bool) {
         .collect::<Vec<_>>()
         .join(" ");
     if name.is_empty() {
-        println!("{}", c.email);
+        writeln!(out, "{}", c.email)?;
     } else {
-        println!("{name} <{}>", c.email);
+        writeln!(out, "{name} <{}>", c.email)?;
     }
     let mut ids = format!("customer {}", c.id);
     if let Some(x) = &c.external_id {
         ids.push_str(&format!(" · external id {x}"));
     }
-    println!(
+    writeln!(
+        out,
         "  {ids} · since {} · updated {}",
         times.show(c.created_at),
         times.show(c.updated_at)
-    );
+    )?;
     let suppression = if v.suppressions.is_empty() {
         "not suppressed".to_string()
     } else {
@@ -208,23 +210,24 @@ fn print_view(v: &CustomerView, utc: bool) {
             .collect();
         format!("SUPPRESSED ({})", why.join(", "))
     };
-    println!("  status     {} · {suppression}", c.status);
+    writeln!(out, "  status     {} · {suppression}", c.status)?;
     match zone {
-        Some(z) => println!("  time zone  {z} (times shown in it)"),
-        None => println!(
+        Some(z) => writeln!(out, "  time zone  {z} (times shown in it)")?,
+        None => writeln!(
+            out,
             "  time zone  {} (times shown in UTC)",
             c.timezone.as_deref().unwrap_or("unknown")
-        ),
+        )?,
     }
 
-    println!();
-    println!("Attributes");
+    writeln!(out)?;
+    writeln!(out, "Attributes")?;
     if c.attributes.is_empty() {
-        println!("  none");
+        writeln!(out, "  none")?;
     }
     let width = c.attributes.keys().map(|k| k.len()).max().unwrap_or(0);
     for (k, val) in &c.attributes {
-        println!("  {k:<width$}  {}", clip(&value_text(val), 90));
+        writeln!(out, "  {k:<width$}  {}", clip(&value_text(val), 90))?;
     }
 
     for (title, section) in [
@@ -232,11 +235,11 @@ fn print_view(v: &CustomerView, utc: bool) {
         ("Support tickets", Section::Tickets),
         ("Other interactions", Section::Other),
     ] {
-        println!();
-        println!("{title}");
+        writeln!(out)?;
+        writeln!(out, "{title}")?;
         let rows: Vec<_> = v.section(section).collect();
         if rows.is_empty() {
-            println!("  none");
+            writeln!(out, "  none")?;
         }
         let width = rows.iter().map(|i| i.kind.len()).max().unwrap_or(0);
         for i in rows {
@@ -245,18 +248,19 @@ fn print_view(v: &CustomerView, utc: bool) {
             } else {
                 String::new()
             };
-            println!(
+            writeln!(
+                out,
                 "  {}  {kind}{}",
                 times.show(i.occurred_at),
                 clip(&data_text(&i.data), 80)
-            );
+            )?;
         }
     }
 
-    println!();
-    println!("Messages (latest {})", v.messages.len());
+    writeln!(out)?;
+    writeln!(out, "Messages (latest {})", v.messages.len())?;
     if v.messages.is_empty() {
-        println!("  none");
+        writeln!(out, "  none")?;
     }
     let width = v
         .messages
@@ -278,29 +282,31 @@ fn print_view(v: &CustomerView, utc: bool) {
             Some(t) => format!("clicked {}× first {}", m.clicks, times.show(t)),
             None => "no clicks".to_string(),
         };
-        println!(
+        writeln!(
+            out,
             "  {at}  {:<width$}  {status:<9}  {opened} · {clicked}",
             format!("{}/{}", m.campaign, m.step)
-        );
+        )?;
     }
 
-    println!();
-    println!("Unsubscribes and complaints");
+    writeln!(out)?;
+    writeln!(out, "Unsubscribes and complaints")?;
     let gone: Vec<_> = v
         .latest
         .iter()
         .filter(|i| Section::of(&i.kind) == Section::Unsubscribes || i.kind == "email_complained")
         .collect();
     if gone.is_empty() {
-        println!("  none");
+        writeln!(out, "  none")?;
     }
     for i in gone {
         let from = match (&i.campaign, &i.step) {
             (Some(c), Some(s)) => format!(" from {c}/{s}"),
             _ => String::new(),
         };
-        println!("  {}  {}{from}", times.show(i.occurred_at), i.kind);
+        writeln!(out, "  {}  {}{from}", times.show(i.occurred_at), i.kind)?;
     }
+    Ok(())
 }
 
 fn value_text(v: &Value) -> String {

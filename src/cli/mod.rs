@@ -241,6 +241,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes to standard output through `write`, buffered; a reader that
+/// stops early (`| head`) is not an error: the rest is not written.
+fn to_stdout(
+    write: impl FnOnce(&mut std::io::BufWriter<std::io::StdoutLock<'static>>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 /// Logs go to stderr: in colour only on a terminal (and never with
 /// `NO_COLOR`), or as one JSON object per line (`log_format = "json"`) for a
 /// log collector.

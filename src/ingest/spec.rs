@@ -4,8 +4,8 @@
 //!
 //! The rules, from Segment's spec and what its client libraries send:
 //! * every call names someone: `userId`, `anonymousId`, or both (a string, or
-//!   a number, which is kept as its decimal text); `alias` needs `userId` and
-//!   `previousId`;
+//!   a number, which is kept as its decimal text; `null` or left out for
+//!   none, never empty); `alias` needs `userId` and `previousId`;
 //! * `timestamp` is when it happened on the client. When the call also says
 //!   when it was sent (`sentAt`, on the call or on its batch), the client's
 //!   clock is corrected against the receive time:
@@ -367,13 +367,16 @@ fn check(
     })
 }
 
-/// A present, non-empty id of at most [`MAX_ID`] bytes without NUL.
+/// A present id: not empty, at most [`MAX_ID`] bytes, without NUL.
 fn id(value: Option<Id>, field: &str) -> Result<Option<String>, Refusal> {
     let Some(Id(text)) = value else {
         return Ok(None);
     };
     if text.is_empty() {
-        return Ok(None);
+        return Err(Refusal::invalid(
+            field,
+            format!("{field} is empty: leave it out, or send null, when there is none"),
+        ));
     }
     if text.len() > MAX_ID {
         return Err(Refusal::invalid(
@@ -444,8 +447,19 @@ fn traits(
                 }
             }
         }
-        Ok(found.filter(|s| !s.trim().is_empty()))
+        Ok(found)
     };
+    let text = |raw: &mut Map<String, Value>, names: &[&str]| {
+        text(raw, names).map(|found| found.filter(|s| !s.trim().is_empty()))
+    };
+    if let Some(email) = raw.get("email").and_then(Value::as_str)
+        && email.trim().is_empty()
+    {
+        return Err(Refusal::invalid(
+            "traits.email",
+            "traits.email is empty: leave it out, or send null, when there is none",
+        ));
+    }
     if let Some(email) = text(&mut raw, &["email"])? {
         t.email = Some(
             Email::parse(&email).map_err(|e| Refusal::invalid("traits.email", e.to_string()))?,
@@ -670,6 +684,13 @@ mod tests {
                 None
             ),
             (Malformed, "userId".into())
+        );
+        assert_eq!(
+            field(
+                json!({"userId": "", "anonymousId": "a", "event": "e"}),
+                Some(CallType::Track)
+            ),
+            (Invalid, "userId".into())
         );
         let big = "x".repeat(crate::ingest::EVENT_LIMIT);
         assert_eq!(

@@ -9,7 +9,7 @@ use crate::clock::{Millis, rfc3339};
 use crate::customer::{CustomerStatus, Email, erasure_mark};
 
 /// A customer as stored.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredCustomer {
     pub id: i64,
     pub email: Email,
@@ -20,8 +20,10 @@ pub struct StoredCustomer {
     pub timezone: Option<String>,
     pub attributes: Map<String, Value>,
     #[serde(serialize_with = "rfc3339::millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
     #[serde(serialize_with = "rfc3339::millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Millis,
 }
 

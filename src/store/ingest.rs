@@ -53,11 +53,14 @@ impl IdKind {
 }
 
 /// An id linked to a customer, as the export shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct LinkedId {
+    /// `anonymous` (a Segment anonymousId) or `user` (an earlier userId).
+    #[schema(value_type = String, example = "anonymous")]
     pub kind: IdKind,
     pub value: String,
     #[serde(serialize_with = "crate::clock::rfc3339::millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub linked_at: Millis,
 }
 

@@ -17,11 +17,12 @@ use crate::customer::{CustomerRef, Email, erasure_mark};
 use crate::status::{DeliveryStatus, EntryState};
 
 /// One stored interaction.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct InteractionRow {
     pub id: i64,
     pub kind: String,
     #[serde(serialize_with = "rfc3339::millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub occurred_at: Millis,
     pub campaign: Option<String>,
     pub step: Option<String>,
@@ -31,7 +32,7 @@ pub struct InteractionRow {
 }
 
 /// One message (delivery) to the customer, with its opens and clicks.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct MessageRow {
     pub delivery_id: i64,
     pub campaign: String,
@@ -42,21 +43,26 @@ pub struct MessageRow {
     pub attempts: i32,
     pub last_error: Option<String>,
     #[serde(serialize_with = "rfc3339::optional")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub sent_at: Option<Millis>,
     #[serde(serialize_with = "rfc3339::millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
     #[serde(serialize_with = "rfc3339::millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Millis,
     pub opens: i64,
     #[serde(serialize_with = "rfc3339::optional")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub first_opened_at: Option<Millis>,
     pub clicks: i64,
     #[serde(serialize_with = "rfc3339::optional")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub first_clicked_at: Option<Millis>,
 }
 
 /// One entry of the customer into a campaign.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct EntryRow {
     pub id: i64,
     pub campaign: String,
@@ -64,16 +70,19 @@ pub struct EntryRow {
     pub state: EntryState,
     pub exit_reason: Option<String>,
     #[serde(serialize_with = "rfc3339::millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub entered_at: Millis,
     #[serde(serialize_with = "rfc3339::optional")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Millis>,
     #[serde(serialize_with = "rfc3339::optional")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub goal_at: Option<Millis>,
 }
 
 /// A row of the suppression list about the customer's address: the address
 /// itself, or the erasure mark of an earlier erasure.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct SuppressionRow {
     /// The address, or its erasure mark (`erased:…`).
     pub entry: String,
@@ -81,6 +90,7 @@ pub struct SuppressionRow {
     pub hashed: bool,
     pub reason: String,
     #[serde(serialize_with = "rfc3339::millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 

@@ -7,6 +7,7 @@
 //! and passes without running.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod browser;
 pub mod http;
 pub mod smtp;
@@ -31,6 +32,34 @@ steps:
     subject: 'Hi {{default customer.first_name "there"}}'
     template: hello
 "#;
+
+/// The template of [`HELLO_CAMPAIGN`]'s one step.
+pub const HELLO_TEMPLATE: &str = r#"<p>Hi {{default customer.first_name "there"}}</p>
+<a href="https://acme.example/shop">Shop</a> <a href="{{unsubscribe_url}}">Unsubscribe</a>"#;
+
+/// Writes [`HELLO_CAMPAIGN`] and its template into the test's directory.
+pub fn setup_hello(db: &TestDb) {
+    std::fs::create_dir_all(db.path("campaigns")).unwrap();
+    std::fs::create_dir_all(db.path("templates")).unwrap();
+    std::fs::write(db.path("campaigns/t.yaml"), HELLO_CAMPAIGN).unwrap();
+    std::fs::write(db.path("templates/hello.html.hbs"), HELLO_TEMPLATE).unwrap();
+}
+
+/// `herald run t` against a fresh relay; the addresses it received.
+pub async fn run_hello(db: &TestDb) -> Vec<String> {
+    let server = smtp::SmtpServer::accepting().await;
+    let url = server.url();
+    let ran = db.herald_env(&[("HERALD_SMTP_URL", url.as_str())], &["run", "t"]);
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    server.received().into_iter().map(|r| r.to).collect()
+}
+
+/// One number, over a connection of the test's own.
+pub async fn count(db: &TestDb, sql: &str) -> i64 {
+    db.pairs(&format!("SELECT ({sql}), CAST(NULL AS BIGINT)"))
+        .await[0]
+        .0
+}
 
 /// A database that exists for one test.
 pub struct TestDb {

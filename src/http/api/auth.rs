@@ -99,7 +99,6 @@ pub struct AnyKey;
 #[allow(dead_code, reason = "for the Segment routes (issue 18, item 3)")]
 pub struct Ingest;
 /// A key that may read customers.
-#[allow(dead_code, reason = "for the customer routes (issue 18, item 4)")]
 pub struct Read;
 /// A key that may do everything, including managing keys.
 pub struct Admin;

@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::store::StoreError;
 
@@ -27,6 +26,10 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// 410: what the path names was here and was removed on purpose (an
+    /// erased customer, of whom only a one-way hash is held).
+    #[error("{0}")]
+    Gone(String),
     /// 405: the path exists, not with this method.
     #[error("{0}")]
     MethodNotAllowed(&'static str),
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -86,6 +90,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Gone(_) => "gone",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -95,6 +100,28 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::Busy(_) => "unavailable",
         }
     }
+}
+
+/// Every error answer's body, as the API document describes it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, one per status: `bad_request`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `conflict`, `gone`,
+    /// `payload_too_large`, `unsupported_media_type`, `unprocessable`,
+    /// `rate_limited`, `unavailable`.
+    #[schema(value_type = String, example = "not_found")]
+    pub code: &'static str,
+    /// For a person to read.
+    pub message: String,
+    /// The path to the value to blame (`traits.email`, `batch[3]`), when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, value_type = String)]
+    pub field: Option<String>,
 }
 
 impl From<StoreError> for ApiError {
@@ -109,16 +136,19 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable(e) = &self {
             tracing::error!(error = %e, "API request failed");
         }
-        let mut error = json!({"code": self.code(), "message": self.to_string()});
         let field = match &self {
-            ApiError::BadRequest { field, .. } => field.as_deref(),
-            ApiError::Unprocessable { field, .. } => Some(field.as_str()),
+            ApiError::BadRequest { field, .. } => field.clone(),
+            ApiError::Unprocessable { field, .. } => Some(field.clone()),
             _ => None,
         };
-        if let Some(f) = field {
-            error["field"] = json!(f);
-        }
-        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+                field,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
             ApiError::Unauthorized(_) => {

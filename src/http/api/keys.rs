@@ -11,13 +11,16 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 
 use super::auth::{Admin, AnyKey, Caller};
-use super::errors::ApiError;
+use super::errors::{ApiError, ErrorBody};
 use super::json::ApiJson;
-use super::{AppState, Router, limited};
+use super::openapi::{NotFound, Refusals, WithBody};
+use super::{AppState, limited};
 use crate::api_key::{KeyName, Scope};
 use crate::clock::format_rfc3339;
 use crate::store::api_keys::{ApiKey, Created};
@@ -25,22 +28,25 @@ use crate::store::api_keys::{ApiKey, Created};
 /// Largest body of `POST /v1/keys`.
 const NEW_KEY_LIMIT: usize = 1024;
 
-pub(super) fn routes() -> Router {
-    Router::new()
-        .route("/keys/current", get(current))
-        .route("/keys", limited(get(list).post(create), NEW_KEY_LIMIT))
-        .route("/keys/{name}", delete(revoke))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(current))
+        .routes(routes!(list, create).map(|r| limited(r, NEW_KEY_LIMIT)))
+        .routes(routes!(revoke))
 }
 
 /// A key as the API shows it: never its secret or digest.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct KeyView {
     name: String,
     scope: Scope,
     /// The key's public part: `hk_<prefix>_…`.
     prefix: String,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     last_used_at: Option<String>,
+    #[schema(format = DateTime)]
     revoked_at: Option<String>,
 }
 
@@ -57,15 +63,33 @@ impl From<ApiKey> for KeyView {
     }
 }
 
+/// The calling key
+///
+/// Any scope.
+#[utoipa::path(
+    get,
+    path = "/keys/current",
+    tag = "keys",
+    responses((status = 200, description = "The calling key", body = KeyView), Refusals),
+)]
 async fn current(caller: Caller<AnyKey>) -> Json<KeyView> {
     Json(caller.key.into())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct KeyList {
     keys: Vec<KeyView>,
 }
 
+/// Every key, revoked ones too
+///
+/// Scope: admin.
+#[utoipa::path(
+    get,
+    path = "/keys",
+    tag = "keys",
+    responses((status = 200, description = "Every key", body = KeyList), Refusals),
+)]
 async fn list(_: Caller<Admin>, State(app): State<AppState>) -> Result<Json<KeyList>, ApiError> {
     let keys = app.store.api_keys().await?;
     Ok(Json(KeyList {
@@ -73,14 +97,16 @@ async fn list(_: Caller<Admin>, State(app): State<AppState>) -> Result<Json<KeyL
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewKey {
+    /// 1 to 64 letters, digits, `.`, `-` or `_`, starting with a letter or digit.
+    #[schema(example = "shop-web", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     name: String,
     scope: Scope,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CreatedKey {
     #[serde(flatten)]
     view: KeyView,
@@ -88,6 +114,22 @@ struct CreatedKey {
     key: String,
 }
 
+/// Creates a key
+///
+/// Its secret is in this answer only. Scope: admin.
+#[utoipa::path(
+    post,
+    path = "/keys",
+    tag = "keys",
+    request_body = NewKey,
+    responses(
+        (status = 201, description = "The new key, with its secret (shown once)", body = CreatedKey),
+        (status = 409, description = "An active key has that name", body = ErrorBody),
+        (status = 422, description = "Not a valid key name", body = ErrorBody),
+        WithBody,
+        Refusals,
+    ),
+)]
 async fn create(
     caller: Caller<Admin>,
     State(app): State<AppState>,
@@ -118,11 +160,32 @@ async fn create(
     }
 }
 
+/// The key's name.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code, reason = "describes the path to the API document")]
+struct KeyParam {
+    name: String,
+}
+
+/// Revokes a key
+///
+/// It is refused from now on. Scope: admin.
+#[utoipa::path(
+    delete,
+    path = "/keys/{name}",
+    tag = "keys",
+    params(KeyParam),
+    responses((status = 200, description = "The revoked key", body = KeyView), NotFound, Refusals),
+)]
 async fn revoke(
     caller: Caller<Admin>,
     State(app): State<AppState>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<KeyView>, ApiError> {
+    // A name that is not UTF-8 once percent-decoded names no key.
+    let Path(name) =
+        path.map_err(|e| ApiError::NotFound(format!("no such API key: {}", e.body_text())))?;
     match app.store.revoke_api_key(&name, app.clock.now()).await? {
         Some(key) => {
             tracing::info!(name = %key.name, by = %caller.key.name, "API key revoked");

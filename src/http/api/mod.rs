@@ -12,17 +12,26 @@
 //! 3. gzip bodies decompressed as they are read, so size limits apply to
 //!    the decompressed JSON (a small bomb is still 413).
 //!
-//! Route families, each in its own file: [`keys`] (`/v1/keys`), [`segment`]
-//! (Segment's Tracking API: `/v1/identify`, `/v1/track`, …, `/v1/batch`).
+//! Route families, each in its own file: [`keys`] (`/v1/keys`),
+//! [`customers`] (`/v1/customers`), [`segment`] (Segment's Tracking API:
+//! `/v1/identify`, `/v1/track`, …, `/v1/batch`), [`openapi`] (`/v1/openapi.json`, the
+//! API's OpenAPI 3.1 document). A family's `routes()` is an
+//! `OpenApiRouter` built with `routes!(handler, …)` from handlers that carry
+//! a `#[utoipa::path]`: the one attribute makes both the route and its part
+//! of the document. Merge it in [`openapi_router`].
 
 mod auth;
+mod customers;
 mod errors;
 mod json;
 mod keys;
+mod openapi;
 mod segment;
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::extract::{DefaultBodyLimit, OriginalUri, Request};
 use axum::http::{HeaderName, header};
 use axum::middleware::{self, Next};
@@ -31,6 +40,9 @@ use axum::routing::MethodRouter;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::Instrument as _;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(super) use auth::Access;
 pub use errors::ApiError;
@@ -56,11 +68,22 @@ fn limited(route: MethodRouter<AppState>, limit: usize) -> MethodRouter<AppState
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Every route family, and the API document they make together.
+fn openapi_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(keys::routes())
+        .merge(customers::routes())
+        .merge(segment::routes())
+        .routes(routes!(openapi::document))
+}
+
 /// Every `/v1` route, to be nested under `/v1`.
 pub(super) fn routes() -> Router {
-    Router::new()
-        .merge(keys::routes())
-        .merge(segment::routes())
+    let (router, doc) = openapi_router().split_for_parts();
+    let served =
+        serde_json::to_vec(&openapi::finish(doc)).expect("the API document is plain JSON values");
+    router
+        .layer(Extension(openapi::Served(Arc::new(served))))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method")
