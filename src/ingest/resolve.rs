@@ -47,8 +47,34 @@ pub use crate::store::ingest::{
 
 /// The ids, users and emails `events` name.
 pub fn keys<'a>(events: impl IntoIterator<Item = &'a Event>) -> Keys {
+    names_of(events, |_| true)
+}
+
+/// The names of the calls among `events` whose storing reads and changes
+/// what other calls might change at the same time: every call but the
+/// commonest, an event of a user who is a customer already, with no
+/// anonymous id (it only adds an interaction, keyed by its `messageId`).
+/// On PostgreSQL these are locked across processes before resolving.
+pub fn racy_keys<'a>(events: impl IntoIterator<Item = &'a Event>, known: &Known) -> Keys {
+    let customers: std::collections::HashSet<&str> = known
+        .customers
+        .iter()
+        .filter_map(|c| c.external_id.as_deref())
+        .collect();
+    names_of(events, |e| {
+        let plain = matches!(e.action, Action::Record { .. })
+            && e.anonymous_id.is_none()
+            && e.user_id.as_deref().is_some_and(|u| customers.contains(u));
+        !plain
+    })
+}
+
+fn names_of<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    wanted: impl Fn(&Event) -> bool,
+) -> Keys {
     let mut keys = Keys::default();
-    for e in events {
+    for e in events.into_iter().filter(|e| wanted(e)) {
         if let Some(a) = &e.anonymous_id {
             keys.anonymous.insert(a.clone());
         }
@@ -899,6 +925,25 @@ mod tests {
         );
         assert_eq!(plan.customers.len(), 1);
         assert_eq!(plan.customers[0].attributes.get("vip"), Some(&json!(true)));
+    }
+
+    #[test]
+    fn only_calls_that_change_who_is_who_are_locked() {
+        let known = Known {
+            customers: vec![customer(1, "a@x.com", Some("ua"))],
+            ..Known::default()
+        };
+        let events = [
+            call(json!({"type": "track", "userId": "ua", "event": "E"})),
+            call(json!({"type": "track", "userId": "ub", "event": "E"})),
+            call(json!({"type": "page", "userId": "ua", "anonymousId": "an"})),
+            call(json!({"type": "identify", "userId": "ua", "traits": {"email": "a@x.com"}})),
+        ];
+        let racy = racy_keys(&events, &known);
+        assert_eq!(racy.users.iter().collect::<Vec<_>>(), ["ua", "ub"]);
+        assert_eq!(racy.anonymous.iter().collect::<Vec<_>>(), ["an"]);
+        assert_eq!(racy.emails.iter().collect::<Vec<_>>(), ["a@x.com"]);
+        assert!(racy_keys(&events[..1], &known).is_empty());
     }
 
     #[test]

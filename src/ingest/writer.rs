@@ -195,15 +195,24 @@ async fn run(
 
 /// Locks, loads, resolves and writes one group; each call's outcome, and how
 /// many events were new.
+///
+/// What the calls name is loaded first; the names of calls that change who
+/// is who ([`resolve::racy_keys`]) are then locked (PostgreSQL) and loaded
+/// again under the lock. A group of plain events of known customers takes no
+/// lock and one load.
 async fn store_group(
     store: &Store,
     now: crate::clock::Millis,
     events: &[&Event],
 ) -> Result<(Outcomes, u64), StoreError> {
     let keys = resolve::keys(events.iter().copied());
-    let lock = store.lock_identities(&keys).await?;
+    let mut known = store.load_known(&keys).await?;
+    let racy = resolve::racy_keys(events.iter().copied(), &known);
+    let lock = store.lock_identities(&racy).await?;
     let written = async {
-        let known = store.load_known(&keys).await?;
+        if lock.is_held() {
+            known = store.load_known(&keys).await?;
+        }
         let resolve::Resolved { mut plan, outcomes } =
             resolve::resolve(events.iter().copied(), known, now);
         store.write_customers(&plan.customers).await?;

@@ -94,6 +94,10 @@ pub struct Keys {
 }
 
 impl Keys {
+    pub fn is_empty(&self) -> bool {
+        self.anonymous.is_empty() && self.users.is_empty() && self.emails.is_empty()
+    }
+
     /// Every key as one text per key, for the PostgreSQL advisory locks.
     pub fn lock_names(&self) -> impl Iterator<Item = String> + '_ {
         let a = self.anonymous.iter().map(|k| format!("a:{k}"));
@@ -165,6 +169,11 @@ pub struct IdentityLock {
 }
 
 impl IdentityLock {
+    /// Whether names are held (PostgreSQL, and some names).
+    pub fn is_held(&self) -> bool {
+        self.conn.is_some()
+    }
+
     /// Releases the names.
     pub async fn release(mut self) {
         if let Some(mut conn) = self.conn.take()
@@ -187,22 +196,35 @@ impl Drop for IdentityLock {
     }
 }
 
-/// A name's advisory-lock number: the first 8 bytes of its SHA-256.
+/// How many advisory locks the names share. A name's lock is one of these
+/// buckets, so a group takes at most this many, whatever its size: session
+/// locks live in PostgreSQL's shared lock table (`max_locks_per_transaction`
+/// × `max_connections` entries, 6,400 by default) beside every other lock,
+/// and a group of 5,000 identifies would otherwise ask for 15,000.
+const LOCK_BUCKETS: i64 = 256;
+/// Where Herald's buckets start among the advisory-lock numbers ("HERALD").
+const LOCK_BASE: i64 = 0x4845_5241_4c44_0000;
+
+/// A name's advisory lock: its bucket by the first 8 bytes of its SHA-256.
 fn lock_number(name: &str) -> i64 {
     let digest = Sha256::digest(format!("herald-identity:{name}").as_bytes());
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(bytes)
+    LOCK_BASE + i64::from_be_bytes(bytes).rem_euclid(LOCK_BUCKETS)
 }
 
 impl Store {
     /// On PostgreSQL, waits until no other process holds any of `keys`, and
-    /// holds them; in ascending order, so two groups never wait on each other.
-    /// On SQLite, where one process writes, nothing.
+    /// holds them (by their [`LOCK_BUCKETS`]); in ascending order, so two
+    /// groups never wait on each other. On SQLite, where one process writes,
+    /// and for no keys, nothing.
     pub async fn lock_identities(&self, keys: &Keys) -> Result<IdentityLock, StoreError> {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(IdentityLock { conn: None });
         };
+        if keys.is_empty() {
+            return Ok(IdentityLock { conn: None });
+        }
         let mut numbers: Vec<i64> = keys.lock_names().map(|n| lock_number(&n)).collect();
         numbers.sort_unstable();
         numbers.dedup();
@@ -535,8 +557,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lock_numbers_are_stable_and_distinct() {
+    fn lock_numbers_are_stable_and_bounded() {
         assert_eq!(lock_number("a:x"), lock_number("a:x"));
         assert_ne!(lock_number("a:x"), lock_number("u:x"));
+        let buckets: std::collections::HashSet<i64> = (0..10_000)
+            .map(|i| lock_number(&format!("u:{i}")))
+            .collect();
+        assert_eq!(buckets.len(), LOCK_BUCKETS as usize);
+        assert!(
+            buckets
+                .iter()
+                .all(|b| (LOCK_BASE..LOCK_BASE + LOCK_BUCKETS).contains(b))
+        );
     }
 }

@@ -9,8 +9,9 @@ use super::{Context, Store, StoreError, with_pool};
 use crate::clock::Millis;
 use crate::customer::Email;
 
-/// One interaction to record.
-#[derive(Debug, Clone, PartialEq)]
+/// One interaction to record. Serialised (by its field names) for
+/// PostgreSQL's batch insert.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct InteractionWrite {
     pub customer_id: i64,
     pub kind: String,
@@ -35,31 +36,51 @@ pub(super) const INSERT_BATCH: usize = 2000;
 
 /// Inserts `$rows` (`&[InteractionWrite]`) in transaction `$tx` of backend
 /// `$backend`, skipping rows whose `external_id` is stored; evaluates to how
-/// many were inserted. A macro, so that one SQL text runs in either
+/// many were inserted. A macro, so that the statements run in either
 /// backend's transaction.
+///
+/// SQLite takes a multi-row VALUES list; PostgreSQL one JSON array of the rows
+/// (`jsonb_to_recordset`): one short statement text, prepared once, where a
+/// VALUES list of 16,000 parameters was parsed and planned anew for every
+/// batch of a different size.
 macro_rules! insert_interactions {
     ($backend:expr, $tx:expr, $rows:expr) => {{
         let mut inserted: u64 = 0;
         for chunk in $rows.chunks($crate::store::interactions::INSERT_BATCH) {
-            let sql = format!(
-                "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, \
-                 delivery_id, external_id, data) VALUES {} \
-                 ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
-                $backend.values_list(chunk.len(), 8)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(&*sql))
-                .persistent(chunk.len() == $crate::store::interactions::INSERT_BATCH);
-            for r in chunk {
-                q = q
-                    .bind(r.customer_id)
-                    .bind(&r.kind)
-                    .bind(r.occurred_at)
-                    .bind(&r.campaign)
-                    .bind(&r.step)
-                    .bind(r.delivery_id)
-                    .bind(&r.external_id)
-                    .bind(sqlx::types::Json(&r.data));
-            }
+            let q = match $backend {
+                $crate::store::Backend::Sqlite => {
+                    let sql = format!(
+                        "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, \
+                         delivery_id, external_id, data) VALUES {} \
+                         ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
+                        $backend.values_list(chunk.len(), 8)
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .persistent(chunk.len() == $crate::store::interactions::INSERT_BATCH);
+                    for r in chunk {
+                        q = q
+                            .bind(r.customer_id)
+                            .bind(&r.kind)
+                            .bind(r.occurred_at)
+                            .bind(&r.campaign)
+                            .bind(&r.step)
+                            .bind(r.delivery_id)
+                            .bind(&r.external_id)
+                            .bind(sqlx::types::Json(&r.data));
+                    }
+                    q
+                }
+                $crate::store::Backend::Postgres => sqlx::query(
+                    "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, \
+                     delivery_id, external_id, data) \
+                     SELECT customer_id, kind, occurred_at, campaign, step, delivery_id, \
+                     external_id, data FROM jsonb_to_recordset($1::jsonb) AS r(customer_id bigint, \
+                     kind text, occurred_at bigint, campaign text, step text, delivery_id bigint, \
+                     external_id text, data jsonb) \
+                     ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
+                )
+                .bind(sqlx::types::Json(chunk)),
+            };
             inserted += $crate::store::Context::context(
                 q.execute(&mut *$tx).await,
                 "writing interactions",
