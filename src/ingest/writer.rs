@@ -1,8 +1,12 @@
-//! The one task that stores API calls: requests hand their checked calls to
-//! it through a bounded queue and wait; it takes whatever requests have
-//! arrived (up to [`GROUP`] calls), stores them together, and answers each
-//! with its calls' outcomes once the transaction is committed. A burst of
-//! requests costs a few transactions, and an answered call is durable.
+//! The tasks that store API calls (one on SQLite, [`POSTGRES_WRITERS`] on
+//! PostgreSQL): requests hand their checked calls to them through a bounded
+//! queue and wait; a writer takes whatever requests have arrived (up to
+//! [`GROUP`] calls), stores them together, and answers each with its calls'
+//! outcomes once the transaction is committed. A burst of requests costs a
+//! few transactions, and an answered call is durable. Calls of requests
+//! answered one after the other are stored in that order; calls of requests
+//! in flight at the same time may be stored in either order, as with any
+//! HTTP API (identity resolution ends in the same place either way).
 //!
 //! Why a group may be stored twice harmlessly: each try resolves afresh
 //! against what is stored, events are keyed by their `messageId`, and
@@ -22,7 +26,7 @@ use tokio::task::JoinHandle;
 use super::resolve;
 use super::spec::{Event, Refusal};
 use crate::clock::Clock;
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 
 /// Requests waiting for the writer; a full queue holds a request up to
 /// [`ENQUEUE_WAIT`], then it is answered 503.
@@ -33,6 +37,11 @@ pub const GROUP: usize = 5000;
 pub const ENQUEUE_WAIT: Duration = Duration::from_secs(5);
 /// Tries of one group before its requests are answered with the error.
 const TRIES: u32 = 3;
+/// Writer tasks on PostgreSQL: while one group waits on the database, the
+/// next is read and resolved. Calls that change who is who are serialised
+/// by the identity locks ([`crate::store::Store::lock_identities`]), as
+/// between processes. One on SQLite, which has one writer and no such locks.
+const POSTGRES_WRITERS: usize = 2;
 
 /// Each call's outcome, in the order submitted.
 pub type Outcomes = Vec<Result<(), Refusal>>;
@@ -82,7 +91,7 @@ pub struct Ingest {
 /// The writer task, started by [`start`].
 #[derive(Debug)]
 pub struct Writer {
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
     counters: Arc<Counters>,
 }
 
@@ -90,8 +99,22 @@ pub struct Writer {
 pub fn start(store: Store, clock: Arc<dyn Clock>) -> (Ingest, Writer) {
     let counters = Arc::new(Counters::default());
     let (tx, rx) = mpsc::channel(QUEUE);
-    let task = tokio::spawn(run(store, clock, rx, counters.clone()));
-    (Ingest { tx }, Writer { task, counters })
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let writers = match store.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => POSTGRES_WRITERS,
+    };
+    let tasks = (0..writers)
+        .map(|_| {
+            tokio::spawn(run(
+                store.clone(),
+                clock.clone(),
+                rx.clone(),
+                counters.clone(),
+            ))
+        })
+        .collect();
+    (Ingest { tx }, Writer { tasks, counters })
 }
 
 impl Ingest {
@@ -117,8 +140,10 @@ impl Ingest {
 impl Writer {
     /// Waits until every [`Ingest`] is dropped and the queue is stored.
     pub async fn finish(self) -> IngestTotals {
-        if let Err(e) = self.task.await {
-            tracing::error!(error = %e, "the API's writer task ended abnormally");
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "an API writer task ended abnormally");
+            }
         }
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         IngestTotals {
@@ -130,24 +155,32 @@ impl Writer {
     }
 }
 
+/// Takes the requests waiting, up to [`GROUP`] calls; none once the queue is
+/// closed and empty.
+async fn next_group(rx: &tokio::sync::Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
+    let mut rx = rx.lock().await;
+    let first = rx.recv().await?;
+    let mut calls = first.events.len();
+    let mut jobs = vec![first];
+    while calls < GROUP {
+        match rx.try_recv() {
+            Ok(job) => {
+                calls += job.events.len();
+                jobs.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    Some(jobs)
+}
+
 async fn run(
     store: Store,
     clock: Arc<dyn Clock>,
-    mut rx: mpsc::Receiver<Job>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     counters: Arc<Counters>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        let mut calls = jobs[0].events.len();
-        while calls < GROUP {
-            match rx.try_recv() {
-                Ok(job) => {
-                    calls += job.events.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+    while let Some(jobs) = next_group(&rx).await {
         let events: Vec<&Event> = jobs.iter().flat_map(|j| j.events.iter()).collect();
         let mut delay = Duration::from_millis(20);
         let mut tries = 0;
