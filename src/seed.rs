@@ -317,6 +317,7 @@ pub async fn run(
     let _ = generator.await;
     if bulk {
         store.ensure_indexes().await?;
+        store.analyze_after_bulk_load().await?;
     }
     Ok(totals)
 }

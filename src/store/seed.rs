@@ -75,6 +75,22 @@ impl Store {
         Ok(())
     }
 
+    /// Gives PostgreSQL's planner the statistics of freshly loaded tables.
+    /// Until autovacuum gets to them, it guesses 0.5 % of the rows for an
+    /// equality: 49,000 interactions for one customer of a million, a plan
+    /// cost over `jit_above_cost`, and 8–30 ms of JIT compilation in every
+    /// `GET /v1/customers/…` (p50 26 ms, measured) where 2 ms suffice.
+    /// SQLite plans these look-ups by index without statistics.
+    pub async fn analyze_after_bulk_load(&self) -> Result<(), StoreError> {
+        if let Pool::Postgres(pool) = &self.pool {
+            sqlx::query("ANALYZE customers, interactions")
+                .execute(pool)
+                .await
+                .context("updating the planner's statistics after a bulk load")?;
+        }
+        Ok(())
+    }
+
     /// Creates any secondary interaction index that is missing.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
         let present: Vec<String> = match &self.pool {
