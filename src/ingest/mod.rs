@@ -4,7 +4,7 @@
 //! [`writer`].
 //!
 //! A call flows: HTTP body → [`spec::read`] (one [`spec::Event`] or a
-//! [`spec::Refusal`] naming the field) → [`writer::Ingest::submit`] → the
+//! [`spec::Refusal`] naming the field) → [`writer::Ingest::submit`] → a
 //! writer task groups the calls of many requests, locks and loads what they
 //! name, resolves them in order ([`resolve::resolve`]), writes customers
 //! through [`crate::store::Store::write_customers`] (the import's own write,
