@@ -235,7 +235,12 @@ pub fn read(
     let call: Call = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = (path != ".").then_some(path);
+        // Bad JSON is the body's fault, not a field's (the path may be that of
+        // an ignored key, even an empty one).
+        if !inner.is_data() {
+            return Refusal::malformed(None, format!("not valid JSON: {inner}"));
+        }
+        let field = (path != "." && !path.is_empty()).then_some(path);
         let message = match &field {
             Some(f) => format!("{f}: {inner}"),
             None => inner.to_string(),
@@ -692,6 +697,24 @@ mod tests {
             ),
             (Invalid, "userId".into())
         );
+        // Found by the fuzz target: a syntax error inside an ignored key "".
+        let r = read(
+            br#"{"": {"a": "b" "c"}, "userId": "u"}"#,
+            Some(CallType::Track),
+            RECEIVED,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!((r.fault, r.field), (Malformed, None));
+        assert!(r.message.starts_with("not valid JSON"), "{}", r.message);
+        let r = read(
+            br#"{"": 3, "userId": "u"}"#,
+            Some(CallType::Track),
+            RECEIVED,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(r.field.as_deref(), Some("event"));
         let big = "x".repeat(crate::ingest::EVENT_LIMIT);
         assert_eq!(
             field(

@@ -97,7 +97,7 @@ pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiErr
                     format!("{path}.{f}")
                 }
             })
-            .or((path != ".").then_some(path));
+            .or((path != "." && !path.is_empty()).then_some(path));
         let message = match &field {
             Some(f) => format!("{f}: {inner}"),
             None => inner.to_string(),
