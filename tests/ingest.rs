@@ -335,6 +335,7 @@ async fn segment_calls_become_customers_and_interactions(db: TestDb) {
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "conflict");
+    assert_eq!(body["error"]["field"], "traits.email");
     assert!(
         customer(&store, "bo@shop.example")
             .await

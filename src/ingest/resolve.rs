@@ -69,6 +69,44 @@ pub fn racy_keys<'a>(events: impl IntoIterator<Item = &'a Event>, known: &Known)
     })
 }
 
+/// The visitors and customers that the ids and emails of `names` reach in
+/// `known` (as visitor keys and customer emails): what a group changes
+/// besides the names themselves, locked with them so that two groups
+/// reaching one person by different ids wait for each other.
+pub fn reached(known: &Known, names: &Keys) -> Keys {
+    let mut out = Keys::default();
+    let emails: HashMap<i64, &Email> = known.customers.iter().map(|c| (c.id, &c.email)).collect();
+    for (kind, value, owner) in &known.identities {
+        let named = match kind {
+            IdKind::Anonymous => names.anonymous.contains(value),
+            IdKind::User => names.users.contains(value),
+        };
+        if !named {
+            continue;
+        }
+        match owner {
+            StoredOwner::Visitor(v) => {
+                out.visitors.insert(v.clone());
+            }
+            StoredOwner::Customer(id) => {
+                if let Some(e) = emails.get(id) {
+                    out.emails.insert(e.as_str().to_string());
+                }
+            }
+        }
+    }
+    for c in &known.customers {
+        let by_user = c
+            .external_id
+            .as_ref()
+            .is_some_and(|x| names.users.contains(x));
+        if by_user || names.emails.contains(c.email.as_str()) {
+            out.emails.insert(c.email.as_str().to_string());
+        }
+    }
+    out
+}
+
 fn names_of<'a>(
     events: impl IntoIterator<Item = &'a Event>,
     wanted: impl Fn(&Event) -> bool,
@@ -661,7 +699,10 @@ impl World {
     // -- the plan ------------------------------------------------------------
 
     fn finish(self) -> Plan {
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            now: self.now,
+            ..Plan::default()
+        };
         let mut people: Vec<&Person> = self.people.values().collect();
         people.sort_by(|a, b| a.current.email.cmp(&b.current.email));
         for p in people {
@@ -685,6 +726,7 @@ impl World {
             .into_iter()
             .map(|(key, v)| VisitorWrite {
                 key: key.clone(),
+                stored: v.stored,
                 traits: v.traits.to_map(),
                 created_at: v.created_at,
                 updated_at: self.now,
@@ -944,6 +986,37 @@ mod tests {
         assert_eq!(racy.anonymous.iter().collect::<Vec<_>>(), ["an"]);
         assert_eq!(racy.emails.iter().collect::<Vec<_>>(), ["a@x.com"]);
         assert!(racy_keys(&events[..1], &known).is_empty());
+    }
+
+    #[test]
+    fn the_people_names_reach_are_locked_too() {
+        let known = Known {
+            customers: vec![
+                customer(1, "a@x.com", Some("ua")),
+                customer(2, "b@x.com", None),
+            ],
+            identities: vec![
+                (IdKind::Anonymous, "an".into(), StoredOwner::Customer(2)),
+                (
+                    IdKind::User,
+                    "uv".into(),
+                    StoredOwner::Visitor("a:av".into()),
+                ),
+            ],
+            visitors: vec![("a:av".into(), Map::new())],
+        };
+        let events = [
+            call(json!({"type": "identify", "anonymousId": "an", "traits": {"plan": "pro"}})),
+            call(json!({"type": "track", "userId": "uv", "event": "E"})),
+            call(json!({"type": "identify", "userId": "ua", "traits": {"vip": true}})),
+        ];
+        let names = racy_keys(&events, &known);
+        let more = reached(&known, &names);
+        assert_eq!(
+            more.emails.iter().collect::<Vec<_>>(),
+            ["a@x.com", "b@x.com"]
+        );
+        assert_eq!(more.visitors.iter().collect::<Vec<_>>(), ["a:av"]);
     }
 
     #[test]

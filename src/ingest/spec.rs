@@ -308,6 +308,12 @@ fn check(
                     format!("event is longer than {MAX_KIND} bytes"),
                 ));
             }
+            if event.contains('\0') {
+                return Err(Refusal::invalid(
+                    "event",
+                    "event contains a NUL character (U+0000), which the database cannot store",
+                ));
+            }
             Action::Record {
                 kind: event,
                 data: call.properties.unwrap_or_default(),
@@ -696,6 +702,13 @@ mod tests {
                 Some(CallType::Track)
             ),
             (Invalid, "userId".into())
+        );
+        assert_eq!(
+            field(
+                json!({"userId": "u", "event": "a\u{0}b"}),
+                Some(CallType::Track)
+            ),
+            (Invalid, "event".into())
         );
         // Found by the fuzz target: a syntax error inside an ignored key "".
         let r = read(

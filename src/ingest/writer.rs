@@ -42,6 +42,9 @@ const TRIES: u32 = 3;
 /// by the identity locks ([`crate::store::Store::lock_identities`]), as
 /// between processes. One on SQLite, which has one writer and no such locks.
 const POSTGRES_WRITERS: usize = 2;
+/// Times a group takes its locks again when the people its calls reach
+/// changed between loading and locking.
+const LOCK_ROUNDS: usize = 3;
 
 /// Each call's outcome, in the order submitted.
 pub type Outcomes = Vec<Result<(), Refusal>>;
@@ -198,13 +201,7 @@ async fn run(
         };
         match result {
             Ok((outcomes, new_events)) => {
-                let refused = outcomes.iter().filter(|o| o.is_err()).count() as u64;
-                counters.refused.fetch_add(refused, Ordering::Relaxed);
-                counters
-                    .stored
-                    .fetch_add(outcomes.len() as u64 - refused, Ordering::Relaxed);
-                counters.new_events.fetch_add(new_events, Ordering::Relaxed);
-                counters.groups.fetch_add(1, Ordering::Relaxed);
+                count(&counters, &outcomes, new_events);
                 let mut outcomes = outcomes.into_iter();
                 for job in jobs {
                     let mine: Outcomes = outcomes.by_ref().take(job.events.len()).collect();
@@ -212,13 +209,32 @@ async fn run(
                     let _ = job.reply.send(Ok(mine));
                 }
             }
+            // One request's calls may be what fails the group: each request
+            // is tried once on its own, so the others are not held hostage.
+            Err(e) if jobs.len() > 1 => {
+                tracing::warn!(error = %e, requests = jobs.len(), "a group of API calls failed; storing its requests one by one");
+                for job in jobs {
+                    let mine: Vec<&Event> = job.events.iter().collect();
+                    let result = store_group(&store, clock.now(), &mine).await;
+                    let reply = match result {
+                        Ok((outcomes, new_events)) => {
+                            count(&counters, &outcomes, new_events);
+                            Ok(outcomes)
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, calls = mine.len(), "API calls could not be stored");
+                            Err(e)
+                        }
+                    };
+                    let _ = job.reply.send(reply);
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, calls = events.len(), "API calls could not be stored");
-                let message = e.to_string();
                 for job in jobs {
                     let _ = job.reply.send(Err(StoreError::internal(
                         "storing API calls",
-                        message.clone(),
+                        e.to_string(),
                     )));
                 }
             }
@@ -226,13 +242,25 @@ async fn run(
     }
 }
 
+fn count(counters: &Counters, outcomes: &Outcomes, new_events: u64) {
+    let refused = outcomes.iter().filter(|o| o.is_err()).count() as u64;
+    counters.refused.fetch_add(refused, Ordering::Relaxed);
+    counters
+        .stored
+        .fetch_add(outcomes.len() as u64 - refused, Ordering::Relaxed);
+    counters.new_events.fetch_add(new_events, Ordering::Relaxed);
+    counters.groups.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Locks, loads, resolves and writes one group; each call's outcome, and how
 /// many events were new.
 ///
-/// What the calls name is loaded first; the names of calls that change who
-/// is who ([`resolve::racy_keys`]) are then locked (PostgreSQL) and loaded
-/// again under the lock. A group of plain events of known customers takes no
-/// lock and one load.
+/// What the calls name is loaded first. The names of the calls that change
+/// who is who ([`resolve::racy_keys`]), with the visitors and customers they
+/// reach ([`resolve::reached`]), are then locked (PostgreSQL) and loaded
+/// again under the lock; if the people reached changed meanwhile, the locks
+/// are taken again with them. A group of plain events of known customers
+/// takes no lock and one load.
 async fn store_group(
     store: &Store,
     now: crate::clock::Millis,
@@ -240,12 +268,37 @@ async fn store_group(
 ) -> Result<(Outcomes, u64), StoreError> {
     let keys = resolve::keys(events.iter().copied());
     let mut known = store.load_known(&keys).await?;
-    let racy = resolve::racy_keys(events.iter().copied(), &known);
-    let lock = store.lock_identities(&racy).await?;
-    let written = async {
-        if lock.is_held() {
-            known = store.load_known(&keys).await?;
+    let needed = |known: &resolve::Known| {
+        let mut names = resolve::racy_keys(events.iter().copied(), known);
+        let people = resolve::reached(known, &names);
+        names.extend(people);
+        names
+    };
+    let mut wanted = needed(&known);
+    let mut lock = store.lock_identities(&wanted).await?;
+    let mut settled = !lock.is_held();
+    for _ in 0..LOCK_ROUNDS {
+        if settled {
+            break;
         }
+        known = store.load_known(&keys).await?;
+        let need = needed(&known);
+        if wanted.covers(&need) {
+            settled = true;
+        } else {
+            lock.release().await;
+            wanted.extend(need);
+            lock = store.lock_identities(&wanted).await?;
+        }
+    }
+    if !settled {
+        lock.release().await;
+        return Err(StoreError::internal(
+            "storing API calls",
+            "the people the calls reach kept changing; resolving again",
+        ));
+    }
+    let written = async {
         let resolve::Resolved { mut plan, outcomes } =
             resolve::resolve(events.iter().copied(), known, now);
         store.write_customers(&plan.customers).await?;

@@ -9,8 +9,8 @@
 //!
 //! | | SQLite | PostgreSQL |
 //! |---|---|---|
-//! | calls of other processes on the same names | one process writes | session advisory locks, one per name, taken in order |
-//! | a visitor moved while another call adds to it | one writer | the moved visitors' rows are locked `FOR UPDATE` first; an event for a visitor deleted meanwhile fails its foreign key and the group is resolved again |
+//! | calls of other groups (other writers, other processes) about the same people | one writer | session advisory locks on the names the racing calls carry and on the visitors and customers those reach (hashed into [`LOCK_BUCKETS`], taken in order) |
+//! | a visitor moved by another group anyway | one writer | the visitors a plan moves or changes are locked `FOR UPDATE`; one that is gone fails the group, which is resolved again |
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -91,11 +91,32 @@ pub struct Keys {
     pub anonymous: BTreeSet<String>,
     pub users: BTreeSet<String>,
     pub emails: BTreeSet<String>,
+    /// Visitors by key: only locked (what the ids reached), never loaded by.
+    pub visitors: BTreeSet<String>,
 }
 
 impl Keys {
     pub fn is_empty(&self) -> bool {
-        self.anonymous.is_empty() && self.users.is_empty() && self.emails.is_empty()
+        self.anonymous.is_empty()
+            && self.users.is_empty()
+            && self.emails.is_empty()
+            && self.visitors.is_empty()
+    }
+
+    /// Whether every key of `other` is one of these.
+    pub fn covers(&self, other: &Keys) -> bool {
+        other.anonymous.is_subset(&self.anonymous)
+            && other.users.is_subset(&self.users)
+            && other.emails.is_subset(&self.emails)
+            && other.visitors.is_subset(&self.visitors)
+    }
+
+    /// These keys and `other`'s.
+    pub fn extend(&mut self, other: Keys) {
+        self.anonymous.extend(other.anonymous);
+        self.users.extend(other.users);
+        self.emails.extend(other.emails);
+        self.visitors.extend(other.visitors);
     }
 
     /// Every key as one text per key, for the PostgreSQL advisory locks.
@@ -103,7 +124,8 @@ impl Keys {
         let a = self.anonymous.iter().map(|k| format!("a:{k}"));
         let u = self.users.iter().map(|k| format!("u:{k}"));
         let e = self.emails.iter().map(|k| format!("e:{k}"));
-        a.chain(u).chain(e)
+        let v = self.visitors.iter().map(|k| format!("v:{k}"));
+        a.chain(u).chain(e).chain(v)
     }
 }
 
@@ -129,6 +151,8 @@ pub struct Row {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisitorWrite {
     pub key: String,
+    /// Whether the plan read it from the database (else it makes it).
+    pub stored: bool,
     pub traits: Map<String, Value>,
     pub created_at: Millis,
     pub updated_at: Millis,
@@ -156,6 +180,8 @@ pub struct Plan {
     /// A stored visitor, and whose everything of it becomes.
     pub moves: Vec<(String, Owner)>,
     pub interactions: Vec<(Email, Row)>,
+    /// When the group was resolved: the time of the rows it makes.
+    pub now: Millis,
 }
 
 /// Rows per multi-row statement: at most 8 parameters each, far below both
@@ -228,14 +254,19 @@ impl Store {
         let mut numbers: Vec<i64> = keys.lock_names().map(|n| lock_number(&n)).collect();
         numbers.sort_unstable();
         numbers.dedup();
-        let mut conn = pool.acquire().await.context("locking identities")?;
-        // A function scan of the sorted array takes the locks in its order.
-        sqlx::query("SELECT pg_advisory_lock(n) FROM unnest($1::bigint[]) AS t(n)")
-            .bind(&numbers)
-            .execute(&mut *conn)
-            .await
-            .context("locking identities")?;
-        Ok(IdentityLock { conn: Some(conn) })
+        let conn = pool.acquire().await.context("locking identities")?;
+        // Held before the statement runs: if it fails part way, the locks it
+        // took go with the connection, which dropping the lock closes.
+        let mut lock = IdentityLock { conn: Some(conn) };
+        if let Some(conn) = lock.conn.as_mut() {
+            // A function scan of the sorted array takes the locks in its order.
+            sqlx::query("SELECT pg_advisory_lock(n) FROM unnest($1::bigint[]) AS t(n)")
+                .bind(&numbers)
+                .execute(&mut **conn)
+                .await
+                .context("locking identities")?;
+        }
+        Ok(lock)
     }
 
     /// The customers, ids and visitors `keys` reach.
@@ -380,27 +411,39 @@ impl Store {
             })
             .collect::<Result<Vec<(&str, Result<&str, i64>)>, StoreError>>()?;
         let b = self.backend();
-        let now = plan
-            .visitors
-            .first()
-            .map(|v| v.updated_at)
-            .unwrap_or_default();
+        let now = plan.now;
         let _gate = self.write_gate().await;
         let mut new_events = 0;
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await.context("starting to store API calls")?;
             if b == Backend::Postgres {
-                let mut locked: Vec<&str> = plan.moves.iter().map(|(v, _)| v.as_str()).collect();
-                locked.extend(plan.visitors.iter().map(|v| v.key.as_str()));
-                if !locked.is_empty() {
-                    sqlx::query(AssertSqlSafe(format!(
+                // The stored visitors the plan moves or changes must still be
+                // there: one moved by a concurrent group is a plan of the past,
+                // and the group is resolved again.
+                let mut expected: Vec<&str> = plan.moves.iter().map(|(v, _)| v.as_str()).collect();
+                expected.extend(
+                    plan.visitors
+                        .iter()
+                        .filter(|v| v.stored)
+                        .map(|v| v.key.as_str()),
+                );
+                expected.sort_unstable();
+                expected.dedup();
+                if !expected.is_empty() {
+                    let found: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
                         "SELECT key FROM visitors WHERE {} ORDER BY key FOR UPDATE",
                         b.in_json_array("key", 1)
                     )))
-                    .bind(json_list(&locked))
-                    .execute(&mut *tx)
+                    .bind(json_list(&expected))
+                    .fetch_all(&mut *tx)
                     .await
                     .context("locking visitors")?;
+                    if found.len() != expected.len() {
+                        return Err(StoreError::internal(
+                            "storing API calls",
+                            "a visitor was merged by another group meanwhile; resolving again",
+                        ));
+                    }
                 }
             }
             for chunk in plan.visitors.chunks(CHUNK) {

@@ -36,6 +36,9 @@ pub enum ApiError {
     /// 409: the request conflicts with what is stored (a name in use).
     #[error("{0}")]
     Conflict(String),
+    /// 409 where one value is to blame (another customer's `traits.email`).
+    #[error("{message}")]
+    ConflictOn { field: String, message: String },
     /// 413: the body is larger than the route accepts (after decompression).
     #[error("the request body is larger than this route accepts ({limit} bytes)")]
     PayloadTooLarge { limit: usize },
@@ -74,7 +77,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::ConflictOn { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -92,7 +95,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Gone(_) => "gone",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::Conflict(_) => "conflict",
+            ApiError::Conflict(_) | ApiError::ConflictOn { .. } => "conflict",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unprocessable { .. } => "unprocessable",
@@ -138,7 +141,9 @@ impl IntoResponse for ApiError {
         }
         let field = match &self {
             ApiError::BadRequest { field, .. } => field.clone(),
-            ApiError::Unprocessable { field, .. } => Some(field.clone()),
+            ApiError::Unprocessable { field, .. } | ApiError::ConflictOn { field, .. } => {
+                Some(field.clone())
+            }
             _ => None,
         };
         let body = ErrorBody {

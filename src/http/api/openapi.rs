@@ -22,10 +22,10 @@ use super::errors::ErrorBody;
 
 /// The document's frame; the routes add their paths to it.
 ///
-/// A new route family (the Segment routes, say) adds nothing here: its file
-/// has a `routes()` returning an `OpenApiRouter` built with `routes!`, as
-/// [`super::customers`] does, merged in [`super::routes`]; a new tag for it
-/// goes in `tags(...)` below.
+/// A new route family adds nothing here but its tag in `tags(...)` below: its
+/// file has a `routes()` returning an `OpenApiRouter` built with `routes!`, as
+/// [`super::customers`] and [`super::segment`] do, merged in
+/// `super::openapi_router`.
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -279,7 +279,13 @@ fn refused(r: Refusal) -> ApiError {
             message: r.message,
         },
         Fault::TooLarge => ApiError::PayloadTooLarge { limit: EVENT_LIMIT },
-        Fault::Conflict => ApiError::Conflict(r.message),
+        Fault::Conflict => match r.field {
+            Some(field) => ApiError::ConflictOn {
+                field,
+                message: r.message,
+            },
+            None => ApiError::Conflict(r.message),
+        },
     }
 }
 
