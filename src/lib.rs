@@ -12,6 +12,7 @@ pub mod dialect;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod json;
 pub mod mailer;
 pub mod message;
 pub mod metrics;

@@ -10,6 +10,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 
+use common::api::create_key;
 use common::{TestDb, in_ci, stderr, stdout};
 use herald::store::Store;
 use serde_json::{Value, json};
@@ -72,22 +73,17 @@ impl Serve {
     }
 }
 
-fn create_key(db: &TestDb, name: &str, scope: &str) -> String {
-    let out = db.herald(&["api-key", "create", name, "--scope", scope]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    stdout(&out).trim().to_string()
-}
-
 /// (customers, interactions, visitors, visitors' events) as stored.
 async fn counts(db: &TestDb) -> [i64; 4] {
-    let rows = db
-        .pairs(
-            "SELECT (SELECT COUNT(*) FROM customers) * 1000000 + (SELECT COUNT(*) FROM interactions), \
-             (SELECT COUNT(*) FROM visitors) * 1000000 + (SELECT COUNT(*) FROM visitor_events)",
-        )
-        .await;
-    let (a, b) = (rows[0].0, rows[0].1.unwrap_or(0));
-    [a / 1_000_000, a % 1_000_000, b / 1_000_000, b % 1_000_000]
+    let pair = |sql| async move {
+        let rows = db.pairs(sql).await;
+        (rows[0].0, rows[0].1.unwrap_or(0))
+    };
+    let (customers, interactions) =
+        pair("SELECT (SELECT COUNT(*) FROM customers), (SELECT COUNT(*) FROM interactions)").await;
+    let (visitors, events) =
+        pair("SELECT (SELECT COUNT(*) FROM visitors), (SELECT COUNT(*) FROM visitor_events)").await;
+    [customers, interactions, visitors, events]
 }
 
 async fn customer(store: &Store, email: &str) -> herald::store::customers::StoredCustomer {
@@ -99,7 +95,7 @@ async fn customer(store: &Store, email: &str) -> herald::store::customers::Store
 }
 
 /// Kinds of a customer's interactions, oldest first, with their data.
-async fn history(db: &TestDb, store: &Store, email: &str, kinds: &[&str]) -> Vec<(String, Value)> {
+async fn history(store: &Store, email: &str, kinds: &[&str]) -> Vec<(String, Value)> {
     let id = customer(store, email).await.id;
     let mut all = Vec::new();
     for kind in kinds {
@@ -107,7 +103,6 @@ async fn history(db: &TestDb, store: &Store, email: &str, kinds: &[&str]) -> Vec
             all.push((at, kind.to_string(), Value::Object(data)));
         }
     }
-    let _ = db;
     all.sort_by_key(|(at, _, _)| *at);
     all.into_iter().map(|(_, k, d)| (k, d)).collect()
 }
@@ -198,7 +193,6 @@ async fn segment_calls_become_customers_and_interactions(db: TestDb) {
     }
     assert_eq!(
         history(
-            &db,
             &store,
             "Ann@shop.example",
             &["page_view", "screen_view", "group"]
@@ -256,7 +250,6 @@ async fn segment_calls_become_customers_and_interactions(db: TestDb) {
     assert_eq!(bo.attributes.get("source"), Some(&json!("ad")));
     assert_eq!(
         history(
-            &db,
             &store,
             "bo@shop.example",
             &["Viewed Product", "Added To Cart"]
@@ -303,11 +296,31 @@ async fn segment_calls_become_customers_and_interactions(db: TestDb) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(counts(&db).await, [2, 8, 0, 0]);
     assert_eq!(
-        history(&db, &store, "Ann@shop.example", &["page_view"])
+        history(&store, "Ann@shop.example", &["page_view"])
             .await
             .len(),
         2
     );
+
+    // An anonymous id linked straight to a customer (no visitor in between)
+    // is stamped with the time of the call, not 1970.
+    let (status, _) = s
+        .call(
+            &key,
+            "identify",
+            &json!({"anonymousId": "anon-d", "userId": "u-1"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let export = db.herald(&["customer", "export", "Ann@shop.example"]);
+    let export: Value = serde_json::from_str(&stdout(&export)).unwrap();
+    let linked = export["linked_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["value"] == "anon-d")
+        .unwrap_or_else(|| panic!("{export}"));
+    assert!(linked["linked_at"].as_str().unwrap() >= "2026", "{linked}");
 
     // Never back to subscribed.
     for status_trait in ["unsubscribed", "subscribed"] {
@@ -712,7 +725,6 @@ if failures:
         );
         assert_eq!(c.first_name.as_deref(), Some("Py"));
         let kinds = history(
-            &db,
             &store,
             &email,
             &["Order Completed", "page_view", "group", "screen_view"],

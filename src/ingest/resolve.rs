@@ -545,8 +545,7 @@ impl World {
             (Some(x), Some(y), _) if x != y => {
                 return Err(refused_email(&y, "belongs to another customer", u));
             }
-            (Some(x), None, Some(e)) => {
-                let _ = x;
+            (Some(_), None, Some(e)) => {
                 return Err(refused_email(
                     e,
                     "differs from the user's stored email (an identify does not change a \

@@ -34,6 +34,7 @@ use serde_json::{Map, Value};
 use crate::clock::{Millis, parse_rfc3339};
 use crate::customer::{CustomerStatus, Email, parse_timezone};
 use crate::import::nul_path;
+use crate::json::JsonFault;
 
 /// Longest `userId`, `anonymousId`, `previousId`, `groupId` or `messageId`.
 pub const MAX_ID: usize = 255;
@@ -231,28 +232,14 @@ pub fn read(
             ),
         });
     }
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let call: Call = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        // Bad JSON is the body's fault, not a field's (the path may be that of
-        // an ignored key, even an empty one).
-        if !inner.is_data() {
-            return Refusal::malformed(None, format!("not valid JSON: {inner}"));
-        }
-        let field = (path != "." && !path.is_empty()).then_some(path);
-        let message = match &field {
-            Some(f) => format!("{f}: {inner}"),
-            None => inner.to_string(),
-        };
-        Refusal {
+    let call: Call = crate::json::read(json).map_err(|fault| match fault {
+        JsonFault::Syntax(e) => Refusal::malformed(None, format!("not valid JSON: {e}")),
+        JsonFault::Shape { field, message } => Refusal {
             fault: Fault::Malformed,
             field,
             message,
-        }
+        },
     })?;
-    de.end()
-        .map_err(|e| Refusal::malformed(None, format!("not valid JSON: {e}")))?;
     check(call, expected, received, batch_sent_at)
 }
 
@@ -440,29 +427,6 @@ fn traits(
     context: Option<&Map<String, Value>>,
 ) -> Result<Traits, Refusal> {
     let mut t = Traits::default();
-    let text = |raw: &mut Map<String, Value>, names: &[&str]| -> Result<Option<String>, Refusal> {
-        let mut found = None;
-        for name in names {
-            match raw.remove(*name) {
-                None | Some(Value::Null) => {}
-                Some(Value::String(s)) => {
-                    if found.is_none() {
-                        found = Some(s);
-                    }
-                }
-                Some(_) => {
-                    return Err(Refusal::malformed(
-                        Some(&format!("traits.{name}")),
-                        format!("traits.{name} must be a string"),
-                    ));
-                }
-            }
-        }
-        Ok(found)
-    };
-    let text = |raw: &mut Map<String, Value>, names: &[&str]| {
-        text(raw, names).map(|found| found.filter(|s| !s.trim().is_empty()))
-    };
     if let Some(email) = raw.get("email").and_then(Value::as_str)
         && email.trim().is_empty()
     {
@@ -471,14 +435,14 @@ fn traits(
             "traits.email is empty: leave it out, or send null, when there is none",
         ));
     }
-    if let Some(email) = text(&mut raw, &["email"])? {
+    if let Some(email) = take_text(&mut raw, &["email"])? {
         t.email = Some(
             Email::parse(&email).map_err(|e| Refusal::invalid("traits.email", e.to_string()))?,
         );
     }
-    t.first_name = text(&mut raw, &["firstName", "first_name"])?;
-    t.last_name = text(&mut raw, &["lastName", "last_name"])?;
-    if let Some(zone) = text(&mut raw, &["timezone"])? {
+    t.first_name = take_text(&mut raw, &["firstName", "first_name"])?;
+    t.last_name = take_text(&mut raw, &["lastName", "last_name"])?;
+    if let Some(zone) = take_text(&mut raw, &["timezone"])? {
         t.timezone = Some(
             parse_timezone(&zone)
                 .map_err(|e| Refusal::invalid("traits.timezone", e.to_string()))?,
@@ -488,7 +452,7 @@ fn traits(
         // caller's fault, and is left out.
         t.timezone = parse_timezone(zone).ok();
     }
-    if let Some(status) = text(&mut raw, &["status"])? {
+    if let Some(status) = take_text(&mut raw, &["status"])? {
         t.status = Some(status.parse().map_err(|e: crate::customer::FieldError| {
             Refusal::invalid("traits.status", e.to_string())
         })?);
@@ -509,6 +473,30 @@ fn traits(
     }
     t.attributes = raw;
     Ok(t)
+}
+
+/// The first of the trait `names` that holds text, removed from `raw` with
+/// the others (blank text counts as none); anything but text or null is
+/// refused.
+fn take_text(raw: &mut Map<String, Value>, names: &[&str]) -> Result<Option<String>, Refusal> {
+    let mut found = None;
+    for name in names {
+        match raw.remove(*name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => {
+                if found.is_none() {
+                    found = Some(s);
+                }
+            }
+            Some(_) => {
+                return Err(Refusal::malformed(
+                    Some(&format!("traits.{name}")),
+                    format!("traits.{name} must be a string"),
+                ));
+            }
+        }
+    }
+    Ok(found.filter(|s| !s.trim().is_empty()))
 }
 
 fn nul(within: &str, path: &str) -> Refusal {

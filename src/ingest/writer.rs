@@ -310,7 +310,8 @@ async fn store_group(
             .collect();
         let mut ids: HashMap<_, _> = std::mem::take(&mut plan.customer_ids);
         if !new.is_empty() {
-            ids.extend(store.customer_ids(&new).await?);
+            let written = store.customer_keys(&new, &[]).await?;
+            ids.extend(written.into_iter().map(|k| (k.email, k.id)));
         }
         let new_events = store.apply_plan(&plan, &ids).await?;
         Ok::<_, StoreError>((outcomes, new_events))

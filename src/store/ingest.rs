@@ -574,25 +574,6 @@ impl Store {
             })
             .collect())
     }
-
-    /// Ids of the customers with these emails, for the plan's new customers.
-    pub async fn customer_ids(&self, emails: &[&str]) -> Result<Vec<(Email, i64)>, StoreError> {
-        let sql = format!(
-            "SELECT email, id FROM customers WHERE {}",
-            self.backend().in_json_array("email", 1)
-        );
-        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
-            sqlx::query_as(AssertSqlSafe(&*sql))
-                .bind(json_list(emails))
-                .fetch_all(pool)
-                .await
-        })
-        .context("reading customer ids")?;
-        Ok(rows
-            .into_iter()
-            .map(|(e, id)| (Email::from_store(e), id))
-            .collect())
-    }
 }
 
 #[cfg(test)]

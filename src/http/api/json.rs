@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::BodyLimit;
 use super::errors::ApiError;
+use crate::json::JsonFault;
 
 /// A request body of JSON type `T`.
 ///
@@ -78,41 +79,14 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// `bytes` as a `T`, or a 400 naming the field at fault.
+/// `bytes` as a `T`, or a 400 naming the field at fault ([`crate::json`]).
 pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if !inner.is_data() {
-            return ApiError::bad_request(None, format!("the body is not valid JSON: {inner}"));
+    crate::json::read(bytes).map_err(|fault| match fault {
+        JsonFault::Syntax(e) => {
+            ApiError::bad_request(None, format!("the body is not valid JSON: {e}"))
         }
-        // serde names a missing field in its message, at the path of the
-        // object that should have it (an unknown field's path is its own).
-        let field = missing_field(&inner.to_string())
-            .map(|f| {
-                if path == "." {
-                    f.to_string()
-                } else {
-                    format!("{path}.{f}")
-                }
-            })
-            .or((path != "." && !path.is_empty()).then_some(path));
-        let message = match &field {
-            Some(f) => format!("{f}: {inner}"),
-            None => inner.to_string(),
-        };
-        ApiError::bad_request(field, message)
-    })?;
-    de.end()
-        .map_err(|e| ApiError::bad_request(None, format!("the body is not valid JSON: {e}")))?;
-    Ok(value)
-}
-
-/// `x` of serde's ``missing field `x` ``.
-fn missing_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("missing field `")?;
-    rest.split_once('`').map(|(name, _)| name)
+        JsonFault::Shape { field, message } => ApiError::bad_request(field, message),
+    })
 }
 
 #[cfg(test)]
