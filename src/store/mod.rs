@@ -176,6 +176,10 @@ impl Store {
                     // 16 MiB of page cache per connection keeps bulk loads off the disk
                     // while staying far inside the memory budget.
                     .pragma("cache_size", "-16384")
+                    // A multi-row insert that may fail halfway keeps the pages it
+                    // changes in a statement journal: in memory, not a temp file
+                    // (12 % of the ingestion writer's time went to writing it).
+                    .pragma("temp_store", "memory")
                     .log_slow_statements(SLOW_STATEMENTS, SLOW_AFTER);
                 Pool::Sqlite(
                     SqlitePoolOptions::new()
