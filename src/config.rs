@@ -25,6 +25,9 @@ pub struct SettingSpec {
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://herald.db";
 
 /// Every setting, in the order `herald config` prints them.
+/// Settings a config file may give as a list of strings (joined by commas).
+const LISTS: &[&str] = &["secret", "outbound_allow"];
+
 pub const SETTINGS: &[SettingSpec] = &[
     spec(
         "database_url",
@@ -126,6 +129,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         "webhook_secret",
         true,
         "bearer secret required on the bounce/complaint webhook",
+        None,
+    ),
+    spec(
+        "outbound_allow",
+        false,
+        "hosts and networks Herald may send its own HTTP requests to (webhook steps, event forwarding), comma-separated: hooks.example.com, *.crm.example, 10.1.0.0/16; private and loopback addresses only when listed; empty = none",
         None,
     ),
     spec(
@@ -265,6 +274,8 @@ pub struct Settings {
     pub unsubscribe_mailto: Option<String>,
     pub feedback_tag: String,
     pub webhook_secret: Option<String>,
+    /// Where Herald's own HTTP requests may go ([`crate::outbound::allow`]).
+    pub outbound_allow: crate::outbound::allow::AllowList,
     pub dkim_selector: Option<String>,
     pub dkim_domain: Option<String>,
     pub dkim_key: Option<PathBuf>,
@@ -514,6 +525,18 @@ impl Settings {
             })?),
             None => None,
         };
+        let outbound_allow = match get("outbound_allow") {
+            Some((v, s)) => {
+                let entries: Vec<&str> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                crate::outbound::allow::AllowList::parse(&entries)
+                    .map_err(|e| invalid("outbound_allow", s, e.to_string()))?
+            }
+            None => Default::default(),
+        };
         let secrets = text("secret")
             .map(|v| {
                 v.split(',')
@@ -541,6 +564,7 @@ impl Settings {
                 .map(|a| a.trim_start_matches("mailto:").to_string()),
             feedback_tag: text("feedback_tag").unwrap_or_else(|| "marketing".into()),
             webhook_secret: text("webhook_secret"),
+            outbound_allow,
             dkim_selector: text("dkim_selector"),
             dkim_domain: text("dkim_domain"),
             dkim_key: text("dkim_key").map(PathBuf::from),
@@ -713,13 +737,13 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
         let text = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Array(items) if spec.name == "secret" => items
+            toml::Value::Array(items) if LISTS.contains(&spec.name) => items
                 .iter()
                 .map(|i| i.as_str().map(str::to_string))
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| ConfigError::Toml {
                     path: path.to_path_buf(),
-                    message: "secret: expected a string or a list of strings".into(),
+                    message: format!("{key}: expected a string or a list of strings"),
                 })?
                 .join(","),
             other => {
@@ -773,6 +797,49 @@ mod tests {
         assert_eq!(find("smtp_concurrency").2, Source::File(path.clone()));
         assert_eq!(find("secret").1, "**** (2 keys)");
         assert_eq!(find("outbox_dir").2, Source::Default);
+    }
+
+    #[test]
+    fn outbound_allow_is_a_list_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(
+            &path,
+            "outbound_allow = [\"hooks.example.com\", \"127.0.0.1\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(Layer::new(), Some(&path)).unwrap();
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        assert!(
+            s.outbound_allow
+                .check_url(&url("https://hooks.example.com/in"))
+                .is_ok()
+        );
+        assert!(
+            s.outbound_allow
+                .check_url(&url("http://127.0.0.1:9/"))
+                .is_ok()
+        );
+        assert!(
+            s.outbound_allow
+                .check_url(&url("http://10.0.0.1/"))
+                .is_err()
+        );
+        let none = Settings::load(Layer::new(), None).unwrap();
+        assert!(
+            none.outbound_allow
+                .check_url(&url("https://hooks.example.com/"))
+                .is_err()
+        );
+        let e = Settings::load(
+            flag("outbound_allow", "hooks.example.com, https://x.example/in"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("outbound_allow"), "{e}");
+        assert!(e.contains("\"https://x.example/in\""), "{e}");
+        assert!(e.contains("not a URL"), "{e}");
     }
 
     #[test]

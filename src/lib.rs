@@ -16,6 +16,7 @@ pub mod json;
 pub mod mailer;
 pub mod message;
 pub mod metrics;
+pub mod outbound;
 pub mod pipeline;
 pub mod profile;
 pub mod quantity;

@@ -118,6 +118,9 @@ struct SettingArgs {
         hide_env_values = true
     )]
     webhook_secret: Option<String>,
+    /// Hosts and networks Herald may send its own HTTP requests to, comma-separated
+    #[arg(long, env = "HERALD_OUTBOUND_ALLOW", global = true)]
+    outbound_allow: Option<String>,
     /// DKIM selector
     #[arg(long, env = "HERALD_DKIM_SELECTOR", global = true)]
     dkim_selector: Option<String>,
@@ -332,6 +335,7 @@ fn load_settings(args: &SettingArgs, matches: &ArgMatches) -> anyhow::Result<Set
             "unsubscribe_mailto" => &args.unsubscribe_mailto,
             "feedback_tag" => &args.feedback_tag,
             "webhook_secret" => &args.webhook_secret,
+            "outbound_allow" => &args.outbound_allow,
             "dkim_selector" => &args.dkim_selector,
             "dkim_domain" => &args.dkim_domain,
             "dkim_key" => &args.dkim_key,
