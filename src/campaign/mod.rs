@@ -2,11 +2,14 @@
 //! semantic checks across files, and the JSON Schema of the format.
 //!
 //! A [`Campaign`] that exists is valid: every duration, address, cron expression
-//! and condition in it has been checked. [`load`] reports every problem of every
-//! file at once, which is what `herald validate` prints.
+//! and condition in it has been checked, and its steps form a journey every
+//! step of which can be reached and no loop of which runs without a wait
+//! (`route.rs`). [`load`] reports every problem of every file at once, which is
+//! what `herald validate` prints.
 
 mod locate;
 mod parse;
+mod route;
 pub mod schema;
 
 use std::fmt;
@@ -19,10 +22,10 @@ use lettre::message::Mailbox;
 use crate::clock::Millis;
 use crate::dialect::Backend;
 use crate::quantity::{Rate, Span};
-use crate::segment::{self, Compiled, Condition, Predicate};
+use crate::segment::{self, Compiled, Condition, FieldTest, Predicate};
 
 pub use locate::{Seg, Target};
-pub use parse::{valid_name, valid_template};
+pub use parse::{valid_name, valid_reason, valid_template};
 
 /// One campaign file, parsed and checked.
 #[derive(Debug, Clone)]
@@ -31,10 +34,21 @@ pub struct Campaign {
     pub description: Option<String>,
     pub from: Mailbox,
     pub reply_to: Option<Mailbox>,
+    /// Marketing (the default) or transactional.
+    pub kind: CampaignKind,
+    /// Runs on this cron schedule; with neither `schedule` nor `trigger` a
+    /// campaign runs only when asked (`herald run`).
     pub schedule: Option<Schedule>,
+    /// Each matching interaction enters its customer (a real-time journey).
+    pub trigger: Option<Trigger>,
     pub timezone: Tz,
+    /// `never` by default, `always` for a transactional campaign (a receipt
+    /// goes out for every order).
     pub reentry: Reentry,
     pub tracking: bool,
+    /// Who may enter; with a trigger, the customer must also match it at the
+    /// moment of the event. A transactional campaign without `audience:` holds
+    /// `All([])`, which everyone matches.
     pub audience: Condition,
     pub steps: Vec<Step>,
     pub goal: Option<Condition>,
@@ -58,18 +72,116 @@ pub struct Step {
     pub subject: String,
     /// `templates/{template}.html.hbs` (and optionally `.txt.hbs`).
     pub template: String,
-    /// After the previous step was sent to this customer.
+    /// After the previous step was sent to this customer. At most one of
+    /// `wait`, `wait_until` and `wait_for` is set.
     pub wait: Option<Span>,
+    /// The next time this time of day comes in the customer's time zone (else
+    /// the campaign's) after the previous step was sent.
+    pub wait_until: Option<NaiveTime>,
+    /// Until the customer does something, or for at most a while.
+    pub wait_for: Option<WaitFor>,
     /// Extra conditions, may use `opened:`/`clicked:` of earlier steps.
     pub when: Option<Condition>,
     /// Recent interactions handed to the template: (kind, how many).
     pub events: Vec<(String, u32)>,
+    /// Where the customer goes after this step's message.
+    pub route: Route,
+}
+
+impl Step {
+    /// Whether the step waits before it is sent: a loop through a step that
+    /// waits cannot send its messages all at once. `wait: 0s` is no wait.
+    pub fn waits(&self) -> bool {
+        self.wait.is_some_and(|w| w.as_secs() > 0)
+            || self.wait_until.is_some()
+            || self.wait_for.is_some()
+    }
 }
 
 impl Campaign {
     /// The step with this id, if the campaign (still) has it.
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+/// What a campaign is for: `kind: marketing` (the default) or `kind:
+/// transactional`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CampaignKind {
+    #[default]
+    Marketing,
+    /// Messages a customer's own action calls for (receipts, password
+    /// resets); `audience:` and `schedule:` may be left out.
+    Transactional,
+}
+
+/// `trigger:`: an interaction that enters its customer into the campaign.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    /// The interaction's kind, e.g. `cart_abandoned`.
+    pub event: String,
+    /// The event's `where:` tests on its data, as in an audience's `event:`
+    /// condition; all must hold.
+    pub filter: Vec<FieldTest>,
+}
+
+/// A step's `wait_for:`: the step is due when the customer does `event`
+/// (matching `filter`) after the previous step, or when `within` has passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitFor {
+    pub event: String,
+    pub filter: Vec<FieldTest>,
+    pub within: Span,
+}
+
+/// Where a customer goes after a step's message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    /// No routing key: on to the next step in the file; after the last step
+    /// the entry is completed.
+    Next,
+    /// `goto: STEP`.
+    Goto(String),
+    /// `exit: REASON`: the entry ends here, exited with this reason.
+    Exit(String),
+    /// `branch:`: the first arm whose `when:` holds is taken; the last arm has
+    /// no `when:`, so one always is.
+    Branch(Vec<Arm>),
+}
+
+/// One arm of a `branch:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arm {
+    /// `None` only on the last arm, the default.
+    pub when: Option<Condition>,
+    pub to: Jump,
+}
+
+/// Where an arm of a branch sends the customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Jump {
+    /// `goto: STEP`.
+    Goto(String),
+    /// `exit: REASON`.
+    Exit(String),
+}
+
+impl Route {
+    /// The ids of the steps this route may go to, in the order written
+    /// (`Next` is not one: it depends on the step's place).
+    pub fn gotos(&self) -> Vec<&str> {
+        match self {
+            Route::Next | Route::Exit(_) => Vec::new(),
+            Route::Goto(s) => vec![s.as_str()],
+            Route::Branch(arms) => arms
+                .iter()
+                .filter_map(|a| match &a.to {
+                    Jump::Goto(s) => Some(s.as_str()),
+                    Jump::Exit(_) => None,
+                })
+                .collect(),
+        }
     }
 }
 

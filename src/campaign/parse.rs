@@ -8,7 +8,11 @@ use chrono::{NaiveTime, Weekday};
 use serde_norway::Value;
 
 use super::locate::{Seg, Target};
-use super::{Campaign, Limits, Reentry, Schedule, SendWindow, Step};
+use super::route;
+use super::{
+    Arm, Campaign, CampaignKind, Jump, Limits, Reentry, Route, Schedule, SendWindow, Step, Trigger,
+    WaitFor,
+};
 use crate::clock::parse_rfc3339;
 use crate::quantity::{Rate, Span};
 use crate::segment::{
@@ -39,9 +43,11 @@ fn index(p: &Path, i: usize) -> Path {
 const CAMPAIGN_KEYS: &[&str] = &[
     "name",
     "description",
+    "kind",
     "from",
     "reply_to",
     "schedule",
+    "trigger",
     "timezone",
     "reentry",
     "tracking",
@@ -51,7 +57,24 @@ const CAMPAIGN_KEYS: &[&str] = &[
     "limits",
     "send_window",
 ];
-const STEP_KEYS: &[&str] = &["id", "subject", "template", "wait", "when", "events"];
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "subject",
+    "template",
+    "wait",
+    "wait_until",
+    "wait_for",
+    "when",
+    "events",
+    "goto",
+    "exit",
+    "branch",
+];
+/// A step waits one way at most.
+const WAIT_KEYS: &[&str] = &["wait", "wait_until", "wait_for"];
+/// A step goes on one way at most; without any, to the next step.
+const ROUTE_KEYS: &[&str] = &["goto", "exit", "branch"];
+const ARM_KEYS: &[&str] = &["when", "goto", "exit"];
 const EVENT_KEYS: &[&str] = &["within", "min_count", "max_count", "where"];
 const HEADS: &[&str] = &[
     "attribute",
@@ -72,6 +95,9 @@ enum Scope<'a> {
     When(&'a [String]),
     /// `goal:`: `opened:`/`clicked:` may name any step.
     Goal(&'a [String]),
+    /// A branch arm's `when:`, decided after the step's message: `opened:`/
+    /// `clicked:` may name that step or an earlier one.
+    Arm(&'a [String]),
     /// An event's `where:`: only `field:` tests.
     Where,
 }
@@ -266,11 +292,16 @@ impl Parser {
             .and_then(|v| self.mailbox(v, &key(&root, "from")));
         let reply_to =
             get(&entries, "reply_to").and_then(|v| self.mailbox(v, &key(&root, "reply_to")));
+        let kind = match get(&entries, "kind") {
+            None => Some(CampaignKind::Marketing),
+            Some(v) => self.kind(v, &key(&root, "kind")),
+        };
         let schedule = get(&entries, "schedule").and_then(|v| {
             let p = key(&root, "schedule");
             let text = self.string(v, &p)?;
             Schedule::parse(&text).map_err(|m| self.at(&p, m)).ok()
         });
+        let trigger = get(&entries, "trigger").map(|v| self.trigger(v, &key(&root, "trigger")));
         let timezone = match get(&entries, "timezone") {
             None => Some(chrono_tz::UTC),
             Some(v) => {
@@ -288,6 +319,8 @@ impl Parser {
             }
         };
         let reentry = match get(&entries, "reentry") {
+            // A receipt goes out for every order.
+            None if kind == Some(CampaignKind::Transactional) => Some(Reentry::Always),
             None => Some(Reentry::Never),
             Some(v) => {
                 let p = key(&root, "reentry");
@@ -313,9 +346,20 @@ impl Parser {
         };
         self.untracked = tracking == Some(false);
 
-        let audience = self
-            .required(&entries, &root, "audience", "")
-            .and_then(|v| self.condition(v, &key(&root, "audience"), Scope::Audience));
+        let audience = match (get(&entries, "audience"), kind) {
+            (Some(v), _) => self.condition(v, &key(&root, "audience"), Scope::Audience),
+            // Everyone: the messages go to whom the trigger or the call names.
+            (None, Some(CampaignKind::Transactional)) => Some(Condition::All(Vec::new())),
+            (None, Some(CampaignKind::Marketing)) => {
+                self.at(
+                    &root,
+                    "missing key \"audience\" (a marketing campaign needs one; only a kind: transactional campaign may leave it out)",
+                );
+                None
+            }
+            // The kind is wrong: whether an audience is needed is not known.
+            (None, None) => None,
+        };
 
         let steps = self
             .required(&entries, &root, "steps", "")
@@ -350,7 +394,12 @@ impl Parser {
             description,
             from: from?,
             reply_to,
+            kind: kind?,
             schedule,
+            trigger: match trigger {
+                None => None,
+                Some(t) => Some(t?),
+            },
             timezone: timezone?,
             reentry: reentry?,
             tracking: tracking?,
@@ -378,17 +427,15 @@ impl Parser {
             return None;
         }
         let mut ids: Vec<String> = Vec::new();
-        let mut steps = Vec::new();
-        let mut ok = true;
+        let mut parsed: Vec<(usize, Step)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let sp = index(p, i);
             match self.step(item, &sp, i, &ids) {
                 Some(step) => {
                     ids.push(step.id.clone());
-                    steps.push(step);
+                    parsed.push((i, step));
                 }
                 None => {
-                    ok = false;
                     // Keep the id if it was readable so later steps may name it.
                     if let Some(Value::String(id)) = item.get("id") {
                         ids.push(id.clone());
@@ -396,7 +443,63 @@ impl Parser {
                 }
             }
         }
-        ok.then_some(steps)
+        // A goto may name a later step: targets are checked once every id is known.
+        let mut known = true;
+        for (i, step) in &parsed {
+            for (target, at) in goto_paths(step, &index(p, *i)) {
+                if ids.iter().any(|id| id == target) {
+                    continue;
+                }
+                known = false;
+                let hint = match super::closest(target, ids.iter().map(String::as_str)) {
+                    Some(c) => {
+                        format!("did you mean \"{c}\"? (expected one of {})", ids.join(", "))
+                    }
+                    None => format!("expected one of {}", ids.join(", ")),
+                };
+                self.at(
+                    &at,
+                    format!("goto: \"{target}\" is not a step of this campaign; {hint}"),
+                );
+            }
+        }
+        if parsed.len() < items.len() || !known {
+            return None;
+        }
+        let steps: Vec<Step> = parsed.into_iter().map(|(_, s)| s).collect();
+        self.journey(&steps, p);
+        Some(steps)
+    }
+
+    /// The step graph as a whole: steps no path reaches, and loops that would
+    /// send their messages over and over without a pause.
+    fn journey(&mut self, steps: &[Step], p: &Path) {
+        for i in route::unreachable(steps) {
+            self.at(
+                &key(&index(p, i), "id"),
+                format!(
+                    "step \"{}\" is never reached: no path from the first step leads here; name it in a goto: or a branch:, or remove it",
+                    steps[i].id
+                ),
+            );
+        }
+        for cycle in route::loops_without_wait(steps) {
+            let mut names: Vec<&str> = cycle.steps.iter().map(|&i| steps[i].id.as_str()).collect();
+            names.push(names[0]);
+            let last = cycle.steps[cycle.steps.len() - 1];
+            let sp = index(p, last);
+            let at = match cycle.arm {
+                Some(j) => key(&index(&key(&sp, "branch"), j), "goto"),
+                None => key(&sp, "goto"),
+            };
+            self.at(
+                &at,
+                format!(
+                    "these steps loop without a wait: {}; a customer would get their messages over and over at once; give one of them a wait:, wait_until: or wait_for:",
+                    names.join(" → ")
+                ),
+            );
+        }
     }
 
     fn step(&mut self, v: &Value, p: &Path, i: usize, earlier: &[String]) -> Option<Step> {
@@ -445,7 +548,18 @@ impl Parser {
                 ),
             );
         }
+        self.exclusive(
+            &entries,
+            p,
+            WAIT_KEYS,
+            "step",
+            "a step waits one way: a span (wait:), until a time of day (wait_until:) or for an event (wait_for:)",
+        );
         let wait = get(&entries, "wait").and_then(|v| self.span(v, &key(p, "wait")));
+        let wait_until =
+            get(&entries, "wait_until").and_then(|v| self.time_of_day(v, &key(p, "wait_until")));
+        let wait_for =
+            get(&entries, "wait_for").and_then(|v| self.wait_for(v, &key(p, "wait_for")));
         let when = get(&entries, "when").and_then(|v| {
             let wp = key(p, "when");
             if i == 0 {
@@ -468,6 +582,10 @@ impl Parser {
                 }
             }
         }
+        // A branch decides after this step's message: it may ask about it.
+        let mut upto = earlier.to_vec();
+        upto.extend(id.clone());
+        let route = self.route(&entries, p, &upto);
         if self.issues.len() > before {
             return None;
         }
@@ -476,9 +594,260 @@ impl Parser {
             subject: subject?,
             template: template?,
             wait,
+            wait_until,
+            wait_for,
             when,
             events,
+            route: route?,
         })
+    }
+
+    /// Reports each of `keys` found after the first one present, naming both.
+    fn exclusive(&mut self, entries: &Entries<'_>, p: &Path, keys: &[&str], on: &str, why: &str) {
+        let present: Vec<&str> = entries
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| keys.contains(k))
+            .collect();
+        for k in present.iter().skip(1) {
+            self.at_key(
+                &key(p, k),
+                format!(
+                    "\"{k}\" and \"{}\" cannot both be on one {on}; {why}",
+                    present[0]
+                ),
+            );
+        }
+    }
+
+    /// `goto:`, `exit:` or `branch:`; none is on to the next step.
+    fn route(&mut self, entries: &Entries<'_>, p: &Path, upto: &[String]) -> Option<Route> {
+        self.exclusive(
+            entries,
+            p,
+            ROUTE_KEYS,
+            "step",
+            "after its message a step goes on one way: goto: STEP, exit: REASON or branch: (none of them: on to the next step)",
+        );
+        let goto = get(entries, "goto").map(|v| self.string(v, &key(p, "goto")));
+        let exit = get(entries, "exit").map(|v| self.reason(v, &key(p, "exit")));
+        let branch = get(entries, "branch").map(|v| self.branch(v, &key(p, "branch"), upto));
+        Some(match (goto, exit, branch) {
+            (Some(g), _, _) => Route::Goto(g?),
+            (None, Some(e), _) => Route::Exit(e?),
+            (None, None, Some(b)) => Route::Branch(b?),
+            (None, None, None) => Route::Next,
+        })
+    }
+
+    fn branch(&mut self, v: &Value, p: &Path, upto: &[String]) -> Option<Vec<Arm>> {
+        let Value::Sequence(items) = v else {
+            self.at(
+                p,
+                format!(
+                    "expected a list of arms (- when: CONDITION, goto: STEP), found {}",
+                    describe(v)
+                ),
+            );
+            return None;
+        };
+        if items.is_empty() {
+            self.at(
+                p,
+                "a branch needs at least one arm, and its last arm has no when: (- goto: STEP)",
+            );
+            return None;
+        }
+        let before = self.issues.len();
+        let mut arms = Vec::with_capacity(items.len());
+        for (j, item) in items.iter().enumerate() {
+            let ap = index(p, j);
+            let Some(entries) = self.mapping(item, &ap) else {
+                continue;
+            };
+            self.only(&entries, &ap, ARM_KEYS, " in a branch arm");
+            self.exclusive(
+                &entries,
+                &ap,
+                &["goto", "exit"],
+                "arm",
+                "an arm goes to a step (goto:) or ends the entry (exit:)",
+            );
+            let when = get(&entries, "when")
+                .and_then(|v| self.condition(v, &key(&ap, "when"), Scope::Arm(upto)));
+            let goto = get(&entries, "goto").and_then(|v| self.string(v, &key(&ap, "goto")));
+            let exit = get(&entries, "exit").and_then(|v| self.reason(v, &key(&ap, "exit")));
+            if get(&entries, "goto").is_none() && get(&entries, "exit").is_none() {
+                self.at(&ap, "an arm needs goto: STEP or exit: REASON");
+            }
+            let last = j + 1 == items.len();
+            match (last, get(&entries, "when").is_some()) {
+                (true, true) => self.at_key(
+                    &key(&ap, "when"),
+                    "the last arm of a branch has a when:, so a customer for whom no arm holds would be stuck; end the branch with an arm without when: (- goto: STEP or - exit: REASON)",
+                ),
+                (false, false) => self.at(
+                    &ap,
+                    "only the last arm of a branch may leave out when:; this one is always taken, so the arms after it never are",
+                ),
+                _ => {}
+            }
+            let to = match (goto, exit) {
+                (Some(g), _) => Jump::Goto(g),
+                (None, Some(e)) => Jump::Exit(e),
+                (None, None) => continue,
+            };
+            arms.push(Arm { when, to });
+        }
+        if self.issues.len() > before {
+            return None;
+        }
+        Some(arms)
+    }
+
+    /// An exit reason: a short word, as reports show how entries ended.
+    fn reason(&mut self, v: &Value, p: &Path) -> Option<String> {
+        let reason = self.string(v, p)?;
+        if !valid_reason(&reason) {
+            self.at(
+                p,
+                format!(
+                    "invalid exit reason \"{reason}\": use a short word of lower-case letters, digits, '-' and '_', e.g. bought"
+                ),
+            );
+            return None;
+        }
+        Some(reason)
+    }
+
+    /// `HH:MM`, as in a send window.
+    fn time_of_day(&mut self, v: &Value, p: &Path) -> Option<NaiveTime> {
+        let text = self.string(v, p)?;
+        match NaiveTime::parse_from_str(&text, "%H:%M") {
+            Ok(t) => Some(t),
+            Err(_) => {
+                self.at(
+                    p,
+                    format!("invalid time \"{text}\": expected HH:MM, e.g. 09:00"),
+                );
+                None
+            }
+        }
+    }
+
+    fn wait_for(&mut self, v: &Value, p: &Path) -> Option<WaitFor> {
+        let entries = self.mapping(v, p)?;
+        let before = self.issues.len();
+        self.only(&entries, p, &["event", "within", "where"], " in wait_for");
+        let event = self
+            .required(&entries, p, "event", " in wait_for")
+            .and_then(|v| self.event_kind(v, &key(p, "event")));
+        let within = match get(&entries, "within") {
+            Some(v) => self.span(v, &key(p, "within")),
+            None => {
+                self.at(
+                    p,
+                    "missing key \"within\" in wait_for (how long to wait for the event before going on without it)",
+                );
+                None
+            }
+        };
+        if let Some(w) = within
+            && w.as_secs() == 0
+        {
+            self.at(
+                &key(p, "within"),
+                "wait_for needs a within: longer than 0, e.g. 2d",
+            );
+        }
+        let filter = match get(&entries, "where") {
+            Some(v) => self.where_list(v, &key(p, "where")),
+            None => Vec::new(),
+        };
+        if self.issues.len() > before {
+            return None;
+        }
+        Some(WaitFor {
+            event: event?,
+            filter,
+            within: within?,
+        })
+    }
+
+    fn kind(&mut self, v: &Value, p: &Path) -> Option<CampaignKind> {
+        const KINDS: &[&str] = &["marketing", "transactional"];
+        let text = self.string(v, p)?;
+        match text.as_str() {
+            "marketing" => Some(CampaignKind::Marketing),
+            "transactional" => Some(CampaignKind::Transactional),
+            other => {
+                let hint = match super::closest(other, KINDS.iter().copied()) {
+                    Some(c) => {
+                        format!("did you mean \"{c}\"? (expected marketing or transactional)")
+                    }
+                    None => "expected marketing or transactional".to_string(),
+                };
+                self.at(p, format!("unknown kind \"{other}\"; {hint}"));
+                None
+            }
+        }
+    }
+
+    fn trigger(&mut self, v: &Value, p: &Path) -> Option<Trigger> {
+        let entries = self.mapping(v, p)?;
+        let before = self.issues.len();
+        self.only(&entries, p, &["event", "where"], " in trigger");
+        let event = self
+            .required(&entries, p, "event", " in trigger")
+            .and_then(|v| self.event_kind(v, &key(p, "event")));
+        let filter = match get(&entries, "where") {
+            Some(v) => self.where_list(v, &key(p, "where")),
+            None => Vec::new(),
+        };
+        if self.issues.len() > before {
+            return None;
+        }
+        Some(Trigger {
+            event: event?,
+            filter,
+        })
+    }
+
+    /// An interaction kind: any non-empty text.
+    fn event_kind(&mut self, v: &Value, p: &Path) -> Option<String> {
+        let kind = self.string(v, p)?;
+        if kind.trim().is_empty() {
+            self.at(p, "the event kind is empty");
+            return None;
+        }
+        Some(kind)
+    }
+
+    /// An event's `where:`: a list of `field:` tests on its data. Problems are
+    /// reported; the tests that were readable are returned.
+    fn where_list(&mut self, v: &Value, wp: &Path) -> Vec<FieldTest> {
+        let mut filters = Vec::new();
+        match v {
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(Condition::Attribute(Test {
+                        subject: Subject::Attribute(path),
+                        op,
+                    })) = self.condition(item, &index(wp, i), Scope::Where)
+                    {
+                        filters.push(FieldTest { path, op });
+                    }
+                }
+            }
+            other => self.at(
+                wp,
+                format!(
+                    "expected a list of field: conditions, found {}",
+                    describe(other)
+                ),
+            ),
+        }
+        filters
     }
 
     fn limits(&mut self, v: &Value, p: &Path) -> Option<Limits> {
@@ -519,19 +888,8 @@ impl Parser {
             ),
         }
         let mut time = |name: &str| -> Option<NaiveTime> {
-            let tp = key(p, name);
             let value = self.required(&entries, p, name, " in send_window")?;
-            let text = self.string(value, &tp)?;
-            match NaiveTime::parse_from_str(&text, "%H:%M") {
-                Ok(t) => Some(t),
-                Err(_) => {
-                    self.at(
-                        &tp,
-                        format!("invalid time \"{text}\": expected HH:MM, e.g. 09:00"),
-                    );
-                    None
-                }
-            }
+            self.time_of_day(value, &key(p, name))
         };
         let from = time("from");
         let to = time("to");
@@ -565,7 +923,9 @@ impl Parser {
         let expected_heads = match scope {
             Scope::Where => "field",
             Scope::Audience => "attribute, event, all, any, not",
-            Scope::When(_) | Scope::Goal(_) => "attribute, event, all, any, not, opened, clicked",
+            Scope::When(_) | Scope::Goal(_) | Scope::Arm(_) => {
+                "attribute, event, all, any, not, opened, clicked"
+            }
         };
         let Some(&head) = heads.first() else {
             // A lone unknown key reads best as "unknown condition".
@@ -673,6 +1033,7 @@ impl Parser {
                 let (steps, which) = match scope {
                     Scope::When(s) => (s, "an earlier step"),
                     Scope::Goal(s) => (s, "a step of this campaign"),
+                    Scope::Arm(s) => (s, "this step or an earlier one"),
                     _ => (&[][..], "a step"),
                 };
                 if !steps.contains(&step) {
@@ -940,12 +1301,7 @@ impl Parser {
                 );
             }
         }
-        let kind = self.string(kind, &key(p, "event"));
-        if let Some(k) = &kind
-            && k.trim().is_empty()
-        {
-            self.at(&key(p, "event"), "the event kind is empty");
-        }
+        let kind = self.event_kind(kind, &key(p, "event"));
         let within = get(entries, "within").and_then(|v| self.span(v, &key(p, "within")));
         let min =
             get(entries, "min_count").and_then(|v| self.count(v, &key(p, "min_count"), 1_000_000));
@@ -961,30 +1317,10 @@ impl Parser {
                 format!("max_count ({max}) is below min_count ({min_count})"),
             );
         }
-        let mut filters = Vec::new();
-        if let Some(v) = get(entries, "where") {
-            let wp = key(p, "where");
-            match v {
-                Value::Sequence(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        if let Some(Condition::Attribute(Test {
-                            subject: Subject::Attribute(path),
-                            op,
-                        })) = self.condition(item, &index(&wp, i), Scope::Where)
-                        {
-                            filters.push(FieldTest { path, op });
-                        }
-                    }
-                }
-                other => self.at(
-                    &wp,
-                    format!(
-                        "expected a list of field: conditions, found {}",
-                        describe(other)
-                    ),
-                ),
-            }
-        }
+        let filters = match get(entries, "where") {
+            Some(v) => self.where_list(v, &key(p, "where")),
+            None => Vec::new(),
+        };
         if self.issues.len() > before {
             return None;
         }
@@ -1000,6 +1336,32 @@ impl Parser {
 
 fn get<'v>(entries: &Entries<'v>, name: &str) -> Option<&'v Value> {
     entries.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+}
+
+/// The step ids a step's route names, each with where its `goto:` is written.
+fn goto_paths<'s>(step: &'s Step, sp: &Path) -> Vec<(&'s str, Path)> {
+    match &step.route {
+        Route::Next | Route::Exit(_) => Vec::new(),
+        Route::Goto(target) => vec![(target.as_str(), key(sp, "goto"))],
+        Route::Branch(arms) => arms
+            .iter()
+            .enumerate()
+            .filter_map(|(j, arm)| match &arm.to {
+                Jump::Goto(target) => {
+                    Some((target.as_str(), key(&index(&key(sp, "branch"), j), "goto")))
+                }
+                Jump::Exit(_) => None,
+            })
+            .collect(),
+    }
+}
+
+/// Exit reasons: a short word of lower-case letters, digits, '-' and '_'.
+pub fn valid_reason(s: &str) -> bool {
+    s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// Campaign names and step ids: lower-case letters, digits and '-'.
