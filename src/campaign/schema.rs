@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 use crate::segment::OPERATORS;
 
 const DURATION: &str = "^[0-9]+[smhdw]$";
+const STEP_ID: &str = "^[a-z0-9][a-z0-9-]*$";
+const REASON: &str = "^[a-z][a-z0-9_-]*$";
+const TIME: &str = "^[0-2][0-9]:[0-5][0-9]$";
 
 /// The schema as JSON.
 pub fn json_schema() -> Value {
@@ -49,15 +52,42 @@ pub fn json_schema() -> Value {
         })
     };
     let steps_ref = |r: &str| json!({ "$ref": format!("#/$defs/{r}") });
+    let goto = json!({
+        "type": "string",
+        "pattern": STEP_ID,
+        "description": "The id of a step of this campaign to go to"
+    });
+    let exit = json!({
+        "type": "string",
+        "pattern": REASON,
+        "maxLength": 64,
+        "description": "End the entry here, exited with this reason (a short word such as bought)"
+    });
+    let where_list = json!({ "type": "array", "items": steps_ref("field") });
+    // "At most one of these keys" for keys that exclude each other.
+    let at_most_one = |keys: &[&str]| -> Value {
+        let mut pairs = Vec::new();
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                pairs.push(json!({ "required": [a, b] }));
+            }
+        }
+        json!({ "not": { "anyOf": pairs } })
+    };
 
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://herald.example/schema/campaign.json",
         "title": "Herald campaign",
-        "description": "One marketing campaign: who receives it (audience), which emails in which order (steps), and when.",
+        "description": "One campaign: who receives it (audience), which emails in which order (steps), and when (schedule, trigger).",
         "type": "object",
         "additionalProperties": false,
-        "required": ["name", "from", "audience", "steps"],
+        "required": ["name", "from", "steps"],
+        "if": {
+            "required": ["kind"],
+            "properties": { "kind": { "const": "transactional" } }
+        },
+        "else": { "required": ["audience"] },
         "properties": {
             "name": {
                 "type": "string",
@@ -65,15 +95,29 @@ pub fn json_schema() -> Value {
                 "description": "Unique id: lower-case letters, digits, '-'"
             },
             "description": { "type": "string" },
+            "kind": {
+                "enum": ["marketing", "transactional"],
+                "description": "marketing (default) or transactional (receipts and the like: audience and schedule may be left out, reentry defaults to always)"
+            },
             "from": { "type": "string", "description": "Sender, e.g. \"Acme Shop <hello@acme.example>\"" },
             "reply_to": { "type": "string" },
             "schedule": {
                 "type": "string",
-                "description": "5-field cron (minute hour day-of-month month day-of-week), e.g. \"0 9 * * MON-FRI\"; absent = only `herald run`"
+                "description": "5-field cron (minute hour day-of-month month day-of-week), e.g. \"0 9 * * MON-FRI\"; without schedule and trigger, only `herald run`"
+            },
+            "trigger": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["event"],
+                "description": "Enter each customer who does this (who must also be in the audience at that moment)",
+                "properties": {
+                    "event": { "type": "string", "minLength": 1, "description": "Interaction kind, e.g. cart_abandoned" },
+                    "where": where_list
+                }
             },
             "timezone": { "type": "string", "description": "IANA time zone for schedule and send window; default UTC" },
             "reentry": {
-                "description": "never (default), always, or a duration after which a customer may enter again",
+                "description": "never (default; always for a transactional campaign), always, or a duration after which a customer may enter again",
                 "anyOf": [ { "enum": ["never", "always"] }, duration ]
             },
             "tracking": { "type": "boolean", "description": "Open pixel and click tracking; default true" },
@@ -100,8 +144,8 @@ pub fn json_schema() -> Value {
                         "type": "array",
                         "items": { "enum": ["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"] }
                     },
-                    "from": { "type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$" },
-                    "to": { "type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$" }
+                    "from": { "type": "string", "pattern": TIME },
+                    "to": { "type": "string", "pattern": TIME }
                 }
             }
         },
@@ -110,8 +154,12 @@ pub fn json_schema() -> Value {
                 "type": "object",
                 "additionalProperties": false,
                 "required": ["id", "subject", "template"],
+                "allOf": [
+                    at_most_one(&["wait", "wait_until", "wait_for"]),
+                    at_most_one(&["goto", "exit", "branch"])
+                ],
                 "properties": {
-                    "id": { "type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$" },
+                    "id": { "type": "string", "pattern": STEP_ID },
                     "subject": { "type": "string" },
                     "template": {
                         "type": "string",
@@ -119,11 +167,45 @@ pub fn json_schema() -> Value {
                         "description": "templates/NAME.html.hbs (+ optional NAME.txt.hbs)"
                     },
                     "wait": duration,
+                    "wait_until": {
+                        "type": "string",
+                        "pattern": TIME,
+                        "description": "Wait for the next time this time of day (HH:MM) comes in the customer's time zone (else the campaign's)"
+                    },
+                    "wait_for": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["event", "within"],
+                        "description": "Wait until the customer does this, or at most `within`",
+                        "properties": {
+                            "event": { "type": "string", "minLength": 1, "description": "Interaction kind, e.g. purchase" },
+                            "within": duration,
+                            "where": where_list
+                        }
+                    },
                     "when": steps_ref("condition"),
                     "events": {
                         "type": "object",
                         "additionalProperties": { "type": "integer", "minimum": 0, "maximum": 100 }
+                    },
+                    "goto": goto,
+                    "exit": exit,
+                    "branch": {
+                        "type": "array",
+                        "minItems": 1,
+                        "description": "After this step's message: the first arm whose when: holds; the last arm has no when:",
+                        "items": steps_ref("arm")
                     }
+                }
+            },
+            "arm": {
+                "type": "object",
+                "additionalProperties": false,
+                "oneOf": [ { "required": ["goto"] }, { "required": ["exit"] } ],
+                "properties": {
+                    "when": steps_ref("condition"),
+                    "goto": goto,
+                    "exit": exit
                 }
             },
             "audience": {
@@ -155,11 +237,11 @@ pub fn json_schema() -> Value {
             },
             "opened": {
                 "type": "object", "additionalProperties": false, "required": ["opened"],
-                "properties": { "opened": { "type": "string", "description": "An earlier step's id" } }
+                "properties": { "opened": { "type": "string", "description": "A step's id: in a step's when: an earlier step; in a branch arm that step or an earlier one; in goal: any step" } }
             },
             "clicked": {
                 "type": "object", "additionalProperties": false, "required": ["clicked"],
-                "properties": { "clicked": { "type": "string", "description": "An earlier step's id" } }
+                "properties": { "clicked": { "type": "string", "description": "A step's id: in a step's when: an earlier step; in a branch arm that step or an earlier one; in goal: any step" } }
             },
             "attribute": one_operator(
                 "attribute",
@@ -175,7 +257,7 @@ pub fn json_schema() -> Value {
                     "within": duration,
                     "min_count": { "type": "integer", "minimum": 0 },
                     "max_count": { "type": "integer", "minimum": 0 },
-                    "where": { "type": "array", "items": steps_ref("field") }
+                    "where": where_list
                 }
             }
         }

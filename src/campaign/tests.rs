@@ -831,4 +831,29 @@ steps:
             }
         }
     }
+
+    #[test]
+    fn the_shipped_schema_is_the_generated_one() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let shipped = std::fs::read_to_string(root.join("campaigns/schema.json")).unwrap();
+        assert!(
+            shipped == crate::campaign::schema::json_schema_text(),
+            "campaigns/schema.json is stale: run `herald schema > campaigns/schema.json`"
+        );
+        let v: serde_json::Value = serde_json::from_str(&shipped).unwrap();
+        let step = &v["$defs"]["step"]["properties"];
+        for key in ["wait_until", "wait_for", "goto", "exit", "branch"] {
+            assert!(step.get(key).is_some(), "{key}");
+        }
+        assert_eq!(
+            v["properties"]["kind"]["enum"],
+            serde_json::json!(["marketing", "transactional"])
+        );
+        assert_eq!(
+            v["properties"]["trigger"]["required"],
+            serde_json::json!(["event"])
+        );
+        assert_eq!(v["required"], serde_json::json!(["name", "from", "steps"]));
+        assert_eq!(v["else"]["required"], serde_json::json!(["audience"]));
+    }
 }
