@@ -833,6 +833,18 @@ steps:
     }
 
     #[test]
+    fn the_documented_journey_is_valid() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let doc = std::fs::read_to_string(root.join("docs/campaigns.md")).unwrap();
+        let start = doc.find("```yaml\n").unwrap() + "```yaml\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let c = parse("docs/campaigns.md", &doc[start..end]).unwrap();
+        assert_eq!(c.trigger.unwrap().event, "cart_abandoned");
+        assert_eq!(c.steps.len(), 4);
+        assert_eq!(c.steps[2].route, Route::Exit("no-purchase".into()));
+    }
+
+    #[test]
     fn the_shipped_schema_is_the_generated_one() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let shipped = std::fs::read_to_string(root.join("campaigns/schema.json")).unwrap();
