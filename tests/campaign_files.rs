@@ -58,7 +58,7 @@ const MALFORMED: &[(&str, &str, &str, &[&str])] = &[
         "name: winback",
         "nme: winback",
         &[
-            "campaigns/winback.yaml:2:1: unknown key \"nme\"; did you mean \"name\"? (expected one of name, description, from, reply_to, schedule, timezone, reentry, tracking, audience, steps, goal, limits, send_window)",
+            "campaigns/winback.yaml:2:1: unknown key \"nme\"; did you mean \"name\"? (expected one of name, description, kind, from, reply_to, schedule, trigger, timezone, reentry, tracking, audience, steps, goal, limits, send_window)",
             "campaigns/winback.yaml:2:1: missing key \"name\"",
         ],
     ),
@@ -593,3 +593,58 @@ both_backends!(
     unknown_campaigns,
     unknown_campaigns_are_errors_with_a_suggestion
 );
+
+/// A campaign file may already describe a real-time journey (`herald validate`
+/// accepts it), but the commands that send refuse it, naming the keys, before
+/// they open the database: run as a straight sequence it would mail its whole
+/// audience at once. The straight campaigns beside it are named as runnable.
+#[test]
+fn journeys_are_validated_but_not_yet_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "from: \"Acme <hello@acme.example>\"\naudience:\n  attribute: plan\n  eq: pro\n";
+    write(
+        dir.path(),
+        "campaigns/cart.yaml",
+        &format!(
+            "name: cart\n{base}trigger:\n  event: cart_abandoned\nsteps:\n  - id: remind\n    subject: Your cart\n    template: welcome\n    branch:\n      - when:\n          event: purchase\n          min_count: 1\n        exit: bought\n      - goto: last\n  - id: last\n    wait: 1d\n    subject: Still there?\n    template: welcome\n"
+        ),
+    );
+    write(
+        dir.path(),
+        "campaigns/plain.yaml",
+        &format!(
+            "name: plain\n{base}steps:\n  - id: one\n    subject: Hi\n    template: welcome\n"
+        ),
+    );
+    let templates = repo().join("templates");
+    let templates = templates.to_str().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("herald.db").display());
+
+    let validate = common::herald_in(
+        dir.path(),
+        &db,
+        &["validate", "campaigns", "--templates", templates],
+    );
+    assert!(validate.status.success(), "{validate:?}");
+
+    for args in [
+        vec!["run", "cart", "--templates", templates],
+        vec!["run", "cart", "--dry-run", "--templates", templates],
+        vec!["advance", "--templates", templates],
+        vec!["worker", "--templates", templates],
+    ] {
+        let out = common::herald_in(dir.path(), &db, &args);
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        let err = common::stderr(&out);
+        assert!(
+            err.contains("campaign \"cart\" uses trigger, branch: this version of herald validates real-time journeys but does not run them yet"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("not running cart"), "{args:?}: {err}");
+        assert!(!err.contains("\"plain\""), "{args:?}: {err}");
+        assert!(
+            !dir.path().join("herald.db").exists(),
+            "{args:?} opened the database"
+        );
+    }
+}

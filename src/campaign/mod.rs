@@ -103,6 +103,40 @@ impl Campaign {
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.id == id)
     }
+
+    /// The keys of real-time journeys this campaign uses, as written in its
+    /// file, each once: `trigger`, `kind: transactional`, `wait_until`,
+    /// `wait_for`, `goto`, `exit`, `branch`. Empty for a campaign of straight
+    /// steps.
+    pub fn journey_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut note = |key: &'static str| {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        };
+        if self.trigger.is_some() {
+            note("trigger");
+        }
+        if self.kind == CampaignKind::Transactional {
+            note("kind: transactional");
+        }
+        for step in &self.steps {
+            if step.wait_until.is_some() {
+                note("wait_until");
+            }
+            if step.wait_for.is_some() {
+                note("wait_for");
+            }
+            match &step.route {
+                Route::Next => {}
+                Route::Goto(_) => note("goto"),
+                Route::Exit(_) => note("exit"),
+                Route::Branch(_) => note("branch"),
+            }
+        }
+        keys
+    }
 }
 
 /// What a campaign is for: `kind: marketing` (the default) or `kind:

@@ -434,6 +434,33 @@ fn check_sending(settings: &Settings, campaigns: &[Campaign]) -> anyhow::Result<
     Ok(())
 }
 
+/// Refuses campaigns that use real-time journey keys. Files may already
+/// describe them (`herald validate` checks them), but this version runs
+/// straight sequences only, and running such a campaign as one would send
+/// what its author did not mean: a triggered campaign to its whole audience
+/// at once, every step after a branch. Refused before anything is opened.
+fn refuse_journeys(campaigns: &[Campaign]) -> anyhow::Result<()> {
+    let mut refused = Vec::new();
+    for c in campaigns {
+        let keys = c.journey_keys();
+        if !keys.is_empty() {
+            eprintln!(
+                "campaign \"{}\" uses {}: this version of herald validates real-time journeys but does not run them yet",
+                c.name,
+                keys.join(", ")
+            );
+            refused.push(c.name.as_str());
+        }
+    }
+    if !refused.is_empty() {
+        anyhow::bail!(
+            "not running {}: move the file out of the campaigns directory to run the others",
+            refused.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Every campaign in `dir`, checked against `templates`; any problem prints
 /// and fails the command (the worker, demo and advance need all of them valid).
 fn load_campaigns(dir: &Path, templates: &Path) -> anyhow::Result<Vec<Campaign>> {
@@ -449,7 +476,9 @@ fn load_campaigns(dir: &Path, templates: &Path) -> anyhow::Result<Vec<Campaign>>
         }
         anyhow::bail!("the campaign files have problems; `herald validate` lists them");
     }
-    Ok(catalog.campaigns.into_iter().map(|(_, c)| c).collect())
+    let campaigns: Vec<Campaign> = catalog.campaigns.into_iter().map(|(_, c)| c).collect();
+    refuse_journeys(&campaigns)?;
+    Ok(campaigns)
 }
 
 /// Where campaign files are, and what counts as a conversion.

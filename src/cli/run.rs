@@ -12,7 +12,7 @@ use herald::seed;
 use herald::store::deliveries::Trigger;
 
 use super::progress::Progress;
-use super::{check_sending, engine, load_campaigns, open_store, stop_on_signal};
+use super::{check_sending, engine, load_campaigns, open_store, refuse_journeys, stop_on_signal};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -44,6 +44,7 @@ pub struct DemoArgs {
 
 pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let campaign = campaign::find(&args.campaign, &args.campaigns)?;
+    refuse_journeys(std::slice::from_ref(&campaign))?;
     if !args.dry_run {
         check_sending(settings, std::slice::from_ref(&campaign))?;
     }
