@@ -670,6 +670,76 @@ async fn racing_links_move_an_anonymous_profile_once(db: TestDb) {
 
 both_backends!(racing_links, racing_links_move_an_anonymous_profile_once);
 
+/// Two anonymous profiles reach one new person at once, through two servers
+/// on PostgreSQL: each identify names the same userId and email with its own
+/// anonymousId. One customer results, holding both profiles' events and both
+/// anonymous ids; no profile is left behind and no event is lost or doubled.
+async fn two_profiles_reaching_one_new_person_merge_once(db: TestDb) {
+    let key = create_key(&db, "shop-web", "ingest");
+    let first = Serve::start(&db);
+    let second = match db.backend {
+        herald::store::Backend::Postgres => Some(Serve::start(&db)),
+        herald::store::Backend::Sqlite => None,
+    };
+    let other = second.as_ref().unwrap_or(&first);
+    const ROUNDS: usize = 20;
+    for round in 0..ROUNDS {
+        for side in ["a", "b"] {
+            let events: Vec<Value> = (0..2)
+                .map(|i| {
+                    json!({"type": "track", "anonymousId": format!("anon-{side}-{round}"),
+                           "event": "Viewed", "messageId": format!("m{side}{round}-{i}")})
+                })
+                .collect();
+            let (status, _) = first.call(&key, "batch", &json!({"batch": events})).await;
+            assert_eq!(status, 200);
+        }
+        let link = |side: &str| {
+            json!({"anonymousId": format!("anon-{side}-{round}"), "userId": format!("u-{round}"),
+                   "traits": {"email": format!("u-{round}@merge.example")}})
+        };
+        let (a, b) = (link("a"), link("b"));
+        let (x, y) = tokio::join!(
+            first.call(&key, "identify", &a),
+            other.call(&key, "identify", &b)
+        );
+        assert_eq!((x.0, y.0), (200, 200), "{x:?} {y:?}");
+    }
+    let store = db.store().await;
+    for round in 0..ROUNDS {
+        let c = customer(&store, &format!("u-{round}@merge.example")).await;
+        let n = store.interactions_of(c.id, "Viewed").await.unwrap().len();
+        assert_eq!(n, 4, "round {round}");
+    }
+    assert_eq!(
+        db.pairs(
+            "SELECT COUNT(*), COUNT(DISTINCT customer_id) FROM identities WHERE kind = 'anonymous'"
+        )
+        .await[0],
+        (2 * ROUNDS as i64, Some(ROUNDS as i64))
+    );
+    assert_eq!(
+        db.pairs("SELECT COUNT(*), NULL FROM visitors").await[0].0,
+        0,
+        "an anonymous profile was left behind"
+    );
+    assert_eq!(
+        db.pairs("SELECT COUNT(*), NULL FROM customers WHERE email LIKE '%@merge.example'")
+            .await[0]
+            .0,
+        ROUNDS as i64
+    );
+    first.stop();
+    if let Some(s) = second {
+        s.stop();
+    }
+}
+
+both_backends!(
+    two_profiles_merge,
+    two_profiles_reaching_one_new_person_merge_once
+);
+
 /// Segment's own Python library (segment-analytics-python, from PyPI),
 /// pointed at Herald by its `host` setting and nothing else, plain and
 /// gzipped.
