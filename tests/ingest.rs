@@ -73,6 +73,36 @@ impl Serve {
     }
 }
 
+/// Where racing calls go: two `herald serve` processes on PostgreSQL (several
+/// may share one database), one on SQLite (one process writes).
+struct Servers {
+    first: Serve,
+    second: Option<Serve>,
+}
+
+impl Servers {
+    fn start(db: &TestDb) -> Servers {
+        let first = Serve::start(db);
+        let second = match db.backend {
+            herald::store::Backend::Postgres => Some(Serve::start(db)),
+            herald::store::Backend::Sqlite => None,
+        };
+        Servers { first, second }
+    }
+
+    /// The server a racing call goes to: the second, where there is one.
+    fn other(&self) -> &Serve {
+        self.second.as_ref().unwrap_or(&self.first)
+    }
+
+    fn stop(self) {
+        self.first.stop();
+        if let Some(s) = self.second {
+            s.stop();
+        }
+    }
+}
+
 /// (customers, interactions, visitors, visitors' events) as stored.
 async fn counts(db: &TestDb) -> [i64; 4] {
     let pair = |sql| async move {
@@ -595,12 +625,8 @@ both_backends!(batches, a_batch_keeps_its_good_items_and_names_the_bad);
 /// them, once, and both traits are kept.
 async fn racing_links_move_an_anonymous_profile_once(db: TestDb) {
     let key = create_key(&db, "shop-web", "ingest");
-    let first = Serve::start(&db);
-    let second = match db.backend {
-        herald::store::Backend::Postgres => Some(Serve::start(&db)),
-        herald::store::Backend::Sqlite => None,
-    };
-    let other = second.as_ref().unwrap_or(&first);
+    let servers = Servers::start(&db);
+    let (first, other) = (&servers.first, servers.other());
     const ROUNDS: usize = 25;
     for round in 0..ROUNDS {
         let anon = format!("anon-{round}");
@@ -662,10 +688,7 @@ async fn racing_links_move_an_anonymous_profile_once(db: TestDb) {
         .await[0],
         (ROUNDS as i64, Some(ROUNDS as i64))
     );
-    first.stop();
-    if let Some(s) = second {
-        s.stop();
-    }
+    servers.stop();
 }
 
 both_backends!(racing_links, racing_links_move_an_anonymous_profile_once);
@@ -676,12 +699,8 @@ both_backends!(racing_links, racing_links_move_an_anonymous_profile_once);
 /// anonymous ids; no profile is left behind and no event is lost or doubled.
 async fn two_profiles_reaching_one_new_person_merge_once(db: TestDb) {
     let key = create_key(&db, "shop-web", "ingest");
-    let first = Serve::start(&db);
-    let second = match db.backend {
-        herald::store::Backend::Postgres => Some(Serve::start(&db)),
-        herald::store::Backend::Sqlite => None,
-    };
-    let other = second.as_ref().unwrap_or(&first);
+    let servers = Servers::start(&db);
+    let (first, other) = (&servers.first, servers.other());
     const ROUNDS: usize = 20;
     for round in 0..ROUNDS {
         for side in ["a", "b"] {
@@ -729,10 +748,7 @@ async fn two_profiles_reaching_one_new_person_merge_once(db: TestDb) {
             .0,
         ROUNDS as i64
     );
-    first.stop();
-    if let Some(s) = second {
-        s.stop();
-    }
+    servers.stop();
 }
 
 both_backends!(

@@ -202,20 +202,27 @@ pub enum Jump {
 }
 
 impl Route {
-    /// The ids of the steps this route may go to, in the order written
-    /// (`Next` is not one: it depends on the step's place).
-    pub fn gotos(&self) -> Vec<&str> {
+    /// The steps this route may go to, in the order written, each with the
+    /// arm of the `branch:` that names it (`None` for a `goto:`). `Next` is
+    /// not one: where it goes depends on the step's place.
+    pub fn targets(&self) -> Vec<(Option<usize>, &str)> {
         match self {
             Route::Next | Route::Exit(_) => Vec::new(),
-            Route::Goto(s) => vec![s.as_str()],
+            Route::Goto(s) => vec![(None, s.as_str())],
             Route::Branch(arms) => arms
                 .iter()
-                .filter_map(|a| match &a.to {
-                    Jump::Goto(s) => Some(s.as_str()),
+                .enumerate()
+                .filter_map(|(j, a)| match &a.to {
+                    Jump::Goto(s) => Some((Some(j), s.as_str())),
                     Jump::Exit(_) => None,
                 })
                 .collect(),
         }
+    }
+
+    /// The ids of [`Route::targets`].
+    pub fn gotos(&self) -> Vec<&str> {
+        self.targets().into_iter().map(|(_, s)| s).collect()
     }
 }
 

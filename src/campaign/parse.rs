@@ -487,13 +487,8 @@ impl Parser {
             let mut names: Vec<&str> = cycle.steps.iter().map(|&i| steps[i].id.as_str()).collect();
             names.push(names[0]);
             let last = cycle.steps[cycle.steps.len() - 1];
-            let sp = index(p, last);
-            let at = match cycle.arm {
-                Some(j) => key(&index(&key(&sp, "branch"), j), "goto"),
-                None => key(&sp, "goto"),
-            };
             self.at(
-                &at,
+                &goto_path(&index(p, last), cycle.arm),
                 format!(
                     "these steps loop without a wait: {}; a customer would get their messages over and over at once; give one of them a wait:, wait_until: or wait_for:",
                     names.join(" → ")
@@ -739,9 +734,7 @@ impl Parser {
         let entries = self.mapping(v, p)?;
         let before = self.issues.len();
         self.only(&entries, p, &["event", "within", "where"], " in wait_for");
-        let event = self
-            .required(&entries, p, "event", " in wait_for")
-            .and_then(|v| self.event_kind(v, &key(p, "event")));
+        let event = self.required_event(&entries, p, " in wait_for");
         let within = match get(&entries, "within") {
             Some(v) => self.span(v, &key(p, "within")),
             None => {
@@ -760,10 +753,7 @@ impl Parser {
                 "wait_for needs a within: longer than 0, e.g. 2d",
             );
         }
-        let filter = match get(&entries, "where") {
-            Some(v) => self.where_list(v, &key(p, "where")),
-            None => Vec::new(),
-        };
+        let filter = self.where_of(&entries, p);
         if self.issues.len() > before {
             return None;
         }
@@ -797,13 +787,8 @@ impl Parser {
         let entries = self.mapping(v, p)?;
         let before = self.issues.len();
         self.only(&entries, p, &["event", "where"], " in trigger");
-        let event = self
-            .required(&entries, p, "event", " in trigger")
-            .and_then(|v| self.event_kind(v, &key(p, "event")));
-        let filter = match get(&entries, "where") {
-            Some(v) => self.where_list(v, &key(p, "where")),
-            None => Vec::new(),
-        };
+        let event = self.required_event(&entries, p, " in trigger");
+        let filter = self.where_of(&entries, p);
         if self.issues.len() > before {
             return None;
         }
@@ -811,6 +796,21 @@ impl Parser {
             event: event?,
             filter,
         })
+    }
+
+    /// The required `event:` of a `trigger:` or a `wait_for:`; `on` names
+    /// it in a missing-key message.
+    fn required_event(&mut self, entries: &Entries<'_>, p: &Path, on: &str) -> Option<String> {
+        self.required(entries, p, "event", on)
+            .and_then(|v| self.event_kind(v, &key(p, "event")))
+    }
+
+    /// The `where:` tests among `entries`, none when there is no `where:`.
+    fn where_of(&mut self, entries: &Entries<'_>, p: &Path) -> Vec<FieldTest> {
+        match get(entries, "where") {
+            Some(v) => self.where_list(v, &key(p, "where")),
+            None => Vec::new(),
+        }
     }
 
     /// An interaction kind: any non-empty text.
@@ -1317,10 +1317,7 @@ impl Parser {
                 format!("max_count ({max}) is below min_count ({min_count})"),
             );
         }
-        let filters = match get(entries, "where") {
-            Some(v) => self.where_list(v, &key(p, "where")),
-            None => Vec::new(),
-        };
+        let filters = self.where_of(entries, p);
         if self.issues.len() > before {
             return None;
         }
@@ -1340,19 +1337,19 @@ fn get<'v>(entries: &Entries<'v>, name: &str) -> Option<&'v Value> {
 
 /// The step ids a step's route names, each with where its `goto:` is written.
 fn goto_paths<'s>(step: &'s Step, sp: &Path) -> Vec<(&'s str, Path)> {
-    match &step.route {
-        Route::Next | Route::Exit(_) => Vec::new(),
-        Route::Goto(target) => vec![(target.as_str(), key(sp, "goto"))],
-        Route::Branch(arms) => arms
-            .iter()
-            .enumerate()
-            .filter_map(|(j, arm)| match &arm.to {
-                Jump::Goto(target) => {
-                    Some((target.as_str(), key(&index(&key(sp, "branch"), j), "goto")))
-                }
-                Jump::Exit(_) => None,
-            })
-            .collect(),
+    step.route
+        .targets()
+        .into_iter()
+        .map(|(arm, target)| (target, goto_path(sp, arm)))
+        .collect()
+}
+
+/// Where the `goto:` of step path `sp` is written: on the step, or in arm
+/// `arm` of its `branch:`.
+fn goto_path(sp: &Path, arm: Option<usize>) -> Path {
+    match arm {
+        Some(j) => key(&index(&key(sp, "branch"), j), "goto"),
+        None => key(sp, "goto"),
     }
 }
 

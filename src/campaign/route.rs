@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{Jump, Route, Step};
+use super::{Route, Step};
 
 /// A way from one step to another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,25 +22,21 @@ struct Edge {
 
 /// Where a customer can go after step `i`; `at` finds a step by id.
 fn edges(steps: &[Step], i: usize, at: &dyn Fn(&str) -> Option<usize>) -> Vec<Edge> {
-    match &steps[i].route {
-        Route::Next if i + 1 < steps.len() => vec![Edge {
-            to: i + 1,
-            arm: None,
-        }],
-        Route::Next | Route::Exit(_) => Vec::new(),
-        Route::Goto(id) => at(id)
-            .map(|to| Edge { to, arm: None })
-            .into_iter()
-            .collect(),
-        Route::Branch(arms) => arms
-            .iter()
-            .enumerate()
-            .filter_map(|(j, arm)| match &arm.to {
-                Jump::Goto(id) => at(id).map(|to| Edge { to, arm: Some(j) }),
-                Jump::Exit(_) => None,
+    if matches!(steps[i].route, Route::Next) {
+        return (i + 1 < steps.len())
+            .then_some(Edge {
+                to: i + 1,
+                arm: None,
             })
-            .collect(),
+            .into_iter()
+            .collect();
     }
+    steps[i]
+        .route
+        .targets()
+        .into_iter()
+        .filter_map(|(arm, id)| at(id).map(|to| Edge { to, arm }))
+        .collect()
 }
 
 fn graph(steps: &[Step]) -> Vec<Vec<Edge>> {
@@ -212,6 +208,7 @@ fn components(graph: &[Vec<Edge>], keep: &[bool]) -> Vec<Vec<usize>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Jump;
     use super::*;
 
     /// Steps named a, b, c, … with these routes; `true` marks a step that waits.

@@ -232,7 +232,7 @@ fn special_v4(a: Ipv4Addr) -> Option<&'static str> {
         Some("link-local")
     } else if b0 == 100 && (64..128).contains(&b1) {
         Some("shared (carrier-grade NAT)")
-    } else if a.is_unspecified() || b0 == 0 {
+    } else if b0 == 0 {
         Some("unspecified")
     } else if a.is_multicast() || b0 >= 240 {
         Some("multicast or reserved")

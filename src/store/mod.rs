@@ -178,7 +178,8 @@ impl Store {
                     .pragma("cache_size", "-16384")
                     // A multi-row insert that may fail halfway keeps the pages it
                     // changes in a statement journal: in memory, not a temp file
-                    // (12 % of the ingestion writer's time went to writing it).
+                    // (writing that file was 12 % of the server's CPU samples while
+                    // ingesting; docs/performance.md).
                     .pragma("temp_store", "memory")
                     .log_slow_statements(SLOW_STATEMENTS, SLOW_AFTER);
                 Pool::Sqlite(
