@@ -17,6 +17,7 @@ use crate::customer::{
 };
 use crate::store::customers::{CustomerWrite, StoredCustomer};
 use crate::store::interactions::InteractionWrite;
+use crate::store::triggers::TriggerRule;
 use crate::store::{Store, StoreError};
 
 /// Customers per batch: one look-up and one write transaction each.
@@ -79,6 +80,8 @@ pub struct Summary {
     pub updated: u64,
     pub unchanged: u64,
     pub rejected: u64,
+    /// Customers the new interactions entered into triggered campaigns.
+    pub entered: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -744,10 +747,13 @@ impl Iterator for InteractionRows {
 }
 
 /// Imports interactions. Rows naming an unknown customer are rejected; rows whose
-/// `id` was imported before are counted as unchanged.
+/// `id` was imported before are counted as unchanged. New rows enter their
+/// customers into the campaigns whose `rules` they match, in the transaction
+/// that stores them ([`crate::store::triggers`]).
 pub async fn import_interactions(
     store: &Store,
     rows: InteractionRows,
+    rules: &[TriggerRule],
     observer: &mut dyn Observer,
 ) -> Result<Summary, ImportError> {
     let mut summary = Summary::default();
@@ -760,7 +766,7 @@ pub async fn import_interactions(
             Ok(rec) => {
                 batch.push((line, rec));
                 if batch.len() >= INTERACTION_BATCH {
-                    flush_interactions(store, &mut batch, &mut summary, observer).await?;
+                    flush_interactions(store, &mut batch, rules, &mut summary, observer).await?;
                     observer.progress(
                         summary.rows,
                         bytes.load(std::sync::atomic::Ordering::Relaxed),
@@ -769,7 +775,7 @@ pub async fn import_interactions(
             }
         }
     }
-    flush_interactions(store, &mut batch, &mut summary, observer).await?;
+    flush_interactions(store, &mut batch, rules, &mut summary, observer).await?;
     observer.progress(
         summary.rows,
         bytes.load(std::sync::atomic::Ordering::Relaxed),
@@ -780,6 +786,7 @@ pub async fn import_interactions(
 async fn flush_interactions(
     store: &Store,
     batch: &mut Vec<(u64, InteractionRecord)>,
+    rules: &[TriggerRule],
     summary: &mut Summary,
     observer: &mut dyn Observer,
 ) -> Result<(), ImportError> {
@@ -824,7 +831,11 @@ async fn flush_interactions(
             data: rec.data,
         });
     }
-    let inserted = store.write_interactions(&writes).await?;
+    let now = now_millis();
+    let (inserted, entered) = store
+        .write_interactions_triggering(&writes, rules, now)
+        .await?;
+    summary.entered += entered.entries;
     summary.inserted += inserted;
     summary.unchanged += writes.len() as u64 - inserted;
     Ok(())

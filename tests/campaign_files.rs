@@ -595,9 +595,10 @@ both_backends!(
 );
 
 /// A campaign file may already describe a real-time journey (`herald validate`
-/// accepts it), but the commands that send refuse it, naming the keys, before
-/// they open the database: run as a straight sequence it would mail its whole
-/// audience at once. The straight campaigns beside it are named as runnable.
+/// accepts it), but the commands that send refuse one using keys this version
+/// does not run yet, naming the keys, before they open the database: run as
+/// a straight sequence it would mail every step after a branch. The straight
+/// campaigns beside it are named as runnable.
 #[test]
 fn journeys_are_validated_but_not_yet_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -637,7 +638,7 @@ fn journeys_are_validated_but_not_yet_run() {
         assert!(!out.status.success(), "{args:?}: {out:?}");
         let err = common::stderr(&out);
         assert!(
-            err.contains("campaign \"cart\" uses trigger, branch: this version of herald validates real-time journeys but does not run them yet"),
+            err.contains("campaign \"cart\" uses branch: this version of herald validates real-time journeys but does not run them yet"),
             "{args:?}: {err}"
         );
         assert!(err.contains("not running cart"), "{args:?}: {err}");
@@ -647,4 +648,23 @@ fn journeys_are_validated_but_not_yet_run() {
             "{args:?} opened the database"
         );
     }
+
+    // A triggered campaign of straight steps runs in the worker, but `herald
+    // run` would mail its whole audience at once: refused, saying why.
+    std::fs::remove_file(dir.path().join("campaigns/cart.yaml")).unwrap();
+    write(
+        dir.path(),
+        "campaigns/carts.yaml",
+        &format!(
+            "name: carts\n{base}trigger:\n  event: cart_abandoned\nsteps:\n  - id: remind\n    subject: Your cart\n    template: welcome\n"
+        ),
+    );
+    let out = common::herald_in(dir.path(), &db, &["run", "carts", "--templates", templates]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("campaign \"carts\" is triggered by events (cart_abandoned): `herald run` would send its first step to its whole audience at once"),
+        "{err}"
+    );
+    assert!(!dir.path().join("herald.db").exists());
 }

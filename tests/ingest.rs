@@ -7,101 +7,13 @@
 mod common;
 
 use std::io::Write as _;
-use std::net::SocketAddr;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use common::api::create_key;
+use common::serve::{Serve, Servers};
 use common::{TestDb, in_ci, stderr, stdout};
 use herald::store::Store;
 use serde_json::{Value, json};
-
-/// A running `herald serve`.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    client: reqwest::Client,
-    _out: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl Serve {
-    fn start(db: &TestDb) -> Serve {
-        let mut child = db
-            .command(&[("HERALD_HTTP_ADDR", "127.0.0.1:0")], &["serve"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (addr, out) = common::announced_addr(&mut child);
-        Serve {
-            child,
-            addr,
-            client: reqwest::Client::builder().no_gzip().build().unwrap(),
-            _out: out,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// `POST /v1/{route}` with `body`, the key as Segment's libraries send it.
-    async fn call(&self, key: &str, route: &str, body: &Value) -> (u16, Value) {
-        self.raw(key, route, body.to_string().into_bytes(), false)
-            .await
-    }
-
-    async fn raw(&self, key: &str, route: &str, body: Vec<u8>, gzip: bool) -> (u16, Value) {
-        let mut request = self
-            .client
-            .post(self.url(&format!("/v1/{route}")))
-            .basic_auth(key, Some(""))
-            .header("content-type", "application/json");
-        if gzip {
-            request = request.header("content-encoding", "gzip");
-        }
-        let response = request.body(body).send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text:?}"));
-        (status, body)
-    }
-
-    fn stop(mut self) {
-        let status = common::sigterm_and_wait(&mut self.child);
-        assert!(status.success(), "herald serve ended with {status}");
-    }
-}
-
-/// Where racing calls go: two `herald serve` processes on PostgreSQL (several
-/// may share one database), one on SQLite (one process writes).
-struct Servers {
-    first: Serve,
-    second: Option<Serve>,
-}
-
-impl Servers {
-    fn start(db: &TestDb) -> Servers {
-        let first = Serve::start(db);
-        let second = match db.backend {
-            herald::store::Backend::Postgres => Some(Serve::start(db)),
-            herald::store::Backend::Sqlite => None,
-        };
-        Servers { first, second }
-    }
-
-    /// The server a racing call goes to: the second, where there is one.
-    fn other(&self) -> &Serve {
-        self.second.as_ref().unwrap_or(&self.first)
-    }
-
-    fn stop(self) {
-        self.first.stop();
-        if let Some(s) = self.second {
-            s.stop();
-        }
-    }
-}
 
 /// (customers, interactions, visitors, visitors' events) as stored.
 async fn counts(db: &TestDb) -> [i64; 4] {

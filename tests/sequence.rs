@@ -450,7 +450,7 @@ async fn a_transition_commits_an_open_run(db: TestDb) {
         .advance(
             &Transition {
                 campaign: "seq",
-                from_step: "offer",
+                from_step: Some("offer"),
                 to_step: "reminder",
                 cutoff: now - 3 * DAY,
                 when: reminder.when.as_ref(),
@@ -538,3 +538,98 @@ both_backends!(send_window, send_window_defers_to_the_opening);
 async fn sent_of(s: &Setup) -> BTreeSet<i64> {
     customers(&sent(s, "one").await)
 }
+
+/// An event-triggered campaign whose first step waits: enter on the event,
+/// reminder an hour later unless the goal was reached meanwhile.
+const ABANDONED_CART: &str = r#"name: cart
+from: "Acme Shop <hello@acme.example>"
+trigger:
+  event: cart_abandoned
+steps:
+  - id: nudge
+    wait: 1h
+    subject: "Your cart of {{trigger.data.total}} EUR"
+    template: hello
+goal:
+  event: purchase
+"#;
+
+/// Abandoned cart, with and without the purchase: both customers enter when
+/// their cart is stored (by the same code as the API's and the import's),
+/// nothing is queued before the hour is up, the one who bought meanwhile
+/// reaches the goal and gets nothing, the other gets the reminder naming
+/// the cart's total.
+async fn abandoned_cart_with_and_without_the_purchase(db: TestDb) {
+    const HOUR: Millis = 3_600_000;
+    let s = setup(db, ABANDONED_CART, "cart", &[None; 3]).await;
+    let rules = pipeline::trigger_rules(std::slice::from_ref(&s.campaign));
+    let cart = |i: usize, total: i64| {
+        interaction(
+            s.ids[i],
+            "cart_abandoned",
+            T0,
+            None,
+            json!({ "total": total }),
+        )
+    };
+    let (_, entered) = s
+        .store
+        .write_interactions_triggering(&[cart(0, 80), cart(1, 30)], &rules, T0)
+        .await
+        .unwrap();
+    assert_eq!((entered.entries, entered.queued), (2, 0));
+
+    // Half an hour later nothing is due.
+    s.clock.set(T0 + HOUR / 2);
+    let early = sequence::advance(&s.engine, &s.campaign, s.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(early.moved, Default::default());
+    // Customer 1 buys.
+    s.store
+        .write_interactions(&[interaction(
+            s.ids[1],
+            "purchase",
+            T0 + HOUR / 2 + 60_000,
+            None,
+            json!({}),
+        )])
+        .await
+        .unwrap();
+    s.clock.set(T0 + HOUR + 60_000);
+    let due = sequence::advance(&s.engine, &s.campaign, s.clock.now())
+        .await
+        .unwrap();
+    assert_eq!((due.moved.queued, due.moved.goal), (1, 1));
+    send_due(&s).await;
+    assert_eq!(customers(&sent(&s, "nudge").await), [s.ids[0]].into());
+    let files: Vec<String> = std::fs::read_dir(s.db.path("outbox"))
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert!(
+        files[0].contains("Subject: Your cart of 80 EUR"),
+        "{}",
+        files[0]
+    );
+    // The next advance completes the one who got it.
+    sequence::advance(&s.engine, &s.campaign, s.clock.now() + 1)
+        .await
+        .unwrap();
+    let states = s
+        .store
+        .sequence_status("cart")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.state, r.entries))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        states,
+        [(EntryState::Completed, 1), (EntryState::Goal, 1)],
+        "customer 0 completed, customer 1 reached the goal"
+    );
+    s.store.close().await;
+}
+both_backends!(abandoned_cart, abandoned_cart_with_and_without_the_purchase);

@@ -350,10 +350,13 @@ impl Parser {
             (Some(v), _) => self.condition(v, &key(&root, "audience"), Scope::Audience),
             // Everyone: the messages go to whom the trigger or the call names.
             (None, Some(CampaignKind::Transactional)) => Some(Condition::All(Vec::new())),
+            (None, Some(CampaignKind::Marketing)) if trigger.is_some() => {
+                Some(Condition::All(Vec::new()))
+            }
             (None, Some(CampaignKind::Marketing)) => {
                 self.at(
                     &root,
-                    "missing key \"audience\" (a marketing campaign needs one; only a kind: transactional campaign may leave it out)",
+                    "missing key \"audience\" (a marketing campaign needs one, unless it has a trigger: or is kind: transactional)",
                 );
                 None
             }
@@ -369,12 +372,19 @@ impl Parser {
             .map(|s| s.iter().map(|s| s.id.clone()).collect())
             .unwrap_or_default();
 
+        // A triggered campaign's first step may wait: a goal reached during
+        // that wait stops it.
+        let first_waits = trigger.is_some()
+            && steps
+                .as_ref()
+                .and_then(|s| s.first())
+                .is_some_and(|s| s.waits());
         let goal = get(&entries, "goal").and_then(|v| {
             let p = key(&root, "goal");
-            if step_ids.len() == 1 {
+            if step_ids.len() == 1 && !first_waits {
                 self.at_key(
                     &p,
-                    "a goal stops further steps, but this campaign has only one step",
+                    "a goal stops further steps, but this campaign has only one step (and it does not wait after a trigger)",
                 );
             }
             self.condition(v, &p, Scope::Goal(&step_ids))

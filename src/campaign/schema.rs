@@ -87,7 +87,7 @@ pub fn json_schema() -> Value {
             "required": ["kind"],
             "properties": { "kind": { "const": "transactional" } }
         },
-        "else": { "required": ["audience"] },
+        "else": { "anyOf": [{ "required": ["audience"] }, { "required": ["trigger"] }] },
         "properties": {
             "name": {
                 "type": "string",

@@ -456,22 +456,30 @@ steps:
 
     #[test]
     fn a_marketing_campaign_without_audience_is_told_why() {
-        let text = edit(
+        let triggered = edit(
             JOURNEY,
             "audience:\n  attribute: country\n  in: [DE, AT]\n",
+            "",
+        );
+        // With a trigger, everyone the trigger names may enter.
+        let c = parse("c.yaml", &triggered).unwrap();
+        assert_eq!(c.audience, Condition::All(Vec::new()));
+        let text = edit(
+            &triggered,
+            "trigger:\n  event: cart_abandoned\n  where:\n    - field: total\n      gte: 50\n",
             "",
         );
         assert_eq!(
             messages(&text),
             [
-                "c.yaml:1:1: missing key \"audience\" (a marketing campaign needs one; only a kind: transactional campaign may leave it out)"
+                "c.yaml:1:1: missing key \"audience\" (a marketing campaign needs one, unless it has a trigger: or is kind: transactional)"
             ]
         );
         // The default kind is marketing.
         assert_eq!(
             messages(&edit(&text, "kind: marketing\n", "")),
             [
-                "c.yaml:1:1: missing key \"audience\" (a marketing campaign needs one; only a kind: transactional campaign may leave it out)"
+                "c.yaml:1:1: missing key \"audience\" (a marketing campaign needs one, unless it has a trigger: or is kind: transactional)"
             ]
         );
     }
@@ -866,6 +874,9 @@ steps:
             serde_json::json!(["event"])
         );
         assert_eq!(v["required"], serde_json::json!(["name", "from", "steps"]));
-        assert_eq!(v["else"]["required"], serde_json::json!(["audience"]));
+        assert_eq!(
+            v["else"]["anyOf"],
+            serde_json::json!([{ "required": ["audience"] }, { "required": ["trigger"] }])
+        );
     }
 }

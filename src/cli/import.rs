@@ -20,7 +20,19 @@ pub enum ImportCommand {
         format: Option<FormatArg>,
     },
     /// Add interactions from JSON Lines: email or external_id, kind, occurred_at, data, id
-    Interactions { file: PathBuf },
+    ///
+    /// New interactions that occurred within the last 72 hours enter their
+    /// customers into the campaigns with a matching `trigger:`.
+    Interactions {
+        file: PathBuf,
+        /// Directory of campaign files, for their triggers
+        #[arg(long, default_value = "campaigns", value_name = "DIR")]
+        campaigns: PathBuf,
+        /// Store the interactions without entering anyone into a triggered
+        /// campaign (a backfill)
+        #[arg(long)]
+        no_trigger: bool,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -49,10 +61,22 @@ pub async fn run(cmd: ImportCommand, settings: &Settings) -> anyhow::Result<Exit
             observer.progress.finish();
             (file, summary, observer.progress.elapsed())
         }
-        ImportCommand::Interactions { file } => {
+        ImportCommand::Interactions {
+            file,
+            campaigns,
+            no_trigger,
+        } => {
             let rows = InteractionRows::open(&file)?;
+            let rules = if no_trigger {
+                Vec::new()
+            } else {
+                super::trigger_rules(&super::readable_campaigns(
+                    &campaigns,
+                    "no campaign is triggered",
+                ))
+            };
             let mut observer = observer("importing interactions", &file);
-            let summary = import::import_interactions(&store, rows, &mut observer).await?;
+            let summary = import::import_interactions(&store, rows, &rules, &mut observer).await?;
             observer.progress.finish();
             (file, summary, observer.progress.elapsed())
         }
@@ -83,4 +107,11 @@ fn print_summary(path: &Path, s: &Summary, seconds: f64) {
         s.unchanged,
         s.rejected
     );
+    if s.entered > 0 {
+        println!(
+            "{}: {} entered into triggered campaigns",
+            path.display(),
+            s.entered
+        );
+    }
 }

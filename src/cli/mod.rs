@@ -434,15 +434,64 @@ fn check_sending(settings: &Settings, campaigns: &[Campaign]) -> anyhow::Result<
     Ok(())
 }
 
-/// Refuses campaigns that use real-time journey keys. Files may already
-/// describe them (`herald validate` checks them), but this version runs
-/// straight sequences only, and running such a campaign as one would send
-/// what its author did not mean: a triggered campaign to its whole audience
-/// at once, every step after a branch. Refused before anything is opened.
+/// The journey keys `c` uses that this version validates but does not run
+/// (`trigger:` runs).
+fn not_run_yet(c: &Campaign) -> Vec<&'static str> {
+    let mut keys = c.journey_keys();
+    keys.retain(|k| *k != "trigger");
+    keys
+}
+
+/// The campaigns of `dir` that can be read, for a command that stores data and
+/// only looks at campaigns on the side (`serve`, `import`): a missing
+/// directory or a file with problems is a warning (`without` says what is
+/// then not done), never a reason to refuse the data.
+fn readable_campaigns(dir: &Path, without: &str) -> Vec<Campaign> {
+    if !dir.is_dir() {
+        tracing::warn!(
+            "no campaign directory {}: {without} (--campaigns DIR)",
+            dir.display()
+        );
+        return Vec::new();
+    }
+    let catalog = campaign::load(&[dir.to_path_buf()], &Checks::default());
+    for p in &catalog.problems {
+        tracing::warn!("{p}");
+    }
+    catalog.campaigns.into_iter().map(|(_, c)| c).collect()
+}
+
+/// The triggers of `campaigns`, leaving out (with a warning) a campaign that
+/// uses journey keys this version does not run: the worker refuses it, so
+/// entering customers into it would leave them waiting.
+fn trigger_rules(campaigns: &[Campaign]) -> Vec<herald::store::triggers::TriggerRule> {
+    let runnable: Vec<Campaign> = campaigns
+        .iter()
+        .filter(|c| {
+            let keys = not_run_yet(c);
+            if c.trigger.is_some() && !keys.is_empty() {
+                tracing::warn!(
+                    campaign = %c.name,
+                    keys = %keys.join(", "),
+                    "not triggered: this version does not run these keys yet"
+                );
+            }
+            keys.is_empty()
+        })
+        .cloned()
+        .collect();
+    herald::pipeline::trigger_rules(&runnable)
+}
+
+/// Refuses campaigns that use real-time journey keys this version does not
+/// run yet. Files may already describe them (`herald validate` checks them),
+/// but running such a campaign as a straight sequence would send what its
+/// author did not mean: every step after a branch, a `wait_for:` step without
+/// waiting for anything. Refused before anything is opened.
 fn refuse_journeys(campaigns: &[Campaign]) -> anyhow::Result<()> {
     let mut refused = Vec::new();
     for c in campaigns {
-        let keys = c.journey_keys();
+        let keys = not_run_yet(c);
         if !keys.is_empty() {
             eprintln!(
                 "campaign \"{}\" uses {}: this version of herald validates real-time journeys but does not run them yet",

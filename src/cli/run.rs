@@ -45,6 +45,13 @@ pub struct DemoArgs {
 pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let campaign = campaign::find(&args.campaign, &args.campaigns)?;
     refuse_journeys(std::slice::from_ref(&campaign))?;
+    if campaign.trigger.is_some() && campaign.schedule.is_none() && !args.dry_run {
+        anyhow::bail!(
+            "campaign \"{}\" is triggered by events ({}): `herald run` would send its first step to its whole audience at once; the worker enters each customer when the event arrives (herald run --dry-run shows who is in the audience)",
+            campaign.name,
+            campaign.trigger.as_ref().map_or("", |t| t.event.as_str())
+        );
+    }
     if !args.dry_run {
         check_sending(settings, std::slice::from_ref(&campaign))?;
     }

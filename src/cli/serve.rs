@@ -5,23 +5,22 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use herald::campaign::{self, Checks};
 use herald::config::Settings;
 use herald::http;
-use herald::tracking::Senders;
 
 use super::{open_store, stop_on_signal};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Directory of campaign files: the unsubscribe page names each campaign's
-    /// sender from its `from:` (without them, the campaign's name)
+    /// sender from its `from:` (without them, the campaign's name), and events
+    /// sent to the API enter customers into the campaigns with a `trigger:`
     #[arg(long, default_value = "campaigns", value_name = "DIR")]
     campaigns: PathBuf,
 }
 
 pub async fn run(args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let senders = senders(&args.campaigns);
+    let campaigns = campaigns(&args.campaigns);
     let store = open_store(settings).await?;
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
@@ -43,7 +42,7 @@ pub async fn run(args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCod
         )),
         clock,
         herald::metrics::Metrics::new(),
-        senders,
+        campaigns,
     )
     .await;
     store.close().await;
@@ -55,21 +54,17 @@ pub async fn run(args: ServeArgs, settings: &Settings) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// The senders of the campaigns in `dir`. The service answers links whatever
-/// the files say: a missing directory or a file with problems is a warning,
-/// and the pages name the campaigns it could not read by their names.
-fn senders(dir: &Path) -> Senders {
-    if !dir.is_dir() {
-        tracing::warn!(
-            "no campaign directory {}: unsubscribe pages name campaigns, not senders (--campaigns DIR)",
-            dir.display()
-        );
-        return Senders::default();
+/// What the service takes from the campaigns in `dir`. The service answers
+/// links whatever the files say: a missing directory or a file with problems
+/// is a warning, and the pages name the campaigns it could not read by their
+/// names.
+fn campaigns(dir: &Path) -> http::Campaigns {
+    let campaigns = super::readable_campaigns(
+        dir,
+        "unsubscribe pages name campaigns, not senders, and no campaign is triggered",
+    );
+    http::Campaigns {
+        senders: herald::tracking::Senders::new(&campaigns),
+        triggers: super::trigger_rules(&campaigns).into(),
     }
-    let catalog = campaign::load(&[dir.to_path_buf()], &Checks::default());
-    for p in &catalog.problems {
-        tracing::warn!("{p}");
-    }
-    let campaigns: Vec<_> = catalog.campaigns.into_iter().map(|(_, c)| c).collect();
-    Senders::new(&campaigns)
 }

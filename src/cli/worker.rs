@@ -76,9 +76,9 @@ pub async fn run(args: WorkerArgs, settings: &Settings) -> anyhow::Result<ExitCo
         let shutdown = herald::pipeline::stopped(worker_done.subscribe());
         let (store, settings) = (store.clone(), settings.clone());
         let metrics = engine.metrics().clone();
-        let senders = herald::tracking::Senders::new(&campaigns);
+        let known = herald::http::Campaigns::new(&campaigns);
         Some(tokio::spawn(async move {
-            herald::http::serve(store, &settings, listener, shutdown, metrics, senders).await
+            herald::http::serve(store, &settings, listener, shutdown, metrics, known).await
         }))
     };
     let worked = jobs::run_worker(engine, campaigns, &name, stop).await;

@@ -35,6 +35,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::ingest::writer::{self as ingest_writer, Ingest};
 use crate::metrics::Metrics;
+use crate::store::triggers::TriggerRule;
 use crate::store::{Store, StoreError};
 use crate::token::{Signer, TokenError};
 use crate::tracking::writer::{self, Events};
@@ -54,6 +55,39 @@ pub enum HttpError {
         #[source]
         source: StoreError,
     },
+}
+
+/// What the service takes from the campaign files: each campaign's sender
+/// (the unsubscribe pages) and the triggers new API events enter customers by.
+#[derive(Debug, Clone)]
+pub struct Campaigns {
+    pub senders: Senders,
+    pub triggers: Arc<[TriggerRule]>,
+}
+
+impl Campaigns {
+    pub fn new(campaigns: &[crate::campaign::Campaign]) -> Campaigns {
+        Campaigns {
+            senders: Senders::new(campaigns),
+            triggers: crate::pipeline::trigger_rules(campaigns).into(),
+        }
+    }
+}
+
+impl Default for Campaigns {
+    fn default() -> Campaigns {
+        Campaigns::from(Senders::default())
+    }
+}
+
+/// Senders only: no campaign is triggered.
+impl From<Senders> for Campaigns {
+    fn from(senders: Senders) -> Campaigns {
+        Campaigns {
+            senders,
+            triggers: Arc::from(Vec::new()),
+        }
+    }
 }
 
 /// What the handlers share; cloning it clones one `Arc`.
@@ -92,14 +126,15 @@ impl Deref for AppState {
 /// Tokens are verified with the same keys the send pipeline signs with
 /// ([`Store::tracking_keys`]). `metrics` counts tracking events by kind and
 /// is served at `/metrics` with whatever else feeds it (the worker's send
-/// pipeline). `senders` names each campaign's sender on the unsubscribe pages.
+/// pipeline). `campaigns` names each campaign's sender on the unsubscribe
+/// pages, and holds the triggers new events enter customers by.
 pub async fn serve(
     store: Store,
     settings: &Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     metrics: Metrics,
-    senders: Senders,
+    campaigns: impl Into<Campaigns>,
 ) -> Result<(), HttpError> {
     serve_with_clock(
         store,
@@ -108,7 +143,7 @@ pub async fn serve(
         shutdown,
         Arc::new(SystemClock),
         metrics,
-        senders,
+        campaigns,
     )
     .await
     .map(|_| ())
@@ -123,11 +158,12 @@ pub async fn serve_with_clock(
     shutdown: impl Future<Output = ()> + Send + 'static,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
-    senders: Senders,
+    campaigns: impl Into<Campaigns>,
 ) -> Result<Totals, HttpError> {
+    let Campaigns { senders, triggers } = campaigns.into();
     let signer = Signer::new(&store.tracking_keys(&settings.secrets, clock.now()).await?)?;
     let (events, writer) = writer::start(store.clone());
-    let (ingest, ingest_writer) = ingest_writer::start(store.clone(), clock.clone());
+    let (ingest, ingest_writer) = ingest_writer::start(store.clone(), clock.clone(), triggers);
     let state = AppState(Arc::new(Shared {
         store,
         clock,
@@ -159,6 +195,7 @@ pub async fn serve_with_clock(
         api_calls = ingested.stored,
         api_refused = ingested.refused,
         api_new_events = ingested.new_events,
+        api_entered = ingested.entered,
         "HTTP service stopped"
     );
     served?;

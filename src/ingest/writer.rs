@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use super::resolve;
 use super::spec::{Event, Refusal};
 use crate::clock::Clock;
+use crate::store::triggers::{Entered, TriggerRule};
 use crate::store::{Backend, Store, StoreError};
 
 /// Requests waiting for the writer; a full queue holds a request up to
@@ -75,6 +76,8 @@ pub struct IngestTotals {
     /// Events that were new (a retried call's are not).
     pub new_events: u64,
     pub groups: u64,
+    /// Customers the new events entered into event-triggered campaigns.
+    pub entered: u64,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +86,7 @@ struct Counters {
     refused: AtomicU64,
     new_events: AtomicU64,
     groups: AtomicU64,
+    entered: AtomicU64,
 }
 
 /// Hands calls to the writer; clones share its queue.
@@ -98,8 +102,9 @@ pub struct Writer {
     counters: Arc<Counters>,
 }
 
-/// Starts the writer on `store`, stamping with `clock`.
-pub fn start(store: Store, clock: Arc<dyn Clock>) -> (Ingest, Writer) {
+/// Starts the writer on `store`, stamping with `clock`; new events enter
+/// their customers into the campaigns whose `rules` they match.
+pub fn start(store: Store, clock: Arc<dyn Clock>, rules: Arc<[TriggerRule]>) -> (Ingest, Writer) {
     let counters = Arc::new(Counters::default());
     let (tx, rx) = mpsc::channel(QUEUE);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -112,6 +117,7 @@ pub fn start(store: Store, clock: Arc<dyn Clock>) -> (Ingest, Writer) {
             tokio::spawn(run(
                 store.clone(),
                 clock.clone(),
+                rules.clone(),
                 rx.clone(),
                 counters.clone(),
             ))
@@ -154,6 +160,7 @@ impl Writer {
             refused: get(&self.counters.refused),
             new_events: get(&self.counters.new_events),
             groups: get(&self.counters.groups),
+            entered: get(&self.counters.entered),
         }
     }
 }
@@ -180,6 +187,7 @@ async fn next_group(rx: &tokio::sync::Mutex<mpsc::Receiver<Job>>) -> Option<Vec<
 async fn run(
     store: Store,
     clock: Arc<dyn Clock>,
+    rules: Arc<[TriggerRule]>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     counters: Arc<Counters>,
 ) {
@@ -189,7 +197,7 @@ async fn run(
         let mut tries = 0;
         let result = loop {
             tries += 1;
-            match store_group(&store, clock.now(), &events).await {
+            match store_group(&store, clock.now(), &events, &rules).await {
                 Ok(done) => break Ok(done),
                 Err(e) if tries < TRIES => {
                     tracing::warn!(error = %e, calls = events.len(), "storing API calls failed; resolving again");
@@ -200,9 +208,9 @@ async fn run(
             }
         };
         match result {
-            Ok((outcomes, new_events)) => {
-                count(&counters, &outcomes, new_events);
-                let mut outcomes = outcomes.into_iter();
+            Ok(done) => {
+                count(&counters, &done);
+                let mut outcomes = done.outcomes.into_iter();
                 for job in jobs {
                     let mine: Outcomes = outcomes.by_ref().take(job.events.len()).collect();
                     // A request that gave up waiting is gone; its calls are stored.
@@ -215,11 +223,11 @@ async fn run(
                 tracing::warn!(error = %e, requests = jobs.len(), "a group of API calls failed; storing its requests one by one");
                 for job in jobs {
                     let mine: Vec<&Event> = job.events.iter().collect();
-                    let result = store_group(&store, clock.now(), &mine).await;
+                    let result = store_group(&store, clock.now(), &mine, &rules).await;
                     let reply = match result {
-                        Ok((outcomes, new_events)) => {
-                            count(&counters, &outcomes, new_events);
-                            Ok(outcomes)
+                        Ok(done) => {
+                            count(&counters, &done);
+                            Ok(done.outcomes)
                         }
                         Err(e) => {
                             tracing::error!(error = %e, calls = mine.len(), "API calls could not be stored");
@@ -242,18 +250,38 @@ async fn run(
     }
 }
 
-fn count(counters: &Counters, outcomes: &Outcomes, new_events: u64) {
-    let refused = outcomes.iter().filter(|o| o.is_err()).count() as u64;
+fn count(counters: &Counters, done: &Stored) {
+    let refused = done.outcomes.iter().filter(|o| o.is_err()).count() as u64;
     counters.refused.fetch_add(refused, Ordering::Relaxed);
     counters
         .stored
-        .fetch_add(outcomes.len() as u64 - refused, Ordering::Relaxed);
-    counters.new_events.fetch_add(new_events, Ordering::Relaxed);
+        .fetch_add(done.outcomes.len() as u64 - refused, Ordering::Relaxed);
+    counters
+        .new_events
+        .fetch_add(done.new_events, Ordering::Relaxed);
+    counters
+        .entered
+        .fetch_add(done.entered.entries, Ordering::Relaxed);
     counters.groups.fetch_add(1, Ordering::Relaxed);
+    if done.entered.entries > 0 {
+        tracing::debug!(
+            entered = done.entered.entries,
+            queued = done.entered.queued,
+            "events entered customers into triggered campaigns"
+        );
+    }
 }
 
-/// Locks, loads, resolves and writes one group; each call's outcome, and how
-/// many events were new.
+/// What storing one group did.
+struct Stored {
+    outcomes: Outcomes,
+    new_events: u64,
+    entered: Entered,
+}
+
+/// Locks, loads, resolves and writes one group (entering customers into the
+/// campaigns whose `rules` its new events match); each call's outcome, how
+/// many events were new, and what the triggers did.
 ///
 /// What the calls name is loaded first. The names of the calls that change
 /// who is who ([`resolve::racy_keys`]), with the visitors and customers they
@@ -265,7 +293,8 @@ async fn store_group(
     store: &Store,
     now: crate::clock::Millis,
     events: &[&Event],
-) -> Result<(Outcomes, u64), StoreError> {
+    rules: &[TriggerRule],
+) -> Result<Stored, StoreError> {
     let keys = resolve::keys(events.iter().copied());
     let mut known = store.load_known(&keys).await?;
     let needed = |known: &resolve::Known| {
@@ -313,8 +342,12 @@ async fn store_group(
             let written = store.customer_keys(&new, &[]).await?;
             ids.extend(written.into_iter().map(|k| (k.email, k.id)));
         }
-        let new_events = store.apply_plan(&plan, &ids).await?;
-        Ok::<_, StoreError>((outcomes, new_events))
+        let (new_events, entered) = store.apply_plan(&plan, &ids, rules).await?;
+        Ok::<_, StoreError>(Stored {
+            outcomes,
+            new_events,
+            entered,
+        })
     }
     .await;
     lock.release().await;

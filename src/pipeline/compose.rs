@@ -24,8 +24,29 @@ use crate::token::Signer;
 
 pub use crate::render::Rendered;
 
-/// `events.KIND` of a batch: (customer, kind) → the template's event values.
-pub type Events = HashMap<(i64, String), Vec<Value>>;
+/// What a batch's templates see of interactions.
+#[derive(Debug, Clone, Default)]
+pub struct Events {
+    /// `events.KIND`: (customer, kind) → the template's event values.
+    pub by_kind: HashMap<(i64, String), Vec<Value>>,
+    /// `trigger`: entry → the interaction that entered it, for a triggered
+    /// campaign.
+    pub triggers: HashMap<i64, Value>,
+    /// `trigger` of a preview (no entry): customer → an interaction of the
+    /// trigger's kind.
+    pub previews: HashMap<i64, Value>,
+}
+
+impl Events {
+    /// The `trigger` a claim's template sees.
+    fn trigger(&self, c: &Claimed) -> Option<&Value> {
+        if c.entry_id == 0 {
+            self.previews.get(&c.customer_id)
+        } else {
+            self.triggers.get(&c.entry_id)
+        }
+    }
+}
 
 /// Why one customer's message could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -144,12 +165,13 @@ impl Composer {
         let mut kinds = Map::new();
         for (kind, _) in &step.events {
             let list = events
+                .by_kind
                 .get(&(c.customer_id, kind.clone()))
                 .cloned()
                 .unwrap_or_default();
             kinds.insert(kind.clone(), Value::Array(list));
         }
-        let context = render::message_context(
+        let mut context = render::message_context(
             customer,
             &campaign.name,
             &step.id,
@@ -158,6 +180,9 @@ impl Composer {
             self.postal_address.as_deref(),
             now,
         );
+        if let (Some(trigger), Value::Object(m)) = (events.trigger(c), &mut context) {
+            m.insert("trigger".into(), trigger.clone());
+        }
         let mut rendered = self.templates.render(
             &step.template,
             &subject_key(&campaign.name, &step.id),

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
+
 use tokio::sync::Semaphore;
 
 use super::compose::{BuildError, Composed, Composer, Events};
@@ -186,13 +187,46 @@ impl Engine {
             }
         }
         let ids: Vec<i64> = batch.iter().map(|c| c.customer_id).collect();
-        let mut out: HashMap<(i64, String), Vec<Value>> = HashMap::new();
+        let mut out = Events::default();
         for (kind, n) in wanted {
             for (customer, at, data) in self.0.store.recent_events(&ids, kind, i64::from(n)).await?
             {
-                out.entry((customer, kind.to_string()))
+                out.by_kind
+                    .entry((customer, kind.to_string()))
                     .or_default()
                     .push(render::event_context(at, &data));
+            }
+        }
+        if let Some(trigger) = &campaign.trigger {
+            let entries: Vec<i64> = batch
+                .iter()
+                .map(|c| c.entry_id)
+                .filter(|&e| e > 0)
+                .collect();
+            for (entry, kind, at, data) in self.0.store.entry_causes(&entries).await? {
+                out.triggers
+                    .insert(entry, render::trigger_context(&kind, at, data));
+            }
+            // A preview or a template check (no entry, id 0) shows the
+            // customer's latest interaction of the trigger's kind, else the
+            // latest anyone had: what a real entry's `trigger` looks like.
+            if batch.iter().any(|c| c.entry_id == 0) {
+                let kind = trigger.event.as_str();
+                let mut latest: HashMap<i64, Value> = HashMap::new();
+                for (customer, at, data) in self.0.store.recent_events(&ids, kind, 1).await? {
+                    latest.insert(customer, render::trigger_context(kind, at, data));
+                }
+                let anyone = self
+                    .0
+                    .store
+                    .latest_of_kind(kind)
+                    .await?
+                    .map(|(at, data)| render::trigger_context(kind, at, data));
+                for c in batch.iter().filter(|c| c.entry_id == 0) {
+                    if let Some(t) = latest.get(&c.customer_id).or(anyone.as_ref()) {
+                        out.previews.insert(c.customer_id, t.clone());
+                    }
+                }
             }
         }
         Ok(out)

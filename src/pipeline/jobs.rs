@@ -311,9 +311,10 @@ async fn pass_here(shared: &Shared, job: &SendJob) -> Result<Option<Pass>, BoxDy
     Ok(Some(pass))
 }
 
-/// Joins, every [`JOIN_EVERY`], each run of a loaded campaign that has work
-/// due now and no pass in this process, until `stop`; then waits for the
-/// passes it started.
+/// Joins, every [`JOIN_EVERY`] and whenever the database says work may have
+/// arrived ([`crate::store::wake`]: a triggered message queued by an API
+/// server), each run of a loaded campaign that has work due now and no pass
+/// in this process, until `stop`; then waits for the passes it started.
 ///
 /// This is how workers share a run. Send jobs alone cannot do it: apalis hands
 /// a job to whichever worker polls first, and the one that is sending the run
@@ -322,9 +323,22 @@ async fn pass_here(shared: &Shared, job: &SendJob) -> Result<Option<Pass>, BoxDy
 async fn join_runs(shared: Arc<Shared>) {
     let mut passes = tokio::task::JoinSet::new();
     let mut stop = shared.stop.clone();
+    let mut wake = match shared.engine.store().wake().await {
+        Ok(wake) => Some(wake),
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch the database for work; looking every second");
+            None
+        }
+    };
     loop {
         tokio::select! {
             _ = tokio::time::sleep(JOIN_EVERY) => {}
+            _ = async {
+                match wake.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             _ = super::stopped(stop.clone()) => break,
         }
         if *stop.borrow_and_update() {

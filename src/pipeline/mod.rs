@@ -13,6 +13,7 @@ pub mod preview;
 pub mod send;
 pub mod sequence;
 mod triage;
+mod trigger;
 
 use std::path::Path;
 
@@ -32,6 +33,7 @@ pub use preview::{
     preview,
 };
 pub use send::RunSummary;
+pub use trigger::trigger_rules;
 
 /// The key of a step's compiled subject line.
 pub fn subject_key(campaign: &str, step: &str) -> String {
@@ -240,10 +242,25 @@ pub async fn send_pass(
         return Ok(Pass::default());
     }
     let summary = engine.send_run(campaign, run_id, stop).await?;
-    let next = engine.store().next_attempt(run_id).await?;
-    let finished = next.is_none();
-    if finished {
-        engine.store().finish_run(run_id, engine.now()).await?;
+    // A run may be reopened while this pass ends (a triggered entry queues
+    // into the day's event run): the run is finished only if nothing was
+    // queued into it since its deliveries were counted.
+    // If it was, the pass looks again (then the new deliveries are due).
+    let (mut next, mut finished) = (None, false);
+    for _ in 0..3 {
+        let planned = engine.store().run_planned(run_id).await?;
+        next = engine.store().next_attempt(run_id).await?;
+        if next.is_some() {
+            break;
+        }
+        if engine
+            .store()
+            .finish_run(run_id, engine.now(), planned)
+            .await?
+        {
+            finished = true;
+            break;
+        }
     }
     Ok(Pass {
         summary: Some(summary),

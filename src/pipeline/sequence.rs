@@ -1,7 +1,7 @@
 //! Follow-up steps: on each tick, move every due customer of a campaign to its
 //! next step, in set-based statements (see [`crate::store::sequence`]).
 
-use crate::campaign::Campaign;
+use crate::campaign::{Campaign, Step};
 use crate::store::deliveries::Trigger;
 use crate::store::sequence::{Moved, Transition};
 
@@ -21,7 +21,8 @@ pub struct Advanced {
 /// Advances `campaign` as of the engine's clock: completes entries whose last
 /// step was sent, ends those whose message will never go, and for each step
 /// after the first queues it for the customers whose previous step was sent
-/// at least its `wait` ago — unless they reached the goal since entering, or
+/// at least its `wait` ago (for the first step of a triggered campaign, that
+/// entered at least its `wait` ago) — unless they reached the goal since entering, or
 /// the step's `when:` does not hold for them (they leave the sequence, with
 /// the reason). `tick` names the advance: several workers advancing with the
 /// same tick queue one run between them.
@@ -36,20 +37,30 @@ pub async fn advance(
     };
     let store = engine.store();
     let now = engine.now();
-    if campaign.steps.len() > 1 {
+    // A triggered campaign whose first step waits: entries move to it from
+    // the entry itself (one that does not wait was queued with the entry).
+    let first = campaign
+        .steps
+        .first()
+        .filter(|s| campaign.trigger.is_some() && s.waits());
+    let moves: Vec<(Option<&Step>, &Step)> = first
+        .map(|s| (None, s))
+        .into_iter()
+        .chain(campaign.steps.windows(2).map(|p| (Some(&p[0]), &p[1])))
+        .collect();
+    if !moves.is_empty() {
         let Some(run_id) = store
             .create_run(&campaign.name, Trigger::Sequence, Some(tick), now)
             .await?
         else {
             return Ok(out);
         };
-        for pair in campaign.steps.windows(2) {
-            let (from, to) = (&pair[0], &pair[1]);
+        for (from, to) in moves {
             let moved = store
                 .advance(
                     &Transition {
                         campaign: &campaign.name,
-                        from_step: &from.id,
+                        from_step: from.map(|s| s.id.as_str()),
                         to_step: &to.id,
                         cutoff: now - to.wait.map(|w| w.as_millis()).unwrap_or(0),
                         when: to.when.as_ref(),

@@ -556,6 +556,16 @@ pub fn message_context(
     Value::Object(c)
 }
 
+/// The interaction that entered a customer into a triggered campaign, as the
+/// template's `trigger` shows it: `kind`, `occurred_at` and its `data`.
+pub fn trigger_context(kind: &str, occurred_at: Millis, data: Map<String, Value>) -> Value {
+    json!({
+        "kind": kind,
+        "occurred_at": format_rfc3339(occurred_at),
+        "data": Value::Object(data),
+    })
+}
+
 /// One interaction as `events.KIND` items show it.
 pub fn event_context(occurred_at: Millis, data: &Map<String, Value>) -> Value {
     let mut m = data.clone();

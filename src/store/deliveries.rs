@@ -24,6 +24,8 @@ pub enum Trigger {
     Manual,
     Schedule,
     Sequence,
+    /// Entries made by interactions, one run per campaign and UTC day.
+    Event,
 }
 
 impl Trigger {
@@ -32,6 +34,7 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Schedule => "schedule",
             Trigger::Sequence => "sequence",
+            Trigger::Event => "event",
         }
     }
 }
@@ -116,6 +119,28 @@ pub struct RunCounts {
 impl RunCounts {
     pub fn skipped_total(&self) -> i64 {
         self.skipped.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Whether `reentry` lets a customer enter again, over `prev`: the customer's
+/// earlier entries into the campaign (`max_seq`, `last_entered`, and `active`,
+/// how many are still active; NULL `customer_id` when there are none), with
+/// the cut-off of [`reentry_since`] bound at `$since`.
+pub(super) fn reentry_allows(reentry: Reentry, since: usize) -> String {
+    match reentry {
+        Reentry::Never => "prev.customer_id IS NULL".to_string(),
+        Reentry::Always => "prev.customer_id IS NULL OR prev.active = 0".to_string(),
+        Reentry::After(_) => format!(
+            "prev.customer_id IS NULL OR (prev.active = 0 AND prev.last_entered <= ${since})"
+        ),
+    }
+}
+
+/// The latest time an earlier entry may have begun for [`reentry_allows`].
+pub(super) fn reentry_since(reentry: Reentry, now: Millis) -> Millis {
+    match reentry {
+        Reentry::After(d) => now - d,
+        _ => now,
     }
 }
 
@@ -208,17 +233,8 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let n = audience.params.len();
         let (p_campaign, p_run, p_now, p_since, p_step) = (n + 1, n + 2, n + 3, n + 4, n + 5);
-        let allowed = match reentry {
-            Reentry::Never => "prev.customer_id IS NULL".to_string(),
-            Reentry::Always => "prev.customer_id IS NULL OR prev.active = 0".to_string(),
-            Reentry::After(_) => format!(
-                "prev.customer_id IS NULL OR (prev.active = 0 AND prev.last_entered <= ${p_since})"
-            ),
-        };
-        let since = match reentry {
-            Reentry::After(d) => now - d,
-            _ => now,
-        };
+        let allowed = reentry_allows(reentry, p_since);
+        let since = reentry_since(reentry, now);
         let entries_sql = format!(
             "INSERT INTO entries (campaign, customer_id, seq, run_id, entered_at, state, updated_at) \
              SELECT ${p_campaign}, a.id, COALESCE(prev.max_seq, 0) + 1, ${p_run}, ${p_now}, 'active', ${p_now} \
@@ -569,6 +585,54 @@ impl Store {
         Ok(rows.into_iter().map(|(c, t, d)| (c, t, d.0)).collect())
     }
 
+    /// The latest interaction of `kind` anyone had: (occurred_at, data), from
+    /// the end of the (kind, time) index.
+    pub async fn latest_of_kind(
+        &self,
+        kind: &str,
+    ) -> Result<Option<(Millis, Map<String, Value>)>, StoreError> {
+        let row: Option<(i64, Json<Map<String, Value>>)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT occurred_at, data FROM interactions WHERE kind = $1 \
+                 ORDER BY occurred_at DESC LIMIT 1",
+            )
+            .bind(kind)
+            .fetch_optional(pool)
+            .await
+        })
+        .context("reading an example interaction")?;
+        Ok(row.map(|(t, d)| (t, d.0)))
+    }
+
+    /// The interactions that entered these entries (triggered entries only):
+    /// (entry, kind, occurred_at, data), in one query.
+    pub async fn entry_causes(
+        &self,
+        entry_ids: &[i64],
+    ) -> Result<Vec<(i64, String, Millis, Map<String, Value>)>, StoreError> {
+        if entry_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(entry_ids).unwrap_or_else(|_| "[]".into());
+        let sql = format!(
+            "SELECT e.id, i.kind, i.occurred_at, i.data FROM entries e \
+             JOIN interactions i ON i.id = e.cause_id WHERE {}",
+            self.backend().in_json_ids("e.id", 1)
+        );
+        type Row = (i64, String, i64, Json<Map<String, Value>>);
+        let rows: Vec<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(&ids)
+                .fetch_all(pool)
+                .await
+        })
+        .context("reading what entered the customers")?;
+        Ok(rows
+            .into_iter()
+            .map(|(e, k, t, d)| (e, k, t, d.0))
+            .collect())
+    }
+
     /// Records outcomes in one transaction: statuses, `email_sent` and
     /// `email_bounced` interactions, suppressions for hard bounces.
     ///
@@ -891,17 +955,39 @@ impl Store {
         Ok(ids)
     }
 
-    pub async fn finish_run(&self, run_id: i64, now: Millis) -> Result<(), StoreError> {
-        with_pool!(self, |pool| {
-            sqlx::query("UPDATE runs SET status = 'done', finished_at = $2 WHERE id = $1")
-                .bind(run_id)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|_| ())
+    /// Marks a run done, unless deliveries were queued into it since `planned`
+    /// was read ([`Store::run_planned`]); whether it did.
+    pub async fn finish_run(
+        &self,
+        run_id: i64,
+        now: Millis,
+        planned: i64,
+    ) -> Result<bool, StoreError> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE runs SET status = 'done', finished_at = $2 WHERE id = $1 AND planned = $3",
+            )
+            .bind(run_id)
+            .bind(now)
+            .bind(planned)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
         })
         .context("finishing a run")?;
-        Ok(())
+        Ok(done > 0)
+    }
+
+    /// How many deliveries were queued into a run (0 when there is no such run).
+    pub async fn run_planned(&self, run_id: i64) -> Result<i64, StoreError> {
+        let planned: Option<i64> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT planned FROM runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_optional(pool)
+                .await
+        })
+        .context("reading a run's size")?;
+        Ok(planned.unwrap_or(0))
     }
 }
 

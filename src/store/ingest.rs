@@ -23,6 +23,7 @@ use sqlx::types::Json;
 use super::customers::{COLUMNS, CustomerRow, from_row, json_list};
 use super::customers::{CustomerWrite, StoredCustomer};
 use super::interactions::InteractionWrite;
+use super::triggers::{Entered, Fresh, TriggerRule, enter_triggered};
 use super::{Backend, Context, Pool, Store, StoreError, with_pool};
 use crate::clock::Millis;
 use crate::customer::Email;
@@ -358,13 +359,17 @@ impl Store {
 
     /// Writes `plan` after its customers ([`Store::write_customers`]):
     /// visitors, ids, visitors' events, moves and interactions, in one
-    /// transaction. `ids` has every customer the plan names. Returns how many
-    /// events were new (a retried call's are not).
+    /// transaction. `ids` has every customer the plan names. The interactions
+    /// new to the customers (their own events and those moved from visitors)
+    /// enter them into the campaigns whose `rules` they match, in the same
+    /// transaction ([`super::triggers`]). Returns how many events were new (a
+    /// retried call's are not) and what the triggers did.
     pub async fn apply_plan(
         &self,
         plan: &Plan,
         ids: &HashMap<Email, i64>,
-    ) -> Result<u64, StoreError> {
+        rules: &[TriggerRule],
+    ) -> Result<(u64, Entered), StoreError> {
         let id_of = |e: &Email| {
             ids.get(e).copied().ok_or_else(|| {
                 StoreError::internal(
@@ -414,7 +419,10 @@ impl Store {
         let now = plan.now;
         let _gate = self.write_gate().await;
         let mut new_events = 0;
-        with_pool!(self, |pool| {
+        // The interactions new to customers, when a trigger may look at them.
+        let mut fresh: Vec<Fresh> = Vec::new();
+        let collect = !rules.is_empty();
+        let entered = with_pool!(self, |pool| {
             let mut tx = pool.begin().await.context("starting to store API calls")?;
             if b == Backend::Postgres {
                 // The stored visitors the plan moves or changes must still be
@@ -502,17 +510,26 @@ impl Store {
             for (visitor, into) in &moves {
                 match into {
                     Err(customer) => {
-                        sqlx::query(
+                        let moved = sqlx::query(
                             "INSERT INTO interactions (customer_id, kind, occurred_at, external_id, data) \
                              SELECT CAST($1 AS BIGINT), kind, occurred_at, external_id, data \
                              FROM visitor_events WHERE visitor = $2 \
-                             ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
+                             ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING \
+                             RETURNING id, kind",
                         )
                         .bind(*customer)
                         .bind(*visitor)
-                        .execute(&mut *tx)
+                        .fetch_all(&mut *tx)
                         .await
                         .context("moving a visitor's events to its customer")?;
+                        if collect {
+                            for row in &moved {
+                                fresh.push(
+                                    Fresh::from_row(row)
+                                        .context("moving a visitor's events to its customer")?,
+                                );
+                            }
+                        }
                         sqlx::query(
                             "UPDATE identities SET visitor = NULL, customer_id = $1 WHERE visitor = $2",
                         )
@@ -543,11 +560,17 @@ impl Store {
                     .await
                     .context("removing a merged visitor")?;
             }
-            new_events += super::interactions::insert_interactions!(b, tx, &interactions);
+            new_events += super::interactions::insert_interactions!(
+                b,
+                tx,
+                &interactions,
+                collect.then_some(&mut fresh)
+            );
+            let entered = enter_triggered!(b, tx, rules, &fresh, now);
             tx.commit().await.context("committing API calls")?;
-            Ok::<_, StoreError>(())
+            Ok::<_, StoreError>(entered)
         })?;
-        Ok(new_events)
+        Ok((new_events, entered))
     }
 
     /// The ids the API linked to a customer (anonymous ids, earlier user

@@ -5,6 +5,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
 use super::customers::json_list;
+use super::triggers::{Entered, Fresh, TriggerRule, enter_triggered};
 use super::{Context, Store, StoreError, with_pool};
 use crate::clock::Millis;
 use crate::customer::Email;
@@ -44,7 +45,17 @@ pub(super) const INSERT_BATCH: usize = 2000;
 /// VALUES list of 16,000 parameters was parsed and planned anew for every
 /// batch of a different size.
 macro_rules! insert_interactions {
-    ($backend:expr, $tx:expr, $rows:expr) => {{
+    ($backend:expr, $tx:expr, $rows:expr) => {
+        $crate::store::interactions::insert_interactions!(
+            $backend,
+            $tx,
+            $rows,
+            None::<&mut Vec<$crate::store::triggers::Fresh>>
+        )
+    };
+    ($backend:expr, $tx:expr, $rows:expr, $fresh:expr) => {{
+        let mut fresh: Option<&mut Vec<$crate::store::triggers::Fresh>> = $fresh;
+        let returning = if fresh.is_some() { " RETURNING id, kind" } else { "" };
         let mut inserted: u64 = 0;
         for chunk in $rows.chunks($crate::store::interactions::INSERT_BATCH) {
             let q = match $backend {
@@ -52,7 +63,7 @@ macro_rules! insert_interactions {
                     let sql = format!(
                         "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, \
                          delivery_id, external_id, data) VALUES {} \
-                         ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
+                         ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING{returning}",
                         $backend.values_list(chunk.len(), 8)
                     );
                     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -70,22 +81,38 @@ macro_rules! insert_interactions {
                     }
                     q
                 }
-                $crate::store::Backend::Postgres => sqlx::query(
+                $crate::store::Backend::Postgres => sqlx::query(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO interactions (customer_id, kind, occurred_at, campaign, step, \
                      delivery_id, external_id, data) \
                      SELECT customer_id, kind, occurred_at, campaign, step, delivery_id, \
                      external_id, data FROM jsonb_to_recordset($1::jsonb) AS r(customer_id bigint, \
                      kind text, occurred_at bigint, campaign text, step text, delivery_id bigint, \
                      external_id text, data jsonb) \
-                     ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING",
-                )
+                     ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING{returning}",
+                )))
                 .bind(sqlx::types::Json(chunk)),
             };
-            inserted += $crate::store::Context::context(
-                q.execute(&mut *$tx).await,
-                "writing interactions",
-            )?
-            .rows_affected();
+            inserted += match fresh.as_deref_mut() {
+                Some(out) => {
+                    let rows = $crate::store::Context::context(
+                        q.fetch_all(&mut *$tx).await,
+                        "writing interactions",
+                    )?;
+                    let before = out.len();
+                    for row in &rows {
+                        out.push($crate::store::Context::context(
+                            $crate::store::triggers::Fresh::from_row(row),
+                            "writing interactions",
+                        )?);
+                    }
+                    (out.len() - before) as u64
+                }
+                None => $crate::store::Context::context(
+                    q.execute(&mut *$tx).await,
+                    "writing interactions",
+                )?
+                .rows_affected(),
+            };
         }
         inserted
     }};
@@ -131,16 +158,31 @@ impl Store {
     /// Inserts interactions in one transaction; rows whose `external_id` is
     /// already stored are skipped. Returns how many were inserted.
     pub async fn write_interactions(&self, rows: &[InteractionWrite]) -> Result<u64, StoreError> {
+        Ok(self.write_interactions_triggering(rows, &[], 0).await?.0)
+    }
+
+    /// [`Store::write_interactions`], entering the customers of the new
+    /// interactions into the campaigns whose `rules` they match, at `now`, in
+    /// the same transaction ([`super::triggers`]).
+    pub async fn write_interactions_triggering(
+        &self,
+        rows: &[InteractionWrite],
+        rules: &[TriggerRule],
+        now: Millis,
+    ) -> Result<(u64, Entered), StoreError> {
         let b = self.backend();
         let _gate = self.write_gate().await;
+        let mut fresh: Vec<Fresh> = Vec::new();
+        let collect = !rules.is_empty();
         with_pool!(self, |pool| {
             let mut tx = pool
                 .begin()
                 .await
                 .context("starting an interaction batch")?;
-            let inserted = insert_interactions!(b, tx, rows);
+            let inserted = insert_interactions!(b, tx, rows, collect.then_some(&mut fresh));
+            let entered = enter_triggered!(b, tx, rules, &fresh, now);
             tx.commit().await.context("committing interactions")?;
-            Ok::<_, StoreError>(inserted)
+            Ok::<_, StoreError>((inserted, entered))
         })
     }
 

@@ -18,6 +18,8 @@ pub mod seed;
 pub mod sequence;
 pub mod stats;
 pub mod tracking;
+pub mod triggers;
+pub mod wake;
 
 use std::str::FromStr;
 use std::time::Duration;

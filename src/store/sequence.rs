@@ -29,7 +29,9 @@ use crate::status::{DeliveryStatus, EntryState};
 #[derive(Debug, Clone)]
 pub struct Transition<'a> {
     pub campaign: &'a str,
-    pub from_step: &'a str,
+    /// `None`: from the entry itself, to the first step of a triggered
+    /// campaign that waits (entries made at or before the cut-off are due).
+    pub from_step: Option<&'a str>,
     pub to_step: &'a str,
     /// Entries whose `from_step` message was sent at or before this are due.
     pub cutoff: Millis,
@@ -64,7 +66,7 @@ impl Transition<'_> {
     fn due_params(&self, now: Millis) -> [Param; 5] {
         [
             Param::Text(self.campaign.into()),
-            Param::Text(self.from_step.into()),
+            Param::Text(self.from_step.unwrap_or("").into()),
             Param::Text(self.to_step.into()),
             Param::Int(self.cutoff),
             Param::Int(now),
@@ -110,8 +112,19 @@ const ADVANCE_SHARDS: i64 = 2;
 /// `from` message sent by the cut-off, nothing of the `to` step queued yet.
 /// With `customer`, the customer row is joined as `c`. `$C` = campaign, `$F` =
 /// from step, `$T` = to step, `$X` = cut-off.
-fn due(c: usize, f: usize, t: usize, x: usize, customer: bool) -> String {
+///
+/// From the entry itself (`from_entry`), the entries made by the cut-off are
+/// due, and `$F` is the empty string (bound so that every transition binds
+/// the same parameters).
+fn due(c: usize, f: usize, t: usize, x: usize, customer: bool, from_entry: bool) -> String {
     let join = customer_join(customer);
+    if from_entry {
+        return format!(
+            "FROM entries e{join} \
+             WHERE e.campaign = ${c} AND e.state = 'active' AND e.entered_at <= ${x} AND ${f} = '' \
+             AND NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.entry_id = e.id AND n.step = ${t})"
+        );
+    }
     format!(
         "FROM deliveries d JOIN entries e ON e.id = d.entry_id{join} \
          WHERE d.campaign = ${c} AND d.step = ${f} AND d.status = 'sent' AND d.sent_at <= ${x} \
@@ -178,7 +191,7 @@ impl Store {
                 let sql = format!(
                     "UPDATE entries SET state = 'goal', exit_reason = 'goal', goal_at = ${now_p}, \
                      finished_at = ${now_p}, updated_at = ${now_p} WHERE id IN (SELECT e.id {} AND ({}))",
-                    due(c, f, to, x, goal.reads_customer),
+                    due(c, f, to, x, goal.reads_customer, t.from_step.is_none()),
                     goal.predicate
                 );
                 let mut params = goal.params.clone();
@@ -197,7 +210,7 @@ impl Store {
                 "INSERT INTO deliveries (run_id, entry_id, campaign, step, customer_id, status, \
                  created_at, updated_at) SELECT ${run}, e.id, e.campaign, ${to}, e.customer_id, \
                  'queued', ${now_p}, ${now_p} {} AND ({}) ON CONFLICT DO NOTHING",
-                due(c, f, to, x, reads_customer(when)),
+                due(c, f, to, x, reads_customer(when), t.from_step.is_none()),
                 when.map_or("1 = 1", |w| w.predicate.as_str())
             );
             let mut params = when.map(|w| w.params.clone()).unwrap_or_default();
@@ -213,7 +226,7 @@ impl Store {
             let exit = format!(
                 "UPDATE entries SET state = 'exited', exit_reason = $6, finished_at = $5, \
                  updated_at = $5 WHERE id IN (SELECT e.id {})",
-                due(1, 2, 3, 4, false)
+                due(1, 2, 3, 4, false, t.from_step.is_none())
             );
             let mut params = t.due_params(now).to_vec();
             params.push(Param::Text(format!("when: {}", t.to_step)));
@@ -278,7 +291,7 @@ impl Store {
                updated_at = ${now_p} FROM due e WHERE entries.id = e.id AND entries.state = 'active' \
                AND NOT EXISTS (SELECT 1 FROM ok WHERE ok.id = e.id){not_goal} RETURNING 1) \
              SELECT {goal_count}, (SELECT COUNT(*) FROM x), (SELECT COUNT(*) FROM q)",
-            due = due(c, f, to, x, false),
+            due = due(c, f, to, x, false, t.from_step.is_none()),
             when_join = customer(&when),
         );
         let mut params: Vec<Param> = Vec::new();

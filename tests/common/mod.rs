@@ -10,6 +10,7 @@
 pub mod api;
 pub mod browser;
 pub mod http;
+pub mod serve;
 pub mod smtp;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,317 @@
+//! Event-triggered entries: in the transaction that stores new interactions
+//! (an API group, an import batch), each one that a campaign's `trigger:`
+//! matches enters its customer into that campaign.
+//!
+//! The rules of an entry, in one set-based statement per campaign:
+//! - the interaction is new in this transaction (the insert's `RETURNING`:
+//!   a retried call, whose event is already stored, triggers nothing) and
+//!   occurred within [`FRESH_FOR`] of now;
+//! - its kind is the trigger's event and its data passes the `where:` tests;
+//! - its customer matches the audience at that moment (subscribed, address
+//!   not suppressed, the condition holds);
+//! - the campaign's re-entry rule allows another entry;
+//! - of a customer's several triggering events in one transaction, the first
+//!   enters (the others find the entry active).
+//!
+//! The entry records the interaction as its cause (`entries.cause_id`), unique
+//! per campaign: however many processes see the event, and however often,
+//! it enters at most once. A first step without a wait is queued in the same
+//! transaction, into the campaign's `event` run of the day, and the run is
+//! (re)opened, so a worker sends it as soon as it looks ([`Store::due_runs`]);
+//! PostgreSQL also tells listening workers at commit (`pg_notify`). A first
+//! step that waits is left to the worker's advance.
+//!
+//! Everything here runs inside the caller's transaction, so the statements
+//! are built by functions and run by the [`enter_triggered`] macro (the
+//! transaction is either backend's).
+
+use crate::clock::Millis;
+use crate::dialect::Backend;
+use crate::segment::{self, Condition, FieldTest, Param, Predicate};
+
+use super::deliveries::Reentry;
+
+/// The channel on which PostgreSQL tells workers that deliveries were queued.
+pub const WORK_CHANNEL: &str = "herald_work";
+
+/// One day in milliseconds: an event run holds one UTC day's entries.
+const DAY: Millis = 86_400_000;
+/// An interaction that occurred longer ago than this when it is stored
+/// triggers nothing: an import of last year's orders, or a client replaying
+/// an old queue, must not send "thanks for your order" today.
+pub const FRESH_FOR: Millis = 3 * DAY;
+
+/// One event-triggered campaign, as the store enters customers into it.
+#[derive(Debug, Clone)]
+pub struct TriggerRule {
+    pub campaign: String,
+    /// The interaction kind that enters.
+    pub event: String,
+    /// The trigger's `where:` tests on the interaction's data.
+    pub filter: Vec<FieldTest>,
+    /// Who may enter (everyone subscribed and not suppressed when the file
+    /// has no `audience:`).
+    pub audience: Condition,
+    pub reentry: Reentry,
+    /// The step queued at once for each entry: the first, when it does not
+    /// wait. `None` leaves the entry to the worker's advance.
+    pub first_step: Option<String>,
+}
+
+/// An interaction new in the transaction: its id and kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fresh {
+    pub id: i64,
+    pub kind: String,
+}
+
+impl Fresh {
+    /// From a `RETURNING id, kind` row of either backend.
+    pub(crate) fn from_row<R>(row: &R) -> Result<Fresh, sqlx::Error>
+    where
+        R: sqlx::Row,
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(Fresh {
+            id: row.try_get(0)?,
+            kind: row.try_get(1)?,
+        })
+    }
+}
+
+/// What the triggers of one transaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entered {
+    /// Customers entered, over all campaigns.
+    pub entries: u64,
+    /// First-step deliveries queued.
+    pub queued: u64,
+}
+
+impl Entered {
+    pub fn add(&mut self, other: &Entered) {
+        self.entries += other.entries;
+        self.queued += other.queued;
+    }
+}
+
+/// The tick of the event run that holds entries made at `now`: the UTC day's
+/// midnight.
+pub fn event_tick(now: Millis) -> Millis {
+    now - now.rem_euclid(DAY)
+}
+
+/// The ids of the fresh interactions of `rule`'s kind, as the JSON array the
+/// statements bind; `None` when there are none.
+pub fn matching_ids(rule: &TriggerRule, fresh: &[Fresh]) -> Option<String> {
+    let ids: Vec<i64> = fresh
+        .iter()
+        .filter(|f| f.kind == rule.event)
+        .map(|f| f.id)
+        .collect();
+    (!ids.is_empty()).then(|| serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+}
+
+/// The statement entering into run `run_id` the customers of the interactions
+/// bound as a JSON array of ids, with its parameters: the audience's and the
+/// trigger's own, then campaign, run, now, the re-entry cut-off, the kind, the
+/// ids and the oldest occurrence that still triggers.
+pub fn enter_sql(
+    rule: &TriggerRule,
+    backend: Backend,
+    now: Millis,
+    run_id: i64,
+    ids: &str,
+) -> (String, Vec<Param>) {
+    let cx = segment::Context::new(backend, now, &rule.campaign);
+    let audience = segment::compile(Predicate::Audience(&rule.audience), &cx);
+    let a = audience.params.len();
+    let data = segment::compile(
+        Predicate::EventData(&rule.filter),
+        &cx.clone().params_from(a + 1),
+    );
+    let n = a + data.params.len();
+    let (c, run, now_p, since, kind, list) = (n + 1, n + 2, n + 3, n + 4, n + 5, n + 6);
+    let oldest = n + 7;
+    let sql = format!(
+        "INSERT INTO entries (campaign, customer_id, seq, run_id, entered_at, state, updated_at, cause_id) \
+         SELECT ${c}, i.customer_id, COALESCE(prev.max_seq, 0) + 1, ${run}, ${now_p}, 'active', ${now_p}, i.id \
+         FROM interactions i JOIN customers c ON c.id = i.customer_id \
+         LEFT JOIN (SELECT customer_id, MAX(seq) AS max_seq, MAX(entered_at) AS last_entered, \
+                           SUM(CASE WHEN state = 'active' THEN 1 ELSE 0 END) AS active \
+                    FROM entries WHERE campaign = ${c} AND customer_id IN \
+                      (SELECT customer_id FROM interactions WHERE {ids_again}) \
+                    GROUP BY customer_id) prev ON prev.customer_id = i.customer_id \
+         WHERE {ids} AND i.kind = ${kind} AND i.occurred_at >= ${oldest} \
+         AND ({data}) AND ({audience}) AND ({allowed}) AND ${since} IS NOT NULL \
+         ORDER BY i.id \
+         ON CONFLICT DO NOTHING",
+        ids_again = backend.in_json_ids("id", list),
+        ids = backend.in_json_ids("i.id", list),
+        data = data.predicate,
+        audience = audience.predicate,
+        allowed = super::deliveries::reentry_allows(rule.reentry, since),
+    );
+    let mut params = audience.params;
+    params.extend(data.params);
+    params.extend([
+        Param::Text(rule.campaign.clone()),
+        Param::Int(run_id),
+        Param::Int(now),
+        Param::Int(super::deliveries::reentry_since(rule.reentry, now)),
+        Param::Text(rule.event.clone()),
+        Param::Text(ids.to_string()),
+        Param::Int(now - FRESH_FOR),
+    ]);
+    (sql, params)
+}
+
+/// Queues `$1` (the first step) at `$2` (now) for the entries of campaign
+/// `$3` caused by the interactions whose ids are the JSON array `$4`.
+pub fn queue_sql(backend: Backend) -> String {
+    format!(
+        "INSERT INTO deliveries (run_id, entry_id, campaign, step, customer_id, status, \
+         created_at, updated_at) \
+         SELECT e.run_id, e.id, e.campaign, $1, e.customer_id, 'queued', $2, $2 FROM entries e \
+         WHERE e.campaign = $3 AND {} AND e.state = 'active' ON CONFLICT DO NOTHING",
+        backend.in_json_ids("e.cause_id", 4)
+    )
+}
+
+/// Enters customers into the campaigns whose `$rules` (`&[TriggerRule]`) match
+/// the `$fresh` (`&[Fresh]`) interactions of transaction `$tx` on backend
+/// `$backend`, at `$now`; evaluates to an [`Entered`]. Campaigns are taken in
+/// name order, so two transactions lock their runs in the same order.
+macro_rules! enter_triggered {
+    ($backend:expr, $tx:expr, $rules:expr, $fresh:expr, $now:expr) => {{
+        use $crate::store::Context as _;
+        let backend: $crate::store::Backend = $backend;
+        let now: $crate::clock::Millis = $now;
+        let mut total = $crate::store::triggers::Entered::default();
+        let mut rules: Vec<&$crate::store::triggers::TriggerRule> = $rules.iter().collect();
+        rules.sort_by(|a, b| a.campaign.cmp(&b.campaign));
+        for rule in rules {
+            let Some(ids) = $crate::store::triggers::matching_ids(rule, $fresh) else {
+                continue;
+            };
+            let tick = $crate::store::triggers::event_tick(now);
+            let created: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO runs (campaign, trigger, tick, status, created_at) \
+                 VALUES ($1, 'event', $2, 'sending', $3) ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(&rule.campaign)
+            .bind(tick)
+            .bind(now)
+            .fetch_optional(&mut *$tx)
+            .await
+            .context("opening the day's event run")?;
+            let run_id: i64 = match created {
+                Some(id) => id,
+                None => sqlx::query_scalar(
+                    "SELECT id FROM runs WHERE campaign = $1 AND trigger = 'event' AND tick = $2",
+                )
+                .bind(&rule.campaign)
+                .bind(tick)
+                .fetch_one(&mut *$tx)
+                .await
+                .context("finding the day's event run")?,
+            };
+            let (sql, params) =
+                $crate::store::triggers::enter_sql(rule, backend, now, run_id, &ids);
+            let entries =
+                $crate::store::audience::bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), &params)
+                    .execute(&mut *$tx)
+                    .await
+                    .context("entering triggered customers")?
+                    .rows_affected();
+            let mut queued = 0;
+            if entries == 0 {
+                if created.is_some() {
+                    sqlx::query("DELETE FROM runs WHERE id = $1")
+                        .bind(run_id)
+                        .execute(&mut *$tx)
+                        .await
+                        .context("removing an empty event run")?;
+                }
+            } else if let Some(step) = &rule.first_step {
+                queued = sqlx::query(sqlx::AssertSqlSafe($crate::store::triggers::queue_sql(
+                    backend,
+                )))
+                .bind(step)
+                .bind(now)
+                .bind(&rule.campaign)
+                .bind(&ids)
+                .execute(&mut *$tx)
+                .await
+                .context("queueing triggered messages")?
+                .rows_affected();
+                if queued > 0 {
+                    sqlx::query(
+                        "UPDATE runs SET status = 'sending', finished_at = NULL, \
+                         planned = planned + $2 WHERE id = $1",
+                    )
+                    .bind(run_id)
+                    .bind(queued as i64)
+                    .execute(&mut *$tx)
+                    .await
+                    .context("opening the day's event run")?;
+                    if backend == $crate::store::Backend::Postgres {
+                        sqlx::query("SELECT pg_notify($1, $2)")
+                            .bind($crate::store::triggers::WORK_CHANNEL)
+                            .bind(&rule.campaign)
+                            .execute(&mut *$tx)
+                            .await
+                            .context("telling workers of triggered messages")?;
+                    }
+                }
+            }
+            total.add(&$crate::store::triggers::Entered { entries, queued });
+        }
+        total
+    }};
+}
+pub(crate) use enter_triggered;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_run_holds_one_utc_day() {
+        let day = 20_000 * DAY;
+        assert_eq!(event_tick(day), day);
+        assert_eq!(event_tick(day + DAY - 1), day);
+        assert_eq!(event_tick(day + DAY), day + DAY);
+    }
+
+    #[test]
+    fn only_the_triggers_kind_is_looked_at() {
+        let rule = TriggerRule {
+            campaign: "cart".into(),
+            event: "cart_abandoned".into(),
+            filter: Vec::new(),
+            audience: Condition::All(Vec::new()),
+            reentry: Reentry::Always,
+            first_step: None,
+        };
+        let fresh = |id, kind: &str| Fresh {
+            id,
+            kind: kind.into(),
+        };
+        assert_eq!(matching_ids(&rule, &[fresh(1, "page_view")]), None);
+        assert_eq!(
+            matching_ids(
+                &rule,
+                &[
+                    fresh(1, "cart_abandoned"),
+                    fresh(2, "purchase"),
+                    fresh(3, "cart_abandoned")
+                ]
+            )
+            .as_deref(),
+            Some("[1,3]")
+        );
+    }
+}

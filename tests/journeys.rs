@@ -1,0 +1,296 @@
+//! Real-time journeys (issue 19), told as a shop uses them: events arrive over
+//! the Segment API of a real `herald serve` (or from `herald import`), a
+//! separate `herald worker` sends over SMTP to a real server on loopback,
+//! and what is stored is looked at after every step; both backends.
+//!
+//! A trigger whose first step waits is told in `tests/sequence.rs`, with a
+//! manual clock (no sleeping for an hour).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::api::create_key;
+use common::serve::Serve;
+use common::smtp::SmtpServer;
+use common::{TestDb, stderr, stdout};
+use serde_json::{Value, json};
+
+/// Enter whoever leaves a cart of 50 or more; one message at once.
+const CART: &str = r#"name: cart
+from: "Acme Shop <hello@acme.example>"
+trigger:
+  event: cart_abandoned
+  where:
+    - field: total
+      gte: 50
+steps:
+  - id: nudge
+    subject: "Your cart is waiting"
+    template: cart
+"#;
+
+const CART_TEMPLATE: &str = r#"<p>Hi {{default customer.first_name "there"}}, your cart of {{trigger.data.total}} EUR ({{trigger.kind}}) is waiting.</p>
+<a href="{{unsubscribe_url}}">Unsubscribe</a>"#;
+
+/// Writes the campaign files and templates into the test's directory.
+fn files(db: &TestDb, campaigns: &[(&str, &str)]) {
+    std::fs::create_dir_all(db.path("campaigns")).unwrap();
+    std::fs::create_dir_all(db.path("templates")).unwrap();
+    for (name, yaml) in campaigns {
+        std::fs::write(db.path(&format!("campaigns/{name}.yaml")), yaml).unwrap();
+    }
+    std::fs::write(db.path("templates/cart.html.hbs"), CART_TEMPLATE).unwrap();
+}
+
+/// A worker process that is killed if the test fails before stopping it.
+struct Worker(Child);
+
+impl Worker {
+    fn start(db: &TestDb, smtp: &str, name: &str) -> Worker {
+        Worker(
+            db.command(
+                &[("HERALD_SMTP_URL", smtp)],
+                &["worker", "--no-http", "--name", name],
+            )
+            .spawn()
+            .unwrap(),
+        )
+    }
+
+    fn stop(mut self) {
+        let status = common::sigterm_and_wait(&mut self.0);
+        assert!(status.success(), "the worker stops cleanly: {status:?}");
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Recipient → the bodies the SMTP server received for them.
+fn mail(smtp: &SmtpServer) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in smtp.received() {
+        out.entry(m.to.clone())
+            .or_default()
+            .push(String::from_utf8_lossy(&m.data).into_owned());
+    }
+    out
+}
+
+fn track(user: &str, event: &str, message_id: &str, properties: Value) -> Value {
+    json!({
+        "type": "track",
+        "userId": user,
+        "event": event,
+        "messageId": message_id,
+        "properties": properties,
+    })
+}
+
+/// A track call enters its customer into the campaign it triggers and the
+/// message reaches the SMTP server, sent by a worker in another process and
+/// showing the event's data; events that do not match, customers who left,
+/// retried calls and stale imports send nothing; on PostgreSQL two workers
+/// and two API servers share the work and nobody gets two messages.
+async fn a_track_call_enters_the_customer_and_the_message_goes_out(db: TestDb) {
+    files(&db, &[("cart", CART)]);
+    let key = create_key(&db, "shop-web", "ingest");
+    let smtp = SmtpServer::accepting().await;
+    let postgres = db.backend == herald::store::Backend::Postgres;
+    // Who the shop knows: Carol has unsubscribed.
+    let customers = db.path("customers.csv");
+    std::fs::write(
+        &customers,
+        "email,first_name,status\nann@example.com,Ann,subscribed\nbob@example.com,Bob,subscribed\n\
+         carol@example.com,Carol,unsubscribed\ndave@example.com,Dave,subscribed\n\
+         erin@example.com,Erin,subscribed\n",
+    )
+    .unwrap();
+    let out = db.herald(&["import", "customers", customers.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let serve = Serve::start(&db);
+    let second = postgres.then(|| Serve::start(&db));
+    let other = second.as_ref().unwrap_or(&serve);
+    let mut workers = vec![Worker::start(&db, &smtp.url(), "w1")];
+    if postgres {
+        workers.push(Worker::start(&db, &smtp.url(), "w2"));
+    }
+
+    // The shop's site tells who its signed-in users are.
+    for (user, email) in [
+        ("u-ann", "ann@example.com"),
+        ("u-bob", "bob@example.com"),
+        ("u-carol", "carol@example.com"),
+    ] {
+        let (status, body) = serve
+            .call(
+                &key,
+                "identify",
+                &json!({"userId": user, "traits": {"email": email}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // Ann leaves a cart of 80: her message goes out, showing the event.
+    let (status, body) = serve
+        .call(
+            &key,
+            "track",
+            &track("u-ann", "cart_abandoned", "m-ann-1", json!({"total": 80})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_until("Ann's message", || {
+        mail(&smtp).contains_key("ann@example.com")
+    })
+    .await;
+    let ann = &mail(&smtp)["ann@example.com"];
+    assert_eq!(ann.len(), 1);
+    assert!(
+        ann[0].contains("Hi Ann, your cart of 80 EUR (cart_abandoned) is waiting."),
+        "{}",
+        ann[0]
+    );
+
+    // A cart under 50, a page view, Carol's cart (she left), and Ann's call
+    // retried by her client (the same messageId) against the other server:
+    // none of them sends anything.
+    for (server, call) in [
+        (
+            &serve,
+            track("u-bob", "cart_abandoned", "m-bob-1", json!({"total": 20})),
+        ),
+        (
+            &serve,
+            track("u-bob", "page_view", "m-bob-2", json!({"total": 99})),
+        ),
+        (
+            &serve,
+            track(
+                "u-carol",
+                "cart_abandoned",
+                "m-carol-1",
+                json!({"total": 500}),
+            ),
+        ),
+        (
+            other,
+            track("u-ann", "cart_abandoned", "m-ann-1", json!({"total": 80})),
+        ),
+    ] {
+        let (status, body) = server.call(&key, "track", &call).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Bob's next cart is big enough: it goes out, through the other server.
+    let (status, body) = other
+        .call(
+            &key,
+            "track",
+            &track("u-bob", "cart_abandoned", "m-bob-3", json!({"total": 50})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_until("Bob's message", || {
+        mail(&smtp).contains_key("bob@example.com")
+    })
+    .await;
+
+    // A fresh cart in an import enters Dave; last month's cart of Erin's
+    // does not (an import of history sends nothing).
+    let now = herald::clock::now_millis();
+    let events = db.path("carts.jsonl");
+    std::fs::write(
+        &events,
+        format!(
+            "{}\n{}\n",
+            json!({"email": "dave@example.com", "kind": "cart_abandoned", "id": "imp-1",
+                   "occurred_at": herald::clock::format_rfc3339(now - 60_000), "data": {"total": 120}}),
+            json!({"email": "erin@example.com", "kind": "cart_abandoned", "id": "imp-2",
+                   "occurred_at": herald::clock::format_rfc3339(now - 30 * 86_400_000), "data": {"total": 120}}),
+        ),
+    )
+    .unwrap();
+    let out = db.herald(&["import", "interactions", events.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("1 entered into triggered campaigns"),
+        "{}",
+        stdout(&out)
+    );
+    wait_until("Dave's message", || {
+        mail(&smtp).contains_key("dave@example.com")
+    })
+    .await;
+
+    // Give a stray duplicate time to show, then look at everything.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = mail(&smtp);
+    assert_eq!(
+        got.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["ann@example.com", "bob@example.com", "dave@example.com"],
+    );
+    assert!(
+        got.values().all(|m| m.len() == 1),
+        "one message each: {got:?}"
+    );
+    assert!(got["bob@example.com"][0].contains("cart of 50 EUR"));
+    assert!(got["dave@example.com"][0].contains("Hi Dave, your cart of 120 EUR"));
+    // One entry per triggering event, each naming its cause; the day's event
+    // run holds them and is done.
+    assert_eq!(
+        db.pairs(
+            "SELECT COUNT(*), COUNT(DISTINCT cause_id) FROM entries \
+             WHERE campaign = 'cart' AND cause_id IS NOT NULL"
+        )
+        .await,
+        [(3, Some(3))]
+    );
+    assert_eq!(
+        common::count(
+            &db,
+            "SELECT COUNT(*) FROM runs WHERE trigger = 'event' AND status = 'done'"
+        )
+        .await,
+        1
+    );
+    for w in workers {
+        w.stop();
+    }
+    serve.stop();
+    if let Some(s) = second {
+        s.stop();
+    }
+}
+
+#[tokio::test]
+async fn a_track_call_enters_the_customer_and_the_message_goes_out_sqlite() {
+    a_track_call_enters_the_customer_and_the_message_goes_out(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_track_call_enters_the_customer_and_the_message_goes_out_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        a_track_call_enters_the_customer_and_the_message_goes_out(db).await;
+    }
+}
