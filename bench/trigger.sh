@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Triggered-message latency (issue 19): a campaign triggered by "Checkout
+# Started" sends its first step (no wait) at once. wrk POSTs /v1/track to
+# `herald serve` at RATE events/s (paced, one event per request, each of a
+# seeded customer in turn); a separate `herald worker` sends each triggered
+# message to Postfix's smtp-sink on loopback. The latency of a message is
+# from the event's `timestamp` (the client's clock when it sent the request,
+# to the millisecond) to its delivery's `sent_at` (stamped when the relay's
+# 250 is recorded), read from the database after the run: p50, p90, p99, max.
+# SQLite, then PostgreSQL.
+#
+#   bash bench/trigger.sh                        # 2,000 events/s for 5 minutes
+#   DURATION=30s RATE=500 bash bench/trigger.sh  # a quick look
+#   BACKENDS=postgres bash bench/trigger.sh
+#
+# Needs wrk (Debian package wrk), Postfix's smtp-sink (package postfix),
+# sqlite3 and psql. PostgreSQL from HERALD_BENCH_PG_URL (default
+# postgres://postgres@127.0.0.1:5432/postgres).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+SEED=${SEED:-100000}
+RATE=${RATE:-2000}
+CONNECTIONS=${CONNECTIONS:-20}
+DURATION=${DURATION:-300s}
+CONCURRENCY=${CONCURRENCY:-16}
+BACKENDS=${BACKENDS:-sqlite postgres}
+PORT=${PORT:-8092}
+SMTP_PORT=${SMTP_PORT:-2526}
+PG_ADMIN=${HERALD_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+DB=herald_trigger_$$
+work=$(mktemp -d)
+server= worker= sink=
+cleanup() {
+  for p in $server $worker $sink; do kill "$p" 2>/dev/null || true; done
+  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
+  psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)"; exit 1; }
+command -v smtp-sink >/dev/null || { echo "install postfix (smtp-sink)"; exit 1; }
+
+cargo build --release --quiet --bin herald
+herald=$(realpath "${CARGO_TARGET_DIR:-target}")/release/herald
+# Each connection waits this long between requests: RATE in all, less what
+# the requests themselves take (the rate reached is measured, not assumed).
+pace=$((CONNECTIONS * 1000 / RATE))
+echo "$(machine); load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$RATE track events/s asked (wrk -c$CONNECTIONS, ${pace} ms between a connection's requests) for $DURATION, $SEED seeded customers, smtp_concurrency $CONCURRENCY"
+
+mkdir -p "$work/campaigns" "$work/templates"
+cat >"$work/campaigns/checkout.yaml" <<'YAML'
+name: checkout
+from: "Acme Shop <hello@acme.example>"
+reentry: always
+trigger:
+  event: Checkout Started
+steps:
+  - id: confirm
+    subject: "Your checkout of {{trigger.data.total}} {{trigger.data.currency}}"
+    template: checkout
+YAML
+cat >"$work/templates/checkout.html.hbs" <<'HBS'
+<p>Hi {{default customer.first_name "there"}}, your checkout of {{trigger.data.total}} {{trigger.data.currency}} is waiting.</p>
+<p><a href="https://acme.example/cart">Back to your cart</a> · <a href="{{unsubscribe_url}}">Unsubscribe</a></p>
+HBS
+
+smtp-sink -u postfix -c 127.0.0.1:$SMTP_PORT 1000 >"$work/sink.log" 2>&1 &
+sink=$!
+
+env_for() { # url: the settings both processes share
+  echo HERALD_DATABASE_URL="$1" HERALD_LOG=warn HERALD_SECRET=bench-secret-0123456789 \
+    HERALD_ALLOW_UNSAFE=true HERALD_API_RATE=1000000/s HERALD_HTTP_ADDR=127.0.0.1:$PORT \
+    HERALD_SMTP_URL="smtp://127.0.0.1:$SMTP_PORT?tls=none" HERALD_SMTP_CONCURRENCY=$CONCURRENCY
+}
+
+run() { # name url
+  local name=$1 url=$2
+  HERALD_LOG=warn "$herald" --database-url "$url" seed --customers "$SEED" --seed 1 --anchor 2026-11-01 >/dev/null
+  HERALD_LOG=warn "$herald" --database-url "$url" migrate >/dev/null
+  local key auth
+  key=$(HERALD_LOG=warn "$herald" --database-url "$url" api-key create bench --scope ingest 2>/dev/null)
+  auth="Basic $(printf '%s:' "$key" | base64 -w0)"
+  env $(env_for "$url") "$herald" worker --no-http --name bench \
+    --campaigns "$work/campaigns" --templates "$work/templates" >"$work/worker.out" 2>&1 &
+  worker=$!
+  env $(env_for "$url") "$herald" serve --campaigns "$work/campaigns" >"$work/serve.out" 2>&1 &
+  server=$!
+  for _ in $(seq 1 300); do
+    curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  sleep 2 # the worker's start
+  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/trigger.lua \
+    "http://127.0.0.1:$PORT" -- "$auth" "$SEED" "$pace" 1 >"$work/wrk.out" 2>"$work/wrk.err"
+  # Whatever is still queued goes out; then both stop.
+  for _ in $(seq 1 600); do
+    [ "$(sql "$url" "SELECT COUNT(*) FROM deliveries WHERE campaign = 'checkout' AND status IN ('queued', 'sending')")" = 0 ] && break
+    sleep 0.1
+  done
+  local worker_cpu
+  worker_cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$worker/stat")
+  kill -TERM "$server" "$worker"
+  wait "$server" "$worker" || true
+  server= worker=
+  local events entered sent seconds
+  events=$(sql "$url" "SELECT COUNT(*) FROM interactions WHERE kind = 'Checkout Started'")
+  entered=$(sql "$url" "SELECT COUNT(*) FROM entries WHERE campaign = 'checkout'")
+  sent=$(sql "$url" "SELECT COUNT(*) FROM deliveries WHERE campaign = 'checkout' AND status = 'sent'")
+  seconds=$(grep -o 'requests in [0-9.]*[a-z]*' "$work/wrk.out" | awk '{v = $3; if (v ~ /m$/) { sub(/m/, "", v); v *= 60 } else sub(/s/, "", v); print v}')
+  sql "$url" "SELECT d.sent_at - i.occurred_at FROM deliveries d JOIN entries e ON e.id = d.entry_id \
+    JOIN interactions i ON i.id = e.cause_id WHERE d.campaign = 'checkout' AND d.status = 'sent' ORDER BY 1" >"$work/latency"
+  echo "--- $name"
+  sed -n '/Latency Distribution/,/99%/p' "$work/wrk.out" | sed 's/^/  API /'
+  if [ -s "$work/wrk.err" ]; then echo "non-200 answers:"; sort "$work/wrk.err" | uniq -c | head; fi
+  awk -v name="$name" -v events="$events" -v entered="$entered" -v sent="$sent" -v secs="$seconds" -v cpu="$worker_cpu" '
+    { v[NR] = $1 }
+    END {
+      n = NR
+      if (n == 0) { print name ": no message sent"; exit 1 }
+      printf "%-9s %.0f events/s stored (%d in %ss), %d entered, %d sent; track → 250: p50 %d ms, p90 %d ms, p99 %d ms, max %d ms; worker CPU %.1f s\n",
+        name, events / secs, events, secs, entered, sent, v[int(n * 0.5) + 1], v[int(n * 0.9) + 1], v[int(n * 0.99) + 1], v[n], cpu
+    }' "$work/latency"
+}
+
+for backend in $BACKENDS; do
+  case $backend in
+    sqlite) run sqlite "sqlite://$work/bench.db" ;;
+    postgres)
+      psql "$PG_ADMIN" -qc "CREATE DATABASE $DB"
+      run postgres "${PG_ADMIN%/*}/$DB"
+      ;;
+  esac
+done
