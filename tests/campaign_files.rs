@@ -663,7 +663,7 @@ fn journeys_are_validated_but_not_yet_run() {
     assert!(!out.status.success(), "{out:?}");
     let err = common::stderr(&out);
     assert!(
-        err.contains("campaign \"carts\" is triggered by events (cart_abandoned): `herald run` would send its first step to its whole audience at once"),
+        err.contains("campaign \"carts\" is triggered by events (cart_abandoned): the worker enters each customer when the event arrives: `herald run` would send its first step to its whole audience at once"),
         "{err}"
     );
     assert!(!dir.path().join("herald.db").exists());

@@ -294,3 +294,267 @@ async fn a_track_call_enters_the_customer_and_the_message_goes_out_postgres() {
         a_track_call_enters_the_customer_and_the_message_goes_out(db).await;
     }
 }
+
+/// A receipt: sent on request, to customers who left marketing too.
+const RECEIPT: &str = r#"name: receipt
+kind: transactional
+from: "Acme Shop <orders@acme.example>"
+steps:
+  - id: receipt
+    subject: "Your order {{data.order}}"
+    template: receipt
+"#;
+
+const RECEIPT_TEMPLATE: &str = r#"<p>Thanks {{default customer.first_name "there"}}: order {{data.order}}, {{data.total}} EUR.</p>"#;
+
+/// `POST /v1/send` with an `Idempotency-Key`.
+async fn send(
+    server: &Serve,
+    key: &str,
+    idempotency: Option<&str>,
+    body: &Value,
+) -> (u16, Option<String>, Value) {
+    let mut request = server
+        .client
+        .post(server.url("/v1/send"))
+        .bearer_auth(key)
+        .json(body);
+    if let Some(k) = idempotency {
+        request = request.header("Idempotency-Key", k);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, replayed, response.json().await.unwrap())
+}
+
+async fn message(server: &Serve, key: &str, id: &str) -> (u16, Value) {
+    let response = server
+        .client
+        .get(server.url(&format!("/v1/messages/{id}")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// A shop's backend asks for receipts: a call is answered 202 with the
+/// message's id before anything is sent; the same key, however often and
+/// wherever it is retried (concurrently, on two servers, after the server
+/// that took it was killed), is one message; a key reused for another
+/// request, an unknown customer or campaign, a marketing campaign and a
+/// missing key are refused naming the field; an unsubscribed customer gets
+/// the receipt, a bounced one does not; `GET /v1/messages/{id}` follows it.
+async fn transactional_sends_go_out_once_per_key(db: TestDb) {
+    files(&db, &[("cart", CART), ("receipt", RECEIPT)]);
+    std::fs::write(db.path("templates/receipt.html.hbs"), RECEIPT_TEMPLATE).unwrap();
+    let customers = db.path("customers.csv");
+    std::fs::write(
+        &customers,
+        "email,external_id,first_name,status\nann@example.com,u-ann,Ann,subscribed\n\
+         bob@example.com,u-bob,Bob,unsubscribed\ncarol@example.com,u-carol,Carol,bounced\n",
+    )
+    .unwrap();
+    let out = db.herald(&["import", "customers", customers.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shop = create_key(&db, "shop-backend", "ingest");
+    let other = create_key(&db, "other-backend", "ingest");
+    let reader = create_key(&db, "support", "read");
+    let postgres = db.backend == herald::store::Backend::Postgres;
+    let first = Serve::start(&db);
+    let second = Serve::start(&db);
+    let receipt = |to: &str, order: &str| json!({"campaign": "receipt", "to": to, "data": {"order": order, "total": 80}});
+
+    // Accepted with no worker running: queued, with an id.
+    let (status, replayed, body) = send(
+        &first,
+        &shop,
+        Some("order-A-1"),
+        &receipt("ann@example.com", "A-1"),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(replayed, None);
+    let id = body["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("msg_") && id.len() == 28, "{id}");
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["to"], "ann@example.com");
+
+    // The client retries eight times at once (on PostgreSQL half of them on
+    // another server): the same message each time.
+    let again = receipt("ann@example.com", "A-1");
+    let retries = (0..8).map(|i| {
+        let server = if postgres && i % 2 == 1 {
+            &second
+        } else {
+            &first
+        };
+        send(server, &shop, Some("order-A-1"), &again)
+    });
+    for (status, replayed, body) in futures_util::future::join_all(retries).await {
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(replayed.as_deref(), Some("true"));
+        assert_eq!(body["id"], id.as_str());
+    }
+    // The server that took the call dies (SIGKILL) before anything is sent;
+    // a retry on the other server still finds it.
+    first.kill();
+    let (status, replayed, body) = send(
+        &second,
+        &shop,
+        Some("order-A-1"),
+        &receipt("ann@example.com", "A-1"),
+    )
+    .await;
+    assert_eq!(
+        (status, replayed.as_deref(), body["id"].as_str()),
+        (202, Some("true"), Some(id.as_str()))
+    );
+
+    // Refusals, each naming what is wrong; none queues anything.
+    for (key, idempotency, body, want, field) in [
+        (
+            &shop,
+            Some("order-A-1"),
+            receipt("ann@example.com", "A-2"),
+            422,
+            "Idempotency-Key",
+        ),
+        (
+            &shop,
+            None,
+            receipt("ann@example.com", "A-3"),
+            400,
+            "Idempotency-Key",
+        ),
+        (
+            &shop,
+            Some("k-unknown"),
+            receipt("nobody@example.com", "A-4"),
+            422,
+            "to",
+        ),
+        (
+            &shop,
+            Some("k-bad"),
+            receipt("not an address@", "A-5"),
+            422,
+            "to",
+        ),
+        (
+            &shop,
+            Some("k-nul"),
+            json!({"campaign": "receipt", "to": "ann@example.com", "data": {"note": "a\u{0}b"}}),
+            422,
+            "data.note",
+        ),
+        (
+            &shop,
+            Some("k-cart"),
+            json!({"campaign": "cart", "to": "ann@example.com"}),
+            422,
+            "campaign",
+        ),
+    ] {
+        let (status, _, answer) = send(&second, key, idempotency, &body).await;
+        assert_eq!(status, want, "{body} → {answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+    }
+    let (status, _, answer) = send(
+        &second,
+        &reader,
+        Some("k-read"),
+        &receipt("ann@example.com", "A-6"),
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    // Keys are the caller's own: another backend may use the same string.
+    let (status, replayed, theirs) =
+        send(&second, &other, Some("order-A-1"), &receipt("u-bob", "B-1")).await;
+    assert_eq!((status, replayed), (202, None), "{theirs}");
+    let bob = theirs["id"].as_str().unwrap().to_string();
+    assert_eq!(theirs["to"], "bob@example.com");
+    let (status, _, body) = send(
+        &second,
+        &shop,
+        Some("order-C-1"),
+        &receipt("u-carol", "C-1"),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let carol = body["id"].as_str().unwrap().to_string();
+
+    // The worker starts: Ann and Bob (unsubscribed from marketing) get
+    // their receipts, once; Carol's address bounced, so hers is skipped.
+    let smtp = SmtpServer::accepting().await;
+    let worker = Worker::start(&db, &smtp.url(), "w1");
+    wait_until("the receipts", || mail(&smtp).len() == 2).await;
+    let (status, ann) = message(&second, &shop, &id).await;
+    assert_eq!(status, 200, "{ann}");
+    let mut seen = ann.clone();
+    for _ in 0..250 {
+        if seen["status"] == "sent" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = message(&second, &shop, &id).await.1;
+    }
+    assert_eq!(seen["status"], "sent", "{seen}");
+    assert!(
+        seen["message_id"]
+            .as_str()
+            .is_some_and(|m| m.contains("@acme.example")),
+        "{seen}"
+    );
+    assert!(seen["sent_at"].is_string(), "{seen}");
+    let mut carol_seen = message(&second, &shop, &carol).await.1;
+    for _ in 0..250 {
+        if carol_seen["status"] == "skipped" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        carol_seen = message(&second, &shop, &carol).await.1;
+    }
+    assert_eq!(carol_seen["status"], "skipped", "{carol_seen}");
+    assert_eq!(carol_seen["reason"], "bounced", "{carol_seen}");
+    // Another ingest key does not see Ann's message; a read key does.
+    assert_eq!(message(&second, &other, &id).await.0, 404);
+    assert_eq!(message(&second, &reader, &id).await.0, 200);
+    assert_eq!(
+        message(&second, &reader, "msg_000000000000000000000000")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(message(&second, &other, &bob).await.1["status"], "sent");
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let got = mail(&smtp);
+    assert_eq!(
+        got.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["ann@example.com", "bob@example.com"]
+    );
+    assert_eq!(got["ann@example.com"].len(), 1, "one receipt for one key");
+    assert!(got["ann@example.com"][0].contains("Subject: Your order A-1"));
+    assert!(got["ann@example.com"][0].contains("Thanks Ann: order A-1, 80 EUR."));
+    assert!(got["bob@example.com"][0].contains("order B-1"));
+    assert_eq!(common::count(&db, "SELECT COUNT(*) FROM sends").await, 3);
+    worker.stop();
+    second.stop();
+}
+
+#[tokio::test]
+async fn transactional_sends_go_out_once_per_key_sqlite() {
+    transactional_sends_go_out_once_per_key(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn transactional_sends_go_out_once_per_key_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        transactional_sends_go_out_once_per_key(db).await;
+    }
+}

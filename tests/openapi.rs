@@ -156,17 +156,47 @@ async fn schemathesis_finds_nothing(db: TestDb) {
     let dictionary = |rows: &[Vec<String>]| {
         serde_json::to_string(&rows.concat()).unwrap() // a JSON array is a TOML array
     };
+    // A transactional campaign to send, and messages sent before the run for
+    // `GET /v1/messages/{id}` to find.
+    let receipt = herald::campaign::parse(
+        "receipt.yaml",
+        "name: receipt\nkind: transactional\nfrom: \"Acme <orders@acme.example>\"\n\
+         steps:\n  - id: receipt\n    subject: Your order\n    template: receipt\n",
+    )
+    .unwrap();
+    let s = Server::start_with(
+        store,
+        "100000/s",
+        herald::http::Campaigns::new(std::slice::from_ref(&receipt)),
+    )
+    .await;
+    let mut messages = Vec::new();
+    for (i, name) in names[..5].iter().enumerate() {
+        let answer = s
+            .client
+            .post(s.url("/v1/send"))
+            .bearer_auth(&admin)
+            .header("Idempotency-Key", format!("before-the-run-{i}"))
+            .json(&serde_json::json!({"campaign": "receipt", "to": name[1]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 202);
+        let body: Value = answer.json().await.unwrap();
+        messages.push(vec![body["id"].as_str().unwrap().to_string()]);
+    }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schemathesis.toml");
     let config = format!(
-        "{}\n[dictionaries.customers]\nvalues = {}\n\n[dictionaries.erasable]\nvalues = {}\n",
+        "{}\n[dictionaries.customers]\nvalues = {}\n\n[dictionaries.erasable]\nvalues = {}\n\n\
+         [dictionaries.messages]\nvalues = {}\n",
         std::fs::read_to_string(fixture).unwrap(),
         dictionary(&names[..20]),
         dictionary(&names[20..]),
+        dictionary(&messages),
     );
     let config_file = db.path("schemathesis.toml");
     std::fs::write(&config_file, config).unwrap();
 
-    let s = Server::start(store, "100000/s").await;
     let url = s.url("/v1/openapi.json");
     let dir = db.dir.path().to_path_buf();
     let run = tokio::task::spawn_blocking(move || {

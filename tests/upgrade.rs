@@ -21,12 +21,13 @@ use sqlx::Connection as _;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upgrade");
 const RELEASE: &str = "7a0c9bd";
 /// The migrations the previous release lacks.
-const NEW_MIGRATIONS: [i64; 5] = [
+const NEW_MIGRATIONS: [i64; 6] = [
     20261202000001,
     20261206000001,
     20261208000001,
     20261209000001,
     20261210000001,
+    20261211000001,
 ];
 
 /// The fixture of `db`'s backend, restored into `db`, with the fixture's

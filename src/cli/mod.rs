@@ -435,10 +435,10 @@ fn check_sending(settings: &Settings, campaigns: &[Campaign]) -> anyhow::Result<
 }
 
 /// The journey keys `c` uses that this version validates but does not run
-/// (`trigger:` runs).
+/// (`trigger:` and `kind: transactional` run).
 fn not_run_yet(c: &Campaign) -> Vec<&'static str> {
     let mut keys = c.journey_keys();
-    keys.retain(|k| *k != "trigger");
+    keys.retain(|k| !matches!(*k, "trigger" | "kind: transactional"));
     keys
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use herald::campaign;
+use herald::campaign::{self, Campaign, CampaignKind};
 use herald::config::Settings;
 use herald::pipeline::{self, Engine, RunReport};
 use herald::seed;
@@ -45,11 +45,12 @@ pub struct DemoArgs {
 pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let campaign = campaign::find(&args.campaign, &args.campaigns)?;
     refuse_journeys(std::slice::from_ref(&campaign))?;
-    if campaign.trigger.is_some() && campaign.schedule.is_none() && !args.dry_run {
+    if let Some(why) = sent_on_demand(&campaign)
+        && !args.dry_run
+    {
         anyhow::bail!(
-            "campaign \"{}\" is triggered by events ({}): `herald run` would send its first step to its whole audience at once; the worker enters each customer when the event arrives (herald run --dry-run shows who is in the audience)",
+            "campaign \"{}\" is {why}: `herald run` would send its first step to its whole audience at once (herald run --dry-run shows who is in the audience)",
             campaign.name,
-            campaign.trigger.as_ref().map_or("", |t| t.event.as_str())
         );
     }
     if !args.dry_run {
@@ -193,6 +194,10 @@ pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCod
     let wait = settings.smtp_url.is_some();
     let to = destination(settings, &engine);
     for campaign in &campaigns {
+        if let Some(why) = sent_on_demand(campaign) {
+            println!("{}: not run ({why})", campaign.name);
+            continue;
+        }
         let reports =
             pipeline::run_campaign(&engine, campaign, Trigger::Manual, None, wait, stop.clone())
                 .await?;
@@ -215,4 +220,21 @@ pub async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<ExitCod
         println!("messages: written to {to} (open any .eml in a mail client, or `herald preview`)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a campaign is sent one customer at a time and never as a run of its
+/// whole audience (`herald run`, `herald demo`): `None` for one that is.
+fn sent_on_demand(campaign: &Campaign) -> Option<String> {
+    if campaign.kind == CampaignKind::Transactional {
+        return Some(
+            "transactional: it is sent on request (POST /v1/send) or by its trigger".to_string(),
+        );
+    }
+    match (&campaign.trigger, &campaign.schedule) {
+        (Some(t), None) => Some(format!(
+            "triggered by events ({}): the worker enters each customer when the event arrives",
+            t.event
+        )),
+        _ => None,
+    }
 }

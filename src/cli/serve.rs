@@ -66,5 +66,6 @@ fn campaigns(dir: &Path) -> http::Campaigns {
     http::Campaigns {
         senders: herald::tracking::Senders::new(&campaigns),
         triggers: super::trigger_rules(&campaigns).into(),
+        transactional: std::sync::Arc::new(http::transactional(&campaigns)),
     }
 }

@@ -23,6 +23,7 @@ pub mod metrics;
 mod tracking;
 mod webhooks;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -63,6 +64,9 @@ pub enum HttpError {
 pub struct Campaigns {
     pub senders: Senders,
     pub triggers: Arc<[TriggerRule]>,
+    /// The `kind: transactional` campaigns `POST /v1/send` may send, each
+    /// with its first step.
+    pub transactional: Arc<HashMap<String, String>>,
 }
 
 impl Campaigns {
@@ -70,8 +74,18 @@ impl Campaigns {
         Campaigns {
             senders: Senders::new(campaigns),
             triggers: crate::pipeline::trigger_rules(campaigns).into(),
+            transactional: Arc::new(transactional(campaigns)),
         }
     }
+}
+
+/// The transactional campaigns of `campaigns`, each with its first step.
+pub fn transactional(campaigns: &[crate::campaign::Campaign]) -> HashMap<String, String> {
+    campaigns
+        .iter()
+        .filter(|c| c.kind == crate::campaign::CampaignKind::Transactional)
+        .filter_map(|c| Some((c.name.clone(), c.steps.first()?.id.clone())))
+        .collect()
 }
 
 impl Default for Campaigns {
@@ -86,6 +100,7 @@ impl From<Senders> for Campaigns {
         Campaigns {
             senders,
             triggers: Arc::from(Vec::new()),
+            transactional: Default::default(),
         }
     }
 }
@@ -110,6 +125,8 @@ struct Shared {
     access: api::Access,
     /// Segment calls, to the batching writer.
     ingest: Ingest,
+    /// What `POST /v1/send` may send: campaign → first step.
+    transactional: Arc<HashMap<String, String>>,
 }
 
 impl Deref for AppState {
@@ -160,7 +177,11 @@ pub async fn serve_with_clock(
     metrics: Metrics,
     campaigns: impl Into<Campaigns>,
 ) -> Result<Totals, HttpError> {
-    let Campaigns { senders, triggers } = campaigns.into();
+    let Campaigns {
+        senders,
+        triggers,
+        transactional,
+    } = campaigns.into();
     let signer = Signer::new(&store.tracking_keys(&settings.secrets, clock.now()).await?)?;
     let (events, writer) = writer::start(store.clone());
     let (ingest, ingest_writer) = ingest_writer::start(store.clone(), clock.clone(), triggers);
@@ -178,6 +199,7 @@ pub async fn serve_with_clock(
             .map(webhooks::Secret::new),
         access: api::Access::new(settings.api_rate),
         ingest,
+        transactional,
     }));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)

@@ -24,26 +24,26 @@ use crate::token::Signer;
 
 pub use crate::render::Rendered;
 
-/// What a batch's templates see of interactions.
+/// What a batch's templates see besides the customer.
 #[derive(Debug, Clone, Default)]
 pub struct Events {
     /// `events.KIND`: (customer, kind) → the template's event values.
     pub by_kind: HashMap<(i64, String), Vec<Value>>,
-    /// `trigger`: entry → the interaction that entered it, for a triggered
-    /// campaign.
-    pub triggers: HashMap<i64, Value>,
-    /// `trigger` of a preview (no entry): customer → an interaction of the
-    /// trigger's kind.
-    pub previews: HashMap<i64, Value>,
+    /// Per entry, the keys its own context adds: `trigger` (the interaction
+    /// that entered it into a triggered campaign), `data` (what a
+    /// transactional send handed in).
+    pub entries: HashMap<i64, Map<String, Value>>,
+    /// The same for a preview (no entry), per customer: examples.
+    pub previews: HashMap<i64, Map<String, Value>>,
 }
 
 impl Events {
-    /// The `trigger` a claim's template sees.
-    fn trigger(&self, c: &Claimed) -> Option<&Value> {
+    /// The keys a claim's context adds.
+    fn extra(&self, c: &Claimed) -> Option<&Map<String, Value>> {
         if c.entry_id == 0 {
             self.previews.get(&c.customer_id)
         } else {
-            self.triggers.get(&c.entry_id)
+            self.entries.get(&c.entry_id)
         }
     }
 }
@@ -180,8 +180,8 @@ impl Composer {
             self.postal_address.as_deref(),
             now,
         );
-        if let (Some(trigger), Value::Object(m)) = (events.trigger(c), &mut context) {
-            m.insert("trigger".into(), trigger.clone());
+        if let (Some(extra), Value::Object(m)) = (events.extra(c), &mut context) {
+            m.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         let mut rendered = self.templates.render(
             &step.template,

@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use tokio::sync::Semaphore;
 
 use super::compose::{BuildError, Composed, Composer, Events};
 use super::triage::{self, Triage};
 use super::{SetupError, templates_for};
-use crate::campaign::Campaign;
+use crate::campaign::{Campaign, CampaignKind};
 use crate::clock::{Clock, Millis};
 use crate::config::Settings;
 use crate::mailer::{Limiter, Mailer};
@@ -197,35 +197,51 @@ impl Engine {
                     .push(render::event_context(at, &data));
             }
         }
-        if let Some(trigger) = &campaign.trigger {
+        let transactional = campaign.kind == CampaignKind::Transactional;
+        if campaign.trigger.is_some() || transactional {
             let entries: Vec<i64> = batch
                 .iter()
                 .map(|c| c.entry_id)
                 .filter(|&e| e > 0)
                 .collect();
-            for (entry, kind, at, data) in self.0.store.entry_causes(&entries).await? {
-                out.triggers
-                    .insert(entry, render::trigger_context(&kind, at, data));
-            }
-            // A preview or a template check (no entry, id 0) shows the
-            // customer's latest interaction of the trigger's kind, else the
-            // latest anyone had: what a real entry's `trigger` looks like.
-            if batch.iter().any(|c| c.entry_id == 0) {
-                let kind = trigger.event.as_str();
-                let mut latest: HashMap<i64, Value> = HashMap::new();
-                for (customer, at, data) in self.0.store.recent_events(&ids, kind, 1).await? {
-                    latest.insert(customer, render::trigger_context(kind, at, data));
+            for e in self.0.store.entry_contexts(&entries).await? {
+                let mut extra = Map::new();
+                if let Some((kind, at, data)) = e.cause {
+                    extra.insert("trigger".into(), render::trigger_context(&kind, at, data));
                 }
-                let anyone = self
-                    .0
-                    .store
-                    .latest_of_kind(kind)
-                    .await?
-                    .map(|(at, data)| render::trigger_context(kind, at, data));
-                for c in batch.iter().filter(|c| c.entry_id == 0) {
-                    if let Some(t) = latest.get(&c.customer_id).or(anyone.as_ref()) {
-                        out.previews.insert(c.customer_id, t.clone());
-                    }
+                if let Some(data) = e.data {
+                    extra.insert("data".into(), Value::Object(data));
+                }
+                out.entries.insert(e.entry_id, extra);
+            }
+        }
+        // A preview or a template check (no entry, id 0) shows examples: the
+        // customer's latest interaction of the trigger's kind, else the latest
+        // anyone had; the data of the campaign's latest send.
+        if batch.iter().any(|c| c.entry_id == 0) {
+            let mut example = Map::new();
+            let mut theirs: HashMap<i64, Value> = HashMap::new();
+            if let Some(trigger) = &campaign.trigger {
+                let kind = trigger.event.as_str();
+                for (customer, at, data) in self.0.store.recent_events(&ids, kind, 1).await? {
+                    theirs.insert(customer, render::trigger_context(kind, at, data));
+                }
+                if let Some((at, data)) = self.0.store.latest_of_kind(kind).await? {
+                    example.insert("trigger".into(), render::trigger_context(kind, at, data));
+                }
+            }
+            if transactional
+                && let Some(data) = self.0.store.latest_send_data(&campaign.name).await?
+            {
+                example.insert("data".into(), Value::Object(data));
+            }
+            for c in batch.iter().filter(|c| c.entry_id == 0) {
+                let mut extra = example.clone();
+                if let Some(t) = theirs.get(&c.customer_id) {
+                    extra.insert("trigger".into(), t.clone());
+                }
+                if !extra.is_empty() {
+                    out.previews.insert(c.customer_id, extra);
                 }
             }
         }

@@ -5,7 +5,7 @@
 //! Pure: the claims carry what the checks need (status, suppression, recent
 //! sends), and the time is handed in.
 
-use crate::campaign::Campaign;
+use crate::campaign::{Campaign, CampaignKind};
 use crate::clock::Millis;
 use crate::quantity::FrequencyCap;
 use crate::status::SkipReason;
@@ -24,16 +24,24 @@ pub(crate) struct Triage {
 /// Why `c` is not sent at all, if it is not: the first rule that applies, in
 /// this order: the customer left (unsubscribed, bounced, complained), the
 /// address is suppressed, the frequency cap is reached, the step is gone.
+///
+/// A transactional campaign's message (a receipt, a password reset) goes to
+/// a customer who unsubscribed from marketing and is not held by the
+/// frequency cap; a bounced or complaining customer and a suppressed address
+/// get nothing, whatever the campaign.
 pub(crate) fn skip_reason(
     campaign: &Campaign,
     c: &Claimed,
     cap: Option<FrequencyCap>,
 ) -> Option<SkipReason> {
-    if let Some(left) = SkipReason::for_customer(c.status) {
+    let transactional = campaign.kind == CampaignKind::Transactional;
+    let left = SkipReason::for_customer(c.status)
+        .filter(|r| !(transactional && *r == SkipReason::Unsubscribed));
+    if let Some(left) = left {
         Some(left)
     } else if c.suppressed {
         Some(SkipReason::Suppressed)
-    } else if cap.is_some_and(|cap| c.recent_sends >= i64::from(cap.count)) {
+    } else if !transactional && cap.is_some_and(|cap| c.recent_sends >= i64::from(cap.count)) {
         Some(SkipReason::FrequencyCap)
     } else if campaign.step(&c.step).is_none() {
         Some(SkipReason::StepRemoved)
@@ -60,7 +68,12 @@ pub(crate) fn triage(
             t.skip.push((c.delivery_id, reason));
             continue;
         }
-        if let Some(window) = &campaign.send_window {
+        // A transactional message goes at once, whatever the send window.
+        if let Some(window) = campaign
+            .send_window
+            .as_ref()
+            .filter(|_| campaign.kind != CampaignKind::Transactional)
+        {
             let tz = c
                 .timezone
                 .as_deref()

@@ -1,7 +1,7 @@
 //! Event-triggered campaigns: what the store needs to enter customers into
 //! them as their interactions arrive ([`crate::store::triggers`]).
 
-use crate::campaign::Campaign;
+use crate::campaign::{Campaign, CampaignKind};
 use crate::store::triggers::TriggerRule;
 
 /// The rules of the campaigns that have a `trigger:`: the API's writer and
@@ -18,6 +18,7 @@ pub fn trigger_rules(campaigns: &[Campaign]) -> Vec<TriggerRule> {
                 filter: trigger.filter.clone(),
                 audience: c.audience.clone(),
                 reentry: super::reentry(c.reentry),
+                transactional: c.kind == CampaignKind::Transactional,
                 // A first step that waits is queued by the worker's advance
                 // when its time comes. (A first step has no `when:`.)
                 first_step: (!first.waits()).then(|| first.id.clone()),

@@ -24,6 +24,11 @@ pub enum Predicate<'a> {
     /// not suppressed, and the condition holds. Planning, `herald audience`,
     /// previews and template checks select with it.
     Audience(&'a Condition),
+    /// A transactional campaign's recipients, over customers `c`: the
+    /// condition holds and the address can take mail (not suppressed, not
+    /// bounced, no complaint). Unsubscribing from marketing does not stop a
+    /// receipt or a password reset.
+    Recipients(&'a Condition),
     /// A `when:` or `goal:` condition about the campaign entry aliased `entry`
     /// in the enclosing statement (`entries e`), and its customer `c` where the
     /// condition reads it ([`Compiled::reads_customer`]). `opened:`/`clicked:`
@@ -96,6 +101,15 @@ pub fn compile(what: Predicate<'_>, cx: &Context<'_>) -> Compiled {
             w.reads_customer = true;
             format!(
                 "c.status = 'subscribed' \
+                 AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = c.email) \
+                 AND ({tree})"
+            )
+        }
+        Predicate::Recipients(condition) => {
+            let tree = w.condition(condition);
+            w.reads_customer = true;
+            format!(
+                "c.status IN ('subscribed', 'unsubscribed') \
                  AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = c.email) \
                  AND ({tree})"
             )

@@ -73,6 +73,16 @@ pub struct Claimed {
     pub recent_sends: i64,
 }
 
+/// How an entry began, for its templates ([`Store::entry_contexts`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryContext {
+    pub entry_id: i64,
+    /// The interaction that entered it: (kind, occurred_at, data).
+    pub cause: Option<(String, Millis, Map<String, Value>)>,
+    /// The data a transactional send handed in.
+    pub data: Option<Map<String, Value>>,
+}
+
 /// The outcome of one delivery, to be recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -604,33 +614,61 @@ impl Store {
         Ok(row.map(|(t, d)| (t, d.0)))
     }
 
-    /// The interactions that entered these entries (triggered entries only):
-    /// (entry, kind, occurred_at, data), in one query.
-    pub async fn entry_causes(
-        &self,
-        entry_ids: &[i64],
-    ) -> Result<Vec<(i64, String, Millis, Map<String, Value>)>, StoreError> {
+    /// What these entries' templates see of how they began: the interaction
+    /// that entered a triggered entry, the data a transactional send handed
+    /// in; in one query. Entries with neither are left out.
+    pub async fn entry_contexts(&self, entry_ids: &[i64]) -> Result<Vec<EntryContext>, StoreError> {
         if entry_ids.is_empty() {
             return Ok(Vec::new());
         }
         let ids = serde_json::to_string(entry_ids).unwrap_or_else(|_| "[]".into());
         let sql = format!(
-            "SELECT e.id, i.kind, i.occurred_at, i.data FROM entries e \
-             JOIN interactions i ON i.id = e.cause_id WHERE {}",
+            "SELECT e.id, i.kind, i.occurred_at, i.data, e.data FROM entries e \
+             LEFT JOIN interactions i ON i.id = e.cause_id \
+             WHERE {} AND (e.cause_id IS NOT NULL OR e.data IS NOT NULL)",
             self.backend().in_json_ids("e.id", 1)
         );
-        type Row = (i64, String, i64, Json<Map<String, Value>>);
+        type Data = Option<Json<Map<String, Value>>>;
+        type Row = (i64, Option<String>, Option<i64>, Data, Data);
         let rows: Vec<Row> = with_pool!(self, |pool| {
             sqlx::query_as(AssertSqlSafe(sql.as_str()))
                 .bind(&ids)
                 .fetch_all(pool)
                 .await
         })
-        .context("reading what entered the customers")?;
+        .context("reading how entries began")?;
         Ok(rows
             .into_iter()
-            .map(|(e, k, t, d)| (e, k, t, d.0))
+            .map(|(entry_id, kind, at, cause, data)| EntryContext {
+                entry_id,
+                cause: match (kind, at) {
+                    (Some(kind), Some(at)) => {
+                        Some((kind, at, cause.map(|d| d.0).unwrap_or_default()))
+                    }
+                    _ => None,
+                },
+                data: data.map(|d| d.0),
+            })
             .collect())
+    }
+
+    /// The data of the latest transactional send of `campaign`, as an
+    /// example for previews.
+    pub async fn latest_send_data(
+        &self,
+        campaign: &str,
+    ) -> Result<Option<Map<String, Value>>, StoreError> {
+        let row: Option<Json<Map<String, Value>>> = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT data FROM entries WHERE campaign = $1 AND data IS NOT NULL \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(campaign)
+            .fetch_optional(pool)
+            .await
+        })
+        .context("reading an example send")?;
+        Ok(row.map(|d| d.0))
     }
 
     /// Records outcomes in one transaction: statuses, `email_sent` and

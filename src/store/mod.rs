@@ -15,6 +15,7 @@ pub mod interactions;
 mod nodelay;
 pub mod profile;
 pub mod seed;
+pub mod sends;
 pub mod sequence;
 pub mod stats;
 pub mod tracking;
@@ -86,6 +87,20 @@ impl StoreError {
             context,
             source: source.into(),
         }
+    }
+
+    /// Whether the statement met a concurrent transaction's write (a unique
+    /// key taken meanwhile, a deadlock, a serialization failure): the same
+    /// transaction tried again sees the other's outcome.
+    pub fn is_conflict(&self) -> bool {
+        let StoreError::Query {
+            source: sqlx::Error::Database(db),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        db.is_unique_violation() || matches!(db.code().as_deref(), Some("40001" | "40P01"))
     }
 }
 

@@ -53,6 +53,9 @@ pub struct TriggerRule {
     /// has no `audience:`).
     pub audience: Condition,
     pub reentry: Reentry,
+    /// A transactional campaign's: customers who unsubscribed from marketing
+    /// still enter ([`Predicate::Recipients`]).
+    pub transactional: bool,
     /// The step queued at once for each entry: the first, when it does not
     /// wait. `None` leaves the entry to the worker's advance.
     pub first_step: Option<String>,
@@ -126,7 +129,12 @@ pub fn enter_sql(
     ids: &str,
 ) -> (String, Vec<Param>) {
     let cx = segment::Context::new(backend, now, &rule.campaign);
-    let audience = segment::compile(Predicate::Audience(&rule.audience), &cx);
+    let who = if rule.transactional {
+        Predicate::Recipients(&rule.audience)
+    } else {
+        Predicate::Audience(&rule.audience)
+    };
+    let audience = segment::compile(who, &cx);
     let a = audience.params.len();
     let data = segment::compile(
         Predicate::EventData(&rule.filter),
@@ -180,6 +188,68 @@ pub fn queue_sql(backend: Backend) -> String {
     )
 }
 
+/// The campaign `$campaign`'s `event` run of the UTC day of `$now`, created
+/// (status `sending`) when this is the day's first: `(run id, created)`. In
+/// transaction `$tx` of either backend.
+macro_rules! event_run {
+    ($tx:expr, $campaign:expr, $now:expr) => {{
+        use $crate::store::Context as _;
+        let tick = $crate::store::triggers::event_tick($now);
+        let created: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO runs (campaign, trigger, tick, status, created_at) \
+             VALUES ($1, 'event', $2, 'sending', $3) ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind($campaign)
+        .bind(tick)
+        .bind($now)
+        .fetch_optional(&mut *$tx)
+        .await
+        .context("opening the day's event run")?;
+        match created {
+            Some(id) => (id, true),
+            None => (
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT id FROM runs WHERE campaign = $1 AND trigger = 'event' AND tick = $2",
+                )
+                .bind($campaign)
+                .bind(tick)
+                .fetch_one(&mut *$tx)
+                .await
+                .context("finding the day's event run")?,
+                false,
+            ),
+        }
+    }};
+}
+pub(crate) use event_run;
+
+/// Counts `$queued` new deliveries into run `$run` and (re)opens it, so that
+/// a pass ending meanwhile does not finish it ([`super::Store::finish_run`]);
+/// on PostgreSQL, tells listening workers at commit ([`super::wake`]).
+macro_rules! queued_into {
+    ($backend:expr, $tx:expr, $run:expr, $queued:expr, $campaign:expr) => {{
+        use $crate::store::Context as _;
+        sqlx::query(
+            "UPDATE runs SET status = 'sending', finished_at = NULL, \
+             planned = planned + $2 WHERE id = $1",
+        )
+        .bind($run)
+        .bind($queued as i64)
+        .execute(&mut *$tx)
+        .await
+        .context("opening the day's event run")?;
+        if $backend == $crate::store::Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind($crate::store::triggers::WORK_CHANNEL)
+                .bind($campaign)
+                .execute(&mut *$tx)
+                .await
+                .context("telling workers of queued messages")?;
+        }
+    }};
+}
+pub(crate) use queued_into;
+
 /// Enters customers into the campaigns whose `$rules` (`&[TriggerRule]`) match
 /// the `$fresh` (`&[Fresh]`) interactions of transaction `$tx` on backend
 /// `$backend`, at `$now`; evaluates to an [`Entered`]. Campaigns are taken in
@@ -196,28 +266,7 @@ macro_rules! enter_triggered {
             let Some(ids) = $crate::store::triggers::matching_ids(rule, $fresh) else {
                 continue;
             };
-            let tick = $crate::store::triggers::event_tick(now);
-            let created: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO runs (campaign, trigger, tick, status, created_at) \
-                 VALUES ($1, 'event', $2, 'sending', $3) ON CONFLICT DO NOTHING RETURNING id",
-            )
-            .bind(&rule.campaign)
-            .bind(tick)
-            .bind(now)
-            .fetch_optional(&mut *$tx)
-            .await
-            .context("opening the day's event run")?;
-            let run_id: i64 = match created {
-                Some(id) => id,
-                None => sqlx::query_scalar(
-                    "SELECT id FROM runs WHERE campaign = $1 AND trigger = 'event' AND tick = $2",
-                )
-                .bind(&rule.campaign)
-                .bind(tick)
-                .fetch_one(&mut *$tx)
-                .await
-                .context("finding the day's event run")?,
-            };
+            let (run_id, created) = $crate::store::triggers::event_run!($tx, &rule.campaign, now);
             let (sql, params) =
                 $crate::store::triggers::enter_sql(rule, backend, now, run_id, &ids);
             let entries =
@@ -228,7 +277,7 @@ macro_rules! enter_triggered {
                     .rows_affected();
             let mut queued = 0;
             if entries == 0 {
-                if created.is_some() {
+                if created {
                     sqlx::query("DELETE FROM runs WHERE id = $1")
                         .bind(run_id)
                         .execute(&mut *$tx)
@@ -248,23 +297,13 @@ macro_rules! enter_triggered {
                 .context("queueing triggered messages")?
                 .rows_affected();
                 if queued > 0 {
-                    sqlx::query(
-                        "UPDATE runs SET status = 'sending', finished_at = NULL, \
-                         planned = planned + $2 WHERE id = $1",
-                    )
-                    .bind(run_id)
-                    .bind(queued as i64)
-                    .execute(&mut *$tx)
-                    .await
-                    .context("opening the day's event run")?;
-                    if backend == $crate::store::Backend::Postgres {
-                        sqlx::query("SELECT pg_notify($1, $2)")
-                            .bind($crate::store::triggers::WORK_CHANNEL)
-                            .bind(&rule.campaign)
-                            .execute(&mut *$tx)
-                            .await
-                            .context("telling workers of triggered messages")?;
-                    }
+                    $crate::store::triggers::queued_into!(
+                        backend,
+                        $tx,
+                        run_id,
+                        queued,
+                        &rule.campaign
+                    );
                 }
             }
             total.add(&$crate::store::triggers::Entered { entries, queued });
@@ -294,6 +333,7 @@ mod tests {
             filter: Vec::new(),
             audience: Condition::All(Vec::new()),
             reentry: Reentry::Always,
+            transactional: false,
             first_step: None,
         };
         let fresh = |id, kind: &str| Fresh {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use herald::clock::SystemClock;
 use herald::config::Settings;
-use herald::http::HttpError;
+use herald::http::{Campaigns, HttpError};
 use herald::quantity::Rate;
 use herald::store::Store;
 use herald::tracking::{Senders, Totals};
@@ -29,6 +29,12 @@ pub struct Server {
 
 impl Server {
     pub async fn start(store: Store, api_rate: &str) -> Server {
+        Server::start_with(store, api_rate, Senders::default().into()).await
+    }
+
+    /// The service knowing `campaigns` (their senders, triggers and
+    /// transactional campaigns).
+    pub async fn start_with(store: Store, api_rate: &str, campaigns: Campaigns) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut settings = Settings::for_database("sqlite://not-opened.db");
@@ -45,7 +51,7 @@ impl Server {
                 },
                 Arc::new(SystemClock),
                 herald::metrics::Metrics::new(),
-                Senders::default(),
+                campaigns,
             )
             .await
         });

@@ -73,6 +73,12 @@ impl Serve {
         let status = super::sigterm_and_wait(&mut self.child);
         assert!(status.success(), "herald serve ended with {status}");
     }
+
+    /// SIGKILL: the process ends at once, nothing is flushed or answered.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
 }
 
 /// Where racing calls go: two `herald serve` processes on PostgreSQL (several

@@ -14,7 +14,8 @@
 //!
 //! Route families, each in its own file: [`keys`] (`/v1/keys`),
 //! [`customers`] (`/v1/customers`), [`segment`] (Segment's Tracking API:
-//! `/v1/identify`, `/v1/track`, …, `/v1/batch`), [`openapi`] (`/v1/openapi.json`, the
+//! `/v1/identify`, `/v1/track`, …, `/v1/batch`), [`sends`] (`/v1/send`,
+//! `/v1/messages/{id}`: transactional messages), [`openapi`] (`/v1/openapi.json`, the
 //! API's OpenAPI 3.1 document). A family's `routes()` is an
 //! `OpenApiRouter` built with `routes!(handler, …)` from handlers that carry
 //! a `#[utoipa::path]`: the one attribute makes both the route and its part
@@ -27,6 +28,7 @@ mod json;
 mod keys;
 mod openapi;
 mod segment;
+mod sends;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -74,6 +76,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(keys::routes())
         .merge(customers::routes())
         .merge(segment::routes())
+        .merge(sends::routes())
         .routes(routes!(openapi::document))
 }
 

@@ -44,6 +44,7 @@ use super::errors::ErrorBody;
         (name = "keys", description = "The calling key, and API key management (admin)"),
         (name = "customers", description = "Customers by id or email: the 360° view, interactions, patch, GDPR export and erasure"),
         (name = "segment", description = "Segment's HTTP Tracking API: identify, track, page, screen, group, alias and batch, as Segment's client libraries send them"),
+        (name = "messages", description = "Transactional messages: one message of a `kind: transactional` campaign on request, exactly once per Idempotency-Key, and its status"),
         (name = "meta", description = "This document"),
     ),
     components(schemas(ErrorBody)),
