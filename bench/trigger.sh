@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Triggered-message latency (issue 19): a campaign triggered by "Checkout
+# Real-time latency (issue 19). First, triggered messages: a campaign triggered by "Checkout
 # Started" sends its first step (no wait) at once. wrk POSTs /v1/track to
 # `herald serve` at RATE events/s (paced, one event per request, each of a
 # seeded customer in turn); a separate `herald worker` sends each triggered
@@ -7,10 +7,12 @@
 # from the event's `timestamp` (the client's clock when it sent the request,
 # to the millisecond) to its delivery's `sent_at` (stamped when the relay's
 # 250 is recorded), read from the database after the run: p50, p90, p99, max.
-# SQLite, then PostgreSQL.
+# Then transactional sends: POST /v1/send at SEND_RATE requests/s (each with
+# its own Idempotency-Key and its send time in `data`), from the call to the
+# relay's 250 the same way. SQLite, then PostgreSQL.
 #
-#   bash bench/trigger.sh                        # 2,000 events/s for 5 minutes
-#   DURATION=30s RATE=500 bash bench/trigger.sh  # a quick look
+#   bash bench/trigger.sh                        # 2,000 events/s for 5 minutes, then 1,000 sends/s for 1
+#   DURATION=30s SEND_DURATION=30s bash bench/trigger.sh  # a quick look
 #   BACKENDS=postgres bash bench/trigger.sh
 #
 # Needs wrk (Debian package wrk), Postfix's smtp-sink (package postfix),
@@ -21,8 +23,10 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 SEED=${SEED:-100000}
 RATE=${RATE:-2000}
-CONNECTIONS=${CONNECTIONS:-20}
+CONNECTIONS=${CONNECTIONS:-32}
 DURATION=${DURATION:-300s}
+SEND_RATE=${SEND_RATE:-1000}
+SEND_DURATION=${SEND_DURATION:-60s}
 CONCURRENCY=${CONCURRENCY:-16}
 BACKENDS=${BACKENDS:-sqlite postgres}
 PORT=${PORT:-8092}
@@ -42,11 +46,8 @@ command -v smtp-sink >/dev/null || { echo "install postfix (smtp-sink)"; exit 1;
 
 cargo build --release --quiet --bin herald
 herald=$(realpath "${CARGO_TARGET_DIR:-target}")/release/herald
-# Each connection waits this long between requests: RATE in all, less what
-# the requests themselves take (the rate reached is measured, not assumed).
-pace=$((CONNECTIONS * 1000 / RATE))
 echo "$(machine); load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "$RATE track events/s asked (wrk -c$CONNECTIONS, ${pace} ms between a connection's requests) for $DURATION, $SEED seeded customers, smtp_concurrency $CONCURRENCY"
+echo "$RATE track events/s asked (wrk -c$CONNECTIONS, paced; the rate reached is measured) for $DURATION, then $SEND_RATE sends/s for $SEND_DURATION; $SEED seeded customers, smtp_concurrency $CONCURRENCY"
 
 mkdir -p "$work/campaigns" "$work/templates"
 cat >"$work/campaigns/checkout.yaml" <<'YAML'
@@ -60,6 +61,18 @@ steps:
     subject: "Your checkout of {{trigger.data.total}} {{trigger.data.currency}}"
     template: checkout
 YAML
+cat >"$work/campaigns/receipt.yaml" <<'YAML'
+name: receipt
+kind: transactional
+from: "Acme Shop <orders@acme.example>"
+steps:
+  - id: receipt
+    subject: "Your order {{data.order}}"
+    template: receipt
+YAML
+cat >"$work/templates/receipt.html.hbs" <<'HBS'
+<p>Thanks {{default customer.first_name "there"}}: order {{data.order}}, {{data.total}} EUR.</p>
+HBS
 cat >"$work/templates/checkout.html.hbs" <<'HBS'
 <p>Hi {{default customer.first_name "there"}}, your checkout of {{trigger.data.total}} {{trigger.data.currency}} is waiting.</p>
 <p><a href="https://acme.example/cart">Back to your cart</a> · <a href="{{unsubscribe_url}}">Unsubscribe</a></p>
@@ -81,7 +94,7 @@ run() { # name url
   local key auth
   key=$(HERALD_LOG=warn "$herald" --database-url "$url" api-key create bench --scope ingest 2>/dev/null)
   auth="Basic $(printf '%s:' "$key" | base64 -w0)"
-  env $(env_for "$url") "$herald" worker --no-http --name bench \
+  env $(env_for "$url") HERALD_LOG=${WORKER_LOG:-warn} "$herald" worker --no-http --name bench \
     --campaigns "$work/campaigns" --templates "$work/templates" >"$work/worker.out" 2>&1 &
   worker=$!
   env $(env_for "$url") "$herald" serve --campaigns "$work/campaigns" >"$work/serve.out" 2>&1 &
@@ -92,10 +105,17 @@ run() { # name url
   done
   sleep 2 # the worker's start
   wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/trigger.lua \
-    "http://127.0.0.1:$PORT" -- "$auth" "$SEED" "$pace" 1 >"$work/wrk.out" 2>"$work/wrk.err"
+    "http://127.0.0.1:$PORT" -- "$auth" "$SEED" "$RATE" 1 >"$work/wrk.out" 2>"$work/wrk.err"
   # Whatever is still queued goes out; then both stop.
   for _ in $(seq 1 600); do
     [ "$(sql "$url" "SELECT COUNT(*) FROM deliveries WHERE campaign = 'checkout' AND status IN ('queued', 'sending')")" = 0 ] && break
+    sleep 0.1
+  done
+  # Transactional sends.
+  wrk -t1 -c"$CONNECTIONS" -d"$SEND_DURATION" --latency -s bench/send_api.lua \
+    "http://127.0.0.1:$PORT" -- "$auth" "$SEED" "$SEND_RATE" 1 >"$work/send.out" 2>"$work/send.err"
+  for _ in $(seq 1 600); do
+    [ "$(sql "$url" "SELECT COUNT(*) FROM deliveries WHERE campaign = 'receipt' AND status IN ('queued', 'sending')")" = 0 ] && break
     sleep 0.1
   done
   local worker_cpu
@@ -110,17 +130,37 @@ run() { # name url
   seconds=$(grep -o 'requests in [0-9.]*[a-z]*' "$work/wrk.out" | awk '{v = $3; if (v ~ /m$/) { sub(/m/, "", v); v *= 60 } else sub(/s/, "", v); print v}')
   sql "$url" "SELECT d.sent_at - i.occurred_at FROM deliveries d JOIN entries e ON e.id = d.entry_id \
     JOIN interactions i ON i.id = e.cause_id WHERE d.campaign = 'checkout' AND d.status = 'sent' ORDER BY 1" >"$work/latency"
+  local t
+  case $url in
+    sqlite://*) t="CAST(json_extract(e.data, '\$.t') AS INTEGER)" ;;
+    *) t="CAST(e.data->>'t' AS BIGINT)" ;;
+  esac
+  sql "$url" "SELECT d.sent_at - $t FROM sends s JOIN deliveries d ON d.id = s.delivery_id \
+    JOIN entries e ON e.id = d.entry_id WHERE d.status = 'sent' ORDER BY 1" >"$work/send_latency"
+  local calls sent_tx send_seconds
+  calls=$(sql "$url" "SELECT COUNT(*) FROM sends")
+  sent_tx=$(sql "$url" "SELECT COUNT(*) FROM deliveries WHERE campaign = 'receipt' AND status = 'sent'")
+  send_seconds=$(grep -o 'requests in [0-9.]*[a-z]*' "$work/send.out" | awk '{v = $3; if (v ~ /m$/) { sub(/m/, "", v); v *= 60 } else sub(/s/, "", v); print v}')
   echo "--- $name"
-  sed -n '/Latency Distribution/,/99%/p' "$work/wrk.out" | sed 's/^/  API /'
+  sed -n '/Latency Distribution/,/99%/p' "$work/wrk.out" | sed 's/^/  POST \/v1\/track /'
   if [ -s "$work/wrk.err" ]; then echo "non-200 answers:"; sort "$work/wrk.err" | uniq -c | head; fi
-  awk -v name="$name" -v events="$events" -v entered="$entered" -v sent="$sent" -v secs="$seconds" -v cpu="$worker_cpu" '
+  percentiles "$work/latency" "$(printf '%-9s %.0f events/s stored (%d in %ss), %d entered, %d sent; track → 250' \
+    "$name" "$(echo "$events / $seconds" | bc -l)" "$events" "$seconds" "$entered" "$sent")"
+  sed -n '/Latency Distribution/,/99%/p' "$work/send.out" | sed 's/^/  POST \/v1\/send /'
+  if [ -s "$work/send.err" ]; then echo "non-202 answers:"; sort "$work/send.err" | uniq -c | head; fi
+  percentiles "$work/send_latency" "$(printf '%-9s %.0f sends/s accepted (%d in %ss), %d sent; send → 250' \
+    "$name" "$(echo "$calls / $send_seconds" | bc -l)" "$calls" "$send_seconds" "$sent_tx")"
+  echo "$name worker CPU over both phases: $worker_cpu s"
+}
+
+percentiles() { # FILE LABEL: one latency in ms per line, sorted
+  awk -v label="$2" '
     { v[NR] = $1 }
     END {
       n = NR
-      if (n == 0) { print name ": no message sent"; exit 1 }
-      printf "%-9s %.0f events/s stored (%d in %ss), %d entered, %d sent; track → 250: p50 %d ms, p90 %d ms, p99 %d ms, max %d ms; worker CPU %.1f s\n",
-        name, events / secs, events, secs, entered, sent, v[int(n * 0.5) + 1], v[int(n * 0.9) + 1], v[int(n * 0.99) + 1], v[n], cpu
-    }' "$work/latency"
+      if (n == 0) { print label ": nothing sent"; exit 1 }
+      printf "%s: p50 %d ms, p90 %d ms, p99 %d ms, max %d ms\n", label, v[int(n * 0.5) + 1], v[int(n * 0.9) + 1], v[int(n * 0.99) + 1], v[n]
+    }' "$1"
 }
 
 for backend in $BACKENDS; do

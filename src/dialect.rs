@@ -14,6 +14,18 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The statement that begins a transaction which reads before it writes.
+    /// SQLite must take the write lock at the start (`IMMEDIATE`): a
+    /// transaction that read first and then meets another process's commit
+    /// cannot upgrade its snapshot and fails at once with `SQLITE_BUSY`,
+    /// without waiting. PostgreSQL's row locks need nothing of the kind.
+    pub fn begin_read_write(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+
     /// `postgres://` and `postgresql://` select PostgreSQL; anything else is an SQLite file.
     pub fn of_url(url: &str) -> Backend {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {

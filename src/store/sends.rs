@@ -97,7 +97,10 @@ impl Store {
         let backend = self.backend();
         let _gate = self.write_gate().await;
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await.context("starting a send")?;
+            let mut tx = pool
+                .begin_with(backend.begin_read_write())
+                .await
+                .context("starting a send")?;
             let earlier: Option<(String, String)> = sqlx::query_as(
                 "SELECT id, request_hash FROM sends WHERE api_key_id = $1 AND idempotency_key = $2",
             )

@@ -35,6 +35,13 @@ use crate::store::{Store, StoreError};
 /// measured slower than one on PostgreSQL: smaller groups cost more than the
 /// overlap saves.
 const OUTCOME_WRITERS: usize = 1;
+/// How long a pass over a run of a campaign sent on demand (triggered or
+/// transactional) waits for more work once nothing is due, and how often it
+/// looks meanwhile: the next triggered message goes out within
+/// [`LINGER_POLL`] instead of waiting for a new pass to start, and a pass
+/// ends after [`LINGER`] without work.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What a send pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -257,6 +264,9 @@ impl Engine {
                 )
                 .await?;
             if claimed.is_empty() {
+                if lingers(campaign) && self.work_arrives(run_id, shared).await? {
+                    continue;
+                }
                 return Ok((skipped, deferred, false));
             }
             let Triage {
@@ -288,6 +298,28 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Waits up to [`LINGER`] for a delivery of the run to fall due (one
+    /// queued by a trigger or a send meanwhile); whether one did. A halted
+    /// pass stops waiting at once.
+    async fn work_arrives(&self, run_id: i64, shared: &Senders) -> Result<bool, EngineError> {
+        let until = std::time::Instant::now() + LINGER;
+        while std::time::Instant::now() < until {
+            if shared.halted() {
+                return Ok(false);
+            }
+            tokio::time::sleep(LINGER_POLL).await;
+            if self
+                .store()
+                .next_attempt(run_id)
+                .await?
+                .is_some_and(|at| at <= self.now())
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Composes and sends one message; never fails, returns the outcome.
@@ -452,4 +484,11 @@ async fn write_outcomes(
             }
         }
     }
+}
+
+/// Whether a pass over `campaign`'s runs waits a moment for more work
+/// ([`LINGER`]): its messages are queued one customer at a time, by triggers
+/// and transactional sends, and should go out as they come.
+fn lingers(campaign: &Campaign) -> bool {
+    campaign.trigger.is_some() || campaign.kind == crate::campaign::CampaignKind::Transactional
 }
