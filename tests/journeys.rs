@@ -256,8 +256,7 @@ async fn a_track_call_enters_the_customer_and_the_message_goes_out(db: TestDb) {
     );
     assert!(got["bob@example.com"][0].contains("cart of 50 EUR"));
     assert!(got["dave@example.com"][0].contains("Hi Dave, your cart of 120 EUR"));
-    // One entry per triggering event, each naming its cause; the day's event
-    // run holds them and is done.
+    // One entry per triggering event, each naming its cause.
     assert_eq!(
         db.pairs(
             "SELECT COUNT(*), COUNT(DISTINCT cause_id) FROM entries \
@@ -266,6 +265,11 @@ async fn a_track_call_enters_the_customer_and_the_message_goes_out(db: TestDb) {
         .await,
         [(3, Some(3))]
     );
+    // The day's event run holds them; once the workers stop (a pass waits
+    // a moment for more work), it is done.
+    for w in workers {
+        w.stop();
+    }
     assert_eq!(
         common::count(
             &db,
@@ -274,9 +278,6 @@ async fn a_track_call_enters_the_customer_and_the_message_goes_out(db: TestDb) {
         .await,
         1
     );
-    for w in workers {
-        w.stop();
-    }
     serve.stop();
     if let Some(s) = second {
         s.stop();

@@ -127,6 +127,8 @@ struct Shared {
     ingest: Ingest,
     /// What `POST /v1/send` may send: campaign → first step.
     transactional: Arc<HashMap<String, String>>,
+    /// Send calls, to their batching writer.
+    sends: crate::ingest::sends::Sends,
 }
 
 impl Deref for AppState {
@@ -185,6 +187,7 @@ pub async fn serve_with_clock(
     let signer = Signer::new(&store.tracking_keys(&settings.secrets, clock.now()).await?)?;
     let (events, writer) = writer::start(store.clone());
     let (ingest, ingest_writer) = ingest_writer::start(store.clone(), clock.clone(), triggers);
+    let (sends, send_writer) = crate::ingest::sends::start(store.clone());
     let state = AppState(Arc::new(Shared {
         store,
         clock,
@@ -200,6 +203,7 @@ pub async fn serve_with_clock(
         access: api::Access::new(settings.api_rate),
         ingest,
         transactional,
+        sends,
     }));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -207,6 +211,7 @@ pub async fn serve_with_clock(
     // The router and with it every `Events` and `Ingest` is gone: the writers
     // drain and end.
     let ingested = ingest_writer.finish().await;
+    send_writer.finish().await;
     let (totals, written) = writer.finish().await;
     tracing::info!(
         accepted = totals.accepted,

@@ -13,8 +13,12 @@
 //!
 //! Retrying a call or a batch adds nothing: events carry their `messageId`
 //! as the interaction's external id, and identify merges to the same result.
+//!
+//! Transactional send calls (`POST /v1/send`) take the same road in
+//! [`sends`]: checked by the route, accepted in group commits.
 
 pub mod resolve;
+pub mod sends;
 pub mod spec;
 pub mod writer;
 

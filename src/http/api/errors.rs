@@ -61,6 +61,17 @@ pub enum ApiError {
     Busy(String),
 }
 
+/// A call the writer did not store: the database failed (503, logged), or
+/// Herald is too busy or stopping (503; nothing was stored, send it again).
+impl From<crate::ingest::writer::IngestError> for ApiError {
+    fn from(e: crate::ingest::writer::IngestError) -> ApiError {
+        match e {
+            crate::ingest::writer::IngestError::Store(e) => ApiError::Unavailable(e),
+            other => ApiError::Busy(other.to_string()),
+        }
+    }
+}
+
 impl ApiError {
     pub fn bad_request(field: Option<String>, message: impl Into<String>) -> ApiError {
         ApiError::BadRequest {

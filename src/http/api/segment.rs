@@ -33,7 +33,6 @@ use super::json::{ApiBody, parse};
 use super::openapi::{Refusals, WithBody};
 use super::{AppState, limited};
 use crate::ingest::spec::{self, Batch, CallType, Fault, MAX_ID, MAX_KIND, Refusal};
-use crate::ingest::writer::IngestError;
 use crate::ingest::{BATCH_LIMIT, EVENT_LIMIT};
 use crate::metrics::ApiCallOutcome;
 
@@ -171,7 +170,7 @@ async fn single(
         Ok(outcomes) => outcomes,
         Err(e) => {
             app.metrics.api_calls(ApiCallOutcome::Unstored, 1);
-            return Err(unstored(e));
+            return Err(e.into());
         }
     };
     match outcomes.into_iter().next() {
@@ -233,7 +232,7 @@ async fn batch(
             app.metrics.api_calls(ApiCallOutcome::Unstored, submitted);
             app.metrics
                 .api_calls(ApiCallOutcome::Refused, rejected.len() as u64);
-            return Err(unstored(e));
+            return Err(e.into());
         }
     };
     let mut accepted = 0;
@@ -286,13 +285,6 @@ fn refused(r: Refusal) -> ApiError {
             },
             None => ApiError::Conflict(r.message),
         },
-    }
-}
-
-fn unstored(e: IngestError) -> ApiError {
-    match e {
-        IngestError::Store(e) => ApiError::Unavailable(e),
-        other => ApiError::Busy(other.to_string()),
     }
 }
 

@@ -30,7 +30,8 @@ use super::{AppState, limited};
 use crate::api_key::Scope;
 use crate::clock::format_rfc3339;
 use crate::customer::Email;
-use crate::store::sends::{Accepted, Recipient, SendRequest, SendStatus};
+use crate::ingest::sends::{SendCall, To};
+use crate::store::sends::{Accepted, SendStatus};
 
 /// Largest body of `POST /v1/send`: the template's data with room to spare.
 const SEND_LIMIT: usize = 64 * 1024;
@@ -172,13 +173,11 @@ async fn send(
             ),
         });
     };
-    let email;
     let to = if body.to.contains('@') {
-        email = Email::parse(&body.to).map_err(|e| ApiError::Unprocessable {
+        To::Email(Email::parse(&body.to).map_err(|e| ApiError::Unprocessable {
             field: "to".into(),
             message: format!("to: {e}"),
-        })?;
-        Recipient::Email(&email)
+        })?)
     } else if body.to.trim().is_empty() || body.to.contains('\0') {
         return Err(ApiError::Unprocessable {
             field: "to".into(),
@@ -186,7 +185,7 @@ async fn send(
                 .into(),
         });
     } else {
-        Recipient::ExternalId(&body.to)
+        To::ExternalId(body.to.clone())
     };
     if let Some(path) = crate::import::nul_path(&body.data) {
         return Err(ApiError::Unprocessable {
@@ -196,17 +195,17 @@ async fn send(
             ),
         });
     }
-    let hash = request_hash(&body);
+    let request_hash = request_hash(&body);
     let accepted = app
-        .store
-        .accept_send(&SendRequest {
+        .sends
+        .submit(SendCall {
             api_key_id: caller.key.id,
-            idempotency_key: key,
-            request_hash: &hash,
-            campaign: &body.campaign,
-            step,
+            idempotency_key: key.to_string(),
+            request_hash,
+            campaign: body.campaign.clone(),
+            step: step.clone(),
             to,
-            data: &body.data,
+            data: body.data.clone(),
             now: app.clock.now(),
         })
         .await?;
