@@ -94,11 +94,23 @@ run() { # name url
   local key auth
   key=$(HERALD_LOG=warn "$herald" --database-url "$url" api-key create bench --scope ingest 2>/dev/null)
   auth="Basic $(printf '%s:' "$key" | base64 -w0)"
-  env $(env_for "$url") HERALD_LOG=${WORKER_LOG:-warn} "$herald" worker --no-http --name bench \
+  # SQLite: one process, the worker serving the API itself (its writers share
+  # one in-process gate; a second process would meet SQLite's file lock and
+  # its busy handler's sleeps). PostgreSQL: `herald serve` beside the worker.
+  local one=${ONE_PROCESS:-}
+  [ -n "$one" ] || { [ "$name" = sqlite ] && one=1 || one=0; }
+  local http=--no-http
+  [ "$one" = 1 ] && http=
+  env $(env_for "$url") HERALD_LOG=${WORKER_LOG:-warn} "$herald" worker $http --name bench \
     --campaigns "$work/campaigns" --templates "$work/templates" >"$work/worker.out" 2>&1 &
   worker=$!
-  env $(env_for "$url") "$herald" serve --campaigns "$work/campaigns" >"$work/serve.out" 2>&1 &
-  server=$!
+  if [ "$one" = 1 ]; then
+    echo "$name: one process (herald worker serving the API)"
+  else
+    env $(env_for "$url") "$herald" serve --campaigns "$work/campaigns" >"$work/serve.out" 2>&1 &
+    server=$!
+    echo "$name: herald serve and herald worker"
+  fi
   for _ in $(seq 1 300); do
     curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
     sleep 0.1
@@ -120,8 +132,8 @@ run() { # name url
   done
   local worker_cpu
   worker_cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$worker/stat")
-  kill -TERM "$server" "$worker"
-  wait "$server" "$worker" || true
+  kill -TERM $server "$worker"
+  wait $server "$worker" || true
   server= worker=
   local events entered sent seconds
   events=$(sql "$url" "SELECT COUNT(*) FROM interactions WHERE kind = 'Checkout Started'")

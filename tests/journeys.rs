@@ -265,19 +265,23 @@ async fn a_track_call_enters_the_customer_and_the_message_goes_out(db: TestDb) {
         .await,
         [(3, Some(3))]
     );
-    // The day's event run holds them; once the workers stop (a pass waits
-    // a moment for more work), it is done.
     for w in workers {
         w.stop();
     }
+    // The day's event run holds them, open all day; once the day is over
+    // (the worker's advance looks every 15 s) it is done, with its count.
+    let runs = "SELECT COUNT(*), MAX(planned) FROM runs WHERE trigger = 'event' AND status = ";
+    assert_eq!(db.pairs(&format!("{runs}'sending'")).await, [(1, Some(0))]);
+    let store = db.store().await;
+    assert_eq!(store.finish_past_event_runs(now).await.unwrap(), 0);
     assert_eq!(
-        common::count(
-            &db,
-            "SELECT COUNT(*) FROM runs WHERE trigger = 'event' AND status = 'done'"
-        )
-        .await,
+        store
+            .finish_past_event_runs(now + 86_400_000)
+            .await
+            .unwrap(),
         1
     );
+    assert_eq!(db.pairs(&format!("{runs}'done'")).await, [(1, Some(3))]);
     serve.stop();
     if let Some(s) = second {
         s.stop();

@@ -398,6 +398,10 @@ async fn on_tick(tick: Tick<Tz>, name: Data<String>, ctx: Ctx) -> Result<(), Box
 
 async fn on_advance(tick: Tick, ctx: Ctx) -> Result<(), BoxDynError> {
     let at = tick.get_timestamp() as i64 * 1000;
+    let finished = ctx.engine.store().finish_past_event_runs(at).await?;
+    if finished > 0 {
+        tracing::info!(runs = finished, "event runs of past days finished");
+    }
     for campaign in ctx.campaigns.values() {
         let done = super::sequence::advance(&ctx.engine, campaign, at).await?;
         let m = done.moved;

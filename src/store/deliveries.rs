@@ -994,7 +994,9 @@ impl Store {
     }
 
     /// Marks a run done, unless deliveries were queued into it since `planned`
-    /// was read ([`Store::run_planned`]); whether it did.
+    /// was read ([`Store::run_planned`]) or it is an event run whose day is
+    /// not over (triggers and sends may still queue into it; see
+    /// [`Store::finish_past_event_runs`]); whether it did.
     pub async fn finish_run(
         &self,
         run_id: i64,
@@ -1003,7 +1005,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let done = with_pool!(self, |pool| {
             sqlx::query(
-                "UPDATE runs SET status = 'done', finished_at = $2 WHERE id = $1 AND planned = $3",
+                "UPDATE runs SET status = 'done', finished_at = $2 WHERE id = $1 AND planned = $3 \
+                 AND NOT (trigger = 'event' AND tick + 86400000 > $2)",
             )
             .bind(run_id)
             .bind(now)
@@ -1014,6 +1017,28 @@ impl Store {
         })
         .context("finishing a run")?;
         Ok(done > 0)
+    }
+
+    /// Finishes the event runs whose day is over and which have nothing left
+    /// to send, counting their deliveries into `planned`; how many. During its
+    /// day an event run is `sending` and its count is not kept (every trigger
+    /// would update the one row).
+    pub async fn finish_past_event_runs(&self, now: Millis) -> Result<u64, StoreError> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE runs SET status = 'done', finished_at = $1, \
+                 planned = (SELECT COUNT(*) FROM deliveries d WHERE d.run_id = runs.id) \
+                 WHERE trigger = 'event' AND status = 'sending' AND tick + 86400000 <= $1 \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.run_id = runs.id \
+                   AND d.status IN ('queued', 'sending'))",
+            )
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .context("finishing past event runs")?;
+        Ok(done)
     }
 
     /// How many deliveries were queued into a run (0 when there is no such run).

@@ -245,10 +245,8 @@ impl Store {
                 }
                 out.push(Accepted::New(id));
             }
-            for (campaign, run_id, queued) in &runs {
-                if *queued > 0 {
-                    super::triggers::queued_into!(backend, tx, *run_id, *queued, *campaign);
-                }
+            for (campaign, _, queued) in &runs {
+                super::triggers::queued_into!(backend, tx, *queued, *campaign);
             }
             tx.commit().await.context("committing sends")?;
             Ok::<_, StoreError>(out)
