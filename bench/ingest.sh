@@ -82,7 +82,7 @@ run() { # name url
   stop_server
   after=$(events "$url")
   requests=$(grep -o '[0-9]* requests in' "$work/wrk.out" | cut -d' ' -f1)
-  seconds=$(grep -o 'requests in [0-9.]*[a-z]*' "$work/wrk.out" | awk '{v = $3; if (v ~ /m$/) { sub(/m/, "", v); v *= 60 } else sub(/s/, "", v); print v}')
+  seconds=$(wrk_seconds "$work/wrk.out")
   echo "--- $name"
   sed -n '/Thread Stats/,$p' "$work/wrk.out"
   if [ -s "$work/wrk.err" ]; then echo "non-200 answers:"; sort "$work/wrk.err" | uniq -c | head; fi

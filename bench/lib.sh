@@ -33,3 +33,7 @@ steps:
 YAML
     } >"$file"
 }
+
+wrk_seconds() { # FILE: how long a wrk run lasted, in seconds, from its output
+    grep -o 'requests in [0-9.]*[a-z]*' "$1" | awk '{v = $3; if (v ~ /m$/) { sub(/m/, "", v); v *= 60 } else sub(/s/, "", v); print v}'
+}

@@ -87,6 +87,13 @@ env_for() { # url: the settings both processes share
     HERALD_SMTP_URL="smtp://127.0.0.1:$SMTP_PORT?tls=none" HERALD_SMTP_CONCURRENCY=$CONCURRENCY
 }
 
+drained() { # url campaign: waits (up to 60 s) until nothing of the campaign is left to send
+  for _ in $(seq 1 600); do
+    [ "$(sql "$1" "SELECT COUNT(*) FROM deliveries WHERE campaign = '$2' AND status IN ('queued', 'sending')")" = 0 ] && return
+    sleep 0.1
+  done
+}
+
 run() { # name url
   local name=$1 url=$2
   HERALD_LOG=warn "$herald" --database-url "$url" seed --customers "$SEED" --seed 1 --anchor 2026-11-01 >/dev/null
@@ -119,17 +126,11 @@ run() { # name url
   wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/trigger.lua \
     "http://127.0.0.1:$PORT" -- "$auth" "$SEED" "$RATE" 1 >"$work/wrk.out" 2>"$work/wrk.err"
   # Whatever is still queued goes out; then both stop.
-  for _ in $(seq 1 600); do
-    [ "$(sql "$url" "SELECT COUNT(*) FROM deliveries WHERE campaign = 'checkout' AND status IN ('queued', 'sending')")" = 0 ] && break
-    sleep 0.1
-  done
+  drained "$url" checkout
   # Transactional sends.
   wrk -t1 -c"$CONNECTIONS" -d"$SEND_DURATION" --latency -s bench/send_api.lua \
     "http://127.0.0.1:$PORT" -- "$auth" "$SEED" "$SEND_RATE" 1 >"$work/send.out" 2>"$work/send.err"
-  for _ in $(seq 1 600); do
-    [ "$(sql "$url" "SELECT COUNT(*) FROM deliveries WHERE campaign = 'receipt' AND status IN ('queued', 'sending')")" = 0 ] && break
-    sleep 0.1
-  done
+  drained "$url" receipt
   local worker_cpu
   worker_cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$worker/stat")
   kill -TERM $server "$worker"
@@ -139,7 +140,7 @@ run() { # name url
   events=$(sql "$url" "SELECT COUNT(*) FROM interactions WHERE kind = 'Checkout Started'")
   entered=$(sql "$url" "SELECT COUNT(*) FROM entries WHERE campaign = 'checkout'")
   sent=$(sql "$url" "SELECT COUNT(*) FROM deliveries WHERE campaign = 'checkout' AND status = 'sent'")
-  seconds=$(grep -o 'requests in [0-9.]*[a-z]*' "$work/wrk.out" | awk '{v = $3; if (v ~ /m$/) { sub(/m/, "", v); v *= 60 } else sub(/s/, "", v); print v}')
+  seconds=$(wrk_seconds "$work/wrk.out")
   sql "$url" "SELECT d.sent_at - i.occurred_at FROM deliveries d JOIN entries e ON e.id = d.entry_id \
     JOIN interactions i ON i.id = e.cause_id WHERE d.campaign = 'checkout' AND d.status = 'sent' ORDER BY 1" >"$work/latency"
   local t
@@ -152,7 +153,7 @@ run() { # name url
   local calls sent_tx send_seconds
   calls=$(sql "$url" "SELECT COUNT(*) FROM sends")
   sent_tx=$(sql "$url" "SELECT COUNT(*) FROM deliveries WHERE campaign = 'receipt' AND status = 'sent'")
-  send_seconds=$(grep -o 'requests in [0-9.]*[a-z]*' "$work/send.out" | awk '{v = $3; if (v ~ /m$/) { sub(/m/, "", v); v *= 60 } else sub(/s/, "", v); print v}')
+  send_seconds=$(wrk_seconds "$work/send.out")
   echo "--- $name"
   sed -n '/Latency Distribution/,/99%/p' "$work/wrk.out" | sed 's/^/  POST \/v1\/track /'
   if [ -s "$work/wrk.err" ]; then echo "non-200 answers:"; sort "$work/wrk.err" | uniq -c | head; fi

@@ -7,7 +7,7 @@ use common::TestDb;
 use herald::customer::CustomerStatus;
 use herald::mailer::Reply;
 use herald::segment::{Compiled, Param};
-use herald::status::SkipReason;
+use herald::status::{RunStatus, SkipReason};
 use herald::store::Store;
 use herald::store::deliveries::{Outcome, Reentry, Trigger};
 
@@ -441,3 +441,36 @@ async fn expired_claims_stop_at_max_attempts(db: TestDb) {
     store.close().await;
 }
 both_backends!(expired_max_attempts, expired_claims_stop_at_max_attempts);
+
+/// A pass finishes a run only if nothing was queued into it since it counted
+/// the run's deliveries (a later shard of a transition may queue into a run a
+/// pass is ending), and an event run only once its day is over (triggers and
+/// sends queue into it all day).
+async fn finishing_a_run_that_grew_or_whose_day_goes_on(db: TestDb) {
+    let store = seeded(&db, "40").await;
+    let (run, planned) = manual_run(&store).await;
+    let counted = store.run_planned(run).await.unwrap();
+    assert_eq!(counted, planned as i64);
+    // Meanwhile something is counted into the run.
+    db.exec("UPDATE runs SET planned = planned + 1 WHERE trigger = 'manual'")
+        .await;
+    assert!(!store.finish_run(run, ANCHOR, counted).await.unwrap());
+    assert_eq!(
+        store.run_status(run).await.unwrap(),
+        Some(RunStatus::Sending)
+    );
+    let now_counted = store.run_planned(run).await.unwrap();
+    assert!(store.finish_run(run, ANCHOR, now_counted).await.unwrap());
+    assert_eq!(store.run_status(run).await.unwrap(), Some(RunStatus::Done));
+
+    let day = herald::store::triggers::event_tick(ANCHOR);
+    let event = store
+        .create_run("cart", Trigger::Event, Some(day), ANCHOR)
+        .await
+        .unwrap()
+        .unwrap();
+    let hour = 3_600_000;
+    assert!(!store.finish_run(event, day + 23 * hour, 0).await.unwrap());
+    assert!(store.finish_run(event, day + 24 * hour, 0).await.unwrap());
+}
+both_backends!(finishing, finishing_a_run_that_grew_or_whose_day_goes_on);

@@ -70,10 +70,10 @@ pub async fn run(cmd: ImportCommand, settings: &Settings) -> anyhow::Result<Exit
             let rules = if no_trigger {
                 Vec::new()
             } else {
-                super::trigger_rules(&super::readable_campaigns(
+                herald::pipeline::trigger_rules(&super::runnable(&super::readable_campaigns(
                     &campaigns,
                     "no campaign is triggered",
-                ))
+                )))
             };
             let mut observer = observer("importing interactions", &file);
             let summary = import::import_interactions(&store, rows, &rules, &mut observer).await?;

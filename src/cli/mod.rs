@@ -461,26 +461,26 @@ fn readable_campaigns(dir: &Path, without: &str) -> Vec<Campaign> {
     catalog.campaigns.into_iter().map(|(_, c)| c).collect()
 }
 
-/// The triggers of `campaigns`, leaving out (with a warning) a campaign that
-/// uses journey keys this version does not run: the worker refuses it, so
-/// entering customers into it would leave them waiting.
-fn trigger_rules(campaigns: &[Campaign]) -> Vec<herald::store::triggers::TriggerRule> {
-    let runnable: Vec<Campaign> = campaigns
+/// The campaigns of `campaigns` that this version runs, leaving out (with a
+/// warning) those using journey keys it does not run yet: the worker refuses
+/// them, so entering customers into them (a trigger, a transactional send)
+/// would leave the messages waiting.
+fn runnable(campaigns: &[Campaign]) -> Vec<Campaign> {
+    campaigns
         .iter()
         .filter(|c| {
             let keys = not_run_yet(c);
-            if c.trigger.is_some() && !keys.is_empty() {
+            if !keys.is_empty() {
                 tracing::warn!(
                     campaign = %c.name,
                     keys = %keys.join(", "),
-                    "not triggered: this version does not run these keys yet"
+                    "neither triggered nor sent on request: this version does not run these keys yet"
                 );
             }
             keys.is_empty()
         })
         .cloned()
-        .collect();
-    herald::pipeline::trigger_rules(&runnable)
+        .collect()
 }
 
 /// Refuses campaigns that use real-time journey keys this version does not

@@ -63,9 +63,9 @@ fn campaigns(dir: &Path) -> http::Campaigns {
         dir,
         "unsubscribe pages name campaigns, not senders, and no campaign is triggered",
     );
+    // Every campaign's sender; triggers and sends only of those the worker runs.
     http::Campaigns {
         senders: herald::tracking::Senders::new(&campaigns),
-        triggers: super::trigger_rules(&campaigns).into(),
-        transactional: std::sync::Arc::new(http::transactional(&campaigns)),
+        ..http::Campaigns::new(&super::runnable(&campaigns))
     }
 }

@@ -80,7 +80,7 @@ impl Campaigns {
 }
 
 /// The transactional campaigns of `campaigns`, each with its first step.
-pub fn transactional(campaigns: &[crate::campaign::Campaign]) -> HashMap<String, String> {
+fn transactional(campaigns: &[crate::campaign::Campaign]) -> HashMap<String, String> {
     campaigns
         .iter()
         .filter(|c| c.kind == crate::campaign::CampaignKind::Transactional)

@@ -11,14 +11,11 @@
 //! again; if it fails again, each call is tried on its own, so one bad call
 //! does not hold the others hostage.
 
-use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::writer::{ENQUEUE_WAIT, IngestError};
-use crate::clock::Millis;
-use crate::customer::Email;
-use crate::store::sends::{Accepted, Recipient, SendRequest};
+use crate::store::sends::{Accepted, SendRequest};
 use crate::store::{Store, StoreError};
 
 /// Calls waiting for the writer.
@@ -26,47 +23,8 @@ const QUEUE: usize = 4096;
 /// Most calls accepted in one transaction.
 pub const GROUP: usize = 500;
 
-/// Who a call is for, as the caller named them.
-#[derive(Debug, Clone)]
-pub enum To {
-    Email(Email),
-    ExternalId(String),
-}
-
-/// One checked `POST /v1/send` call.
-#[derive(Debug, Clone)]
-pub struct SendCall {
-    pub api_key_id: i64,
-    pub idempotency_key: String,
-    pub request_hash: String,
-    pub campaign: String,
-    /// The campaign's first step.
-    pub step: String,
-    pub to: To,
-    pub data: Map<String, Value>,
-    pub now: Millis,
-}
-
-impl SendCall {
-    fn request(&self) -> SendRequest<'_> {
-        SendRequest {
-            api_key_id: self.api_key_id,
-            idempotency_key: &self.idempotency_key,
-            request_hash: &self.request_hash,
-            campaign: &self.campaign,
-            step: &self.step,
-            to: match &self.to {
-                To::Email(e) => Recipient::Email(e),
-                To::ExternalId(x) => Recipient::ExternalId(x),
-            },
-            data: &self.data,
-            now: self.now,
-        }
-    }
-}
-
 struct Job {
-    call: SendCall,
+    call: SendRequest,
     reply: oneshot::Sender<Result<Accepted, StoreError>>,
 }
 
@@ -91,7 +49,7 @@ pub fn start(store: Store) -> (Sends, SendWriter) {
 
 impl Sends {
     /// Accepts `call`; answers once it is committed.
-    pub async fn submit(&self, call: SendCall) -> Result<Accepted, IngestError> {
+    pub async fn submit(&self, call: SendRequest) -> Result<Accepted, IngestError> {
         let (reply, answer) = oneshot::channel();
         match tokio::time::timeout(ENQUEUE_WAIT, self.tx.send(Job { call, reply })).await {
             Ok(Ok(())) => {}
@@ -123,33 +81,30 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let requests: Vec<SendRequest<'_>> = jobs.iter().map(|j| j.call.request()).collect();
-        match store.accept_sends(&requests).await {
+        let (calls, replies): (Vec<SendRequest>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.call, j.reply)).unzip();
+        match store.accept_sends(&calls).await {
             Ok(outcomes) => {
-                drop(requests);
-                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // A request that gave up waiting is gone; its call stands.
-                    let _ = job.reply.send(Ok(outcome));
+                    let _ = reply.send(Ok(outcome));
                 }
             }
-            Err(e) if jobs.len() > 1 => {
-                tracing::warn!(error = %e, calls = jobs.len(), "a group of sends failed; accepting them one by one");
-                drop(requests);
-                for job in jobs {
-                    let result = store.accept_send(&job.call.request()).await;
+            Err(e) if calls.len() > 1 => {
+                tracing::warn!(error = %e, calls = calls.len(), "a group of sends failed; accepting them one by one");
+                for (call, reply) in calls.iter().zip(replies) {
+                    let result = store.accept_send(call).await;
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "a send could not be accepted");
                     }
-                    let _ = job.reply.send(result);
+                    let _ = reply.send(result);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "a send could not be accepted");
-                drop(requests);
-                for job in jobs {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::internal("accepting a send", e.to_string())));
+                for reply in replies {
+                    let _ =
+                        reply.send(Err(StoreError::internal("accepting a send", e.to_string())));
                 }
             }
         }

@@ -242,26 +242,18 @@ pub async fn send_pass(
         return Ok(Pass::default());
     }
     let summary = engine.send_run(campaign, run_id, stop).await?;
-    // A run may be reopened while this pass ends (a triggered entry queues
-    // into the day's event run): the run is finished only if nothing was
-    // queued into it since its deliveries were counted.
-    // If it was, the pass looks again (then the new deliveries are due).
-    let (mut next, mut finished) = (None, false);
-    for _ in 0..3 {
-        let planned = engine.store().run_planned(run_id).await?;
-        next = engine.store().next_attempt(run_id).await?;
-        if next.is_some() {
-            break;
-        }
-        if engine
+    // Deliveries may be queued into the run while this pass ends (a sequence
+    // transition's later shard): the run is finished only if nothing was
+    // queued since its deliveries were counted; otherwise it stays `sending`
+    // and the new deliveries are joined like any due work. An event run is
+    // not finished during its day ([`crate::store::Store::finish_run`]).
+    let planned = engine.store().run_planned(run_id).await?;
+    let next = engine.store().next_attempt(run_id).await?;
+    let finished = next.is_none()
+        && engine
             .store()
             .finish_run(run_id, engine.now(), planned)
-            .await?
-        {
-            finished = true;
-            break;
-        }
-    }
+            .await?;
     Ok(Pass {
         summary: Some(summary),
         next,

@@ -136,7 +136,7 @@ impl RunCounts {
 /// earlier entries into the campaign (`max_seq`, `last_entered`, and `active`,
 /// how many are still active; NULL `customer_id` when there are none), with
 /// the cut-off of [`reentry_since`] bound at `$since`.
-pub(super) fn reentry_allows(reentry: Reentry, since: usize) -> String {
+fn reentry_allows(reentry: Reentry, since: usize) -> String {
     match reentry {
         Reentry::Never => "prev.customer_id IS NULL".to_string(),
         Reentry::Always => "prev.customer_id IS NULL OR prev.active = 0".to_string(),
@@ -147,7 +147,7 @@ pub(super) fn reentry_allows(reentry: Reentry, since: usize) -> String {
 }
 
 /// The latest time an earlier entry may have begun for [`reentry_allows`].
-pub(super) fn reentry_since(reentry: Reentry, now: Millis) -> Millis {
+fn reentry_since(reentry: Reentry, now: Millis) -> Millis {
     match reentry {
         Reentry::After(d) => now - d,
         _ => now,

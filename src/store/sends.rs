@@ -22,24 +22,24 @@ use crate::status::DeliveryStatus;
 
 /// Who a send is for: a customer's email, or the id the caller knows them by
 /// (a Segment `userId`).
-#[derive(Debug, Clone, Copy)]
-pub enum Recipient<'a> {
-    Email(&'a Email),
-    ExternalId(&'a str),
+#[derive(Debug, Clone)]
+pub enum Recipient {
+    Email(Email),
+    ExternalId(String),
 }
 
-/// One accepted call, as the caller made it.
+/// One checked call, as the caller made it.
 #[derive(Debug, Clone)]
-pub struct SendRequest<'a> {
+pub struct SendRequest {
     pub api_key_id: i64,
-    pub idempotency_key: &'a str,
+    pub idempotency_key: String,
     /// A digest of the call's campaign, recipient and data.
-    pub request_hash: &'a str,
-    pub campaign: &'a str,
+    pub request_hash: String,
+    pub campaign: String,
     /// The campaign's first step.
-    pub step: &'a str,
-    pub to: Recipient<'a>,
-    pub data: &'a Map<String, Value>,
+    pub step: String,
+    pub to: Recipient,
+    pub data: Map<String, Value>,
     pub now: Millis,
 }
 
@@ -74,13 +74,17 @@ pub struct SendStatus {
     pub sent_at: Option<Millis>,
 }
 
+/// The earlier call with the caller's key: (id, request hash).
+const EARLIER: &str =
+    "SELECT id, request_hash FROM sends WHERE api_key_id = $1 AND idempotency_key = $2";
+
 /// Tries of a group whose transaction met another's (two calls for one
 /// customer numbering their entries at once, on PostgreSQL).
 const TRIES: usize = 3;
 
 impl Store {
     /// Accepts one transactional send (see the module docs).
-    pub async fn accept_send(&self, r: &SendRequest<'_>) -> Result<Accepted, StoreError> {
+    pub async fn accept_send(&self, r: &SendRequest) -> Result<Accepted, StoreError> {
         let mut all = self.accept_sends(std::slice::from_ref(r)).await?;
         all.pop()
             .ok_or_else(|| StoreError::internal("accepting a send", "no outcome for the call"))
@@ -93,7 +97,7 @@ impl Store {
     /// [`accept_send`]: Store::accept_send
     pub async fn accept_sends(
         &self,
-        requests: &[SendRequest<'_>],
+        requests: &[SendRequest],
     ) -> Result<Vec<Accepted>, StoreError> {
         let mut tries = 0;
         loop {
@@ -109,7 +113,7 @@ impl Store {
 
     async fn accept_sends_once(
         &self,
-        requests: &[SendRequest<'_>],
+        requests: &[SendRequest],
     ) -> Result<Vec<Accepted>, StoreError> {
         let mut ids = Vec::with_capacity(requests.len());
         for _ in requests {
@@ -127,22 +131,19 @@ impl Store {
                 .context("starting sends")?;
             let mut out = Vec::with_capacity(requests.len());
             // Campaign → (its event run, messages queued into it).
-            let mut runs: Vec<(&str, i64, i64)> = Vec::new();
+            let mut runs: Vec<(&str, i64, u64)> = Vec::new();
             for (r, id) in requests.iter().zip(ids) {
-                let earlier: Option<(String, String)> = sqlx::query_as(
-                    "SELECT id, request_hash FROM sends \
-                     WHERE api_key_id = $1 AND idempotency_key = $2",
-                )
-                .bind(r.api_key_id)
-                .bind(r.idempotency_key)
-                .fetch_optional(&mut *tx)
-                .await
-                .context("looking up an Idempotency-Key")?;
+                let earlier: Option<(String, String)> = sqlx::query_as(EARLIER)
+                    .bind(r.api_key_id)
+                    .bind(&r.idempotency_key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .context("looking up an Idempotency-Key")?;
                 if let Some((id, hash)) = earlier {
                     out.push(repeat(id, &hash, r));
                     continue;
                 }
-                let customer: Option<i64> = match r.to {
+                let customer: Option<i64> = match &r.to {
                     Recipient::Email(email) => {
                         sqlx::query_scalar("SELECT id FROM customers WHERE email = $1")
                             .bind(email.as_str())
@@ -161,25 +162,26 @@ impl Store {
                     out.push(Accepted::UnknownRecipient);
                     continue;
                 };
-                let run_id = match runs.iter().position(|(c, _, _)| *c == r.campaign) {
-                    Some(at) => runs[at].1,
+                let run = match runs.iter().position(|(c, _, _)| *c == r.campaign) {
+                    Some(at) => at,
                     None => {
-                        let (run_id, _) = super::triggers::event_run!(tx, r.campaign, r.now);
-                        runs.push((r.campaign, run_id, 0));
-                        run_id
+                        let (run_id, _) = super::triggers::event_run!(tx, &r.campaign, r.now);
+                        runs.push((&r.campaign, run_id, 0));
+                        runs.len() - 1
                     }
                 };
+                let run_id = runs[run].1;
                 let entry: i64 = sqlx::query_scalar(
                     "INSERT INTO entries (campaign, customer_id, seq, run_id, entered_at, state, \
                      updated_at, data) \
                      SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, 'active', $4, $5 \
                      FROM entries WHERE campaign = $1 AND customer_id = $2 RETURNING id",
                 )
-                .bind(r.campaign)
+                .bind(&r.campaign)
                 .bind(customer)
                 .bind(run_id)
                 .bind(r.now)
-                .bind(Json(r.data))
+                .bind(Json(&r.data))
                 .fetch_one(&mut *tx)
                 .await
                 .context("entering a send's recipient")?;
@@ -190,8 +192,8 @@ impl Store {
                 )
                 .bind(run_id)
                 .bind(entry)
-                .bind(r.campaign)
-                .bind(r.step)
+                .bind(&r.campaign)
+                .bind(&r.step)
                 .bind(customer)
                 .bind(r.now)
                 .fetch_one(&mut *tx)
@@ -205,9 +207,9 @@ impl Store {
                 )
                 .bind(&id)
                 .bind(r.api_key_id)
-                .bind(r.idempotency_key)
-                .bind(r.request_hash)
-                .bind(r.campaign)
+                .bind(&r.idempotency_key)
+                .bind(&r.request_hash)
+                .bind(&r.campaign)
                 .bind(customer)
                 .bind(delivery)
                 .bind(r.now)
@@ -228,21 +230,16 @@ impl Store {
                         .execute(&mut *tx)
                         .await
                         .context("undoing a repeated send")?;
-                    let (id, hash): (String, String) = sqlx::query_as(
-                        "SELECT id, request_hash FROM sends \
-                         WHERE api_key_id = $1 AND idempotency_key = $2",
-                    )
-                    .bind(r.api_key_id)
-                    .bind(r.idempotency_key)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .context("looking up an Idempotency-Key")?;
+                    let (id, hash): (String, String) = sqlx::query_as(EARLIER)
+                        .bind(r.api_key_id)
+                        .bind(&r.idempotency_key)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .context("looking up an Idempotency-Key")?;
                     out.push(repeat(id, &hash, r));
                     continue;
                 }
-                if let Some(run) = runs.iter_mut().find(|(c, _, _)| *c == r.campaign) {
-                    run.2 += 1;
-                }
+                runs[run].2 += 1;
                 out.push(Accepted::New(id));
             }
             for (campaign, _, queued) in &runs {
@@ -298,7 +295,7 @@ impl Store {
 }
 
 /// A call whose key was used before: the same request gets its message back.
-fn repeat(id: String, hash: &str, r: &SendRequest<'_>) -> Accepted {
+fn repeat(id: String, hash: &str, r: &SendRequest) -> Accepted {
     if hash == r.request_hash {
         Accepted::Again(id)
     } else {

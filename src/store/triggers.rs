@@ -144,8 +144,9 @@ pub fn matching_ids(rule: &TriggerRule, fresh: &[Fresh]) -> Option<String> {
 
 /// The statement entering into run `run_id` the customers of the interactions
 /// bound as a JSON array of ids, with its parameters: the audience's and the
-/// trigger's own, then campaign, run, now, the re-entry cut-off, the kind, the
-/// ids and the oldest occurrence that still triggers.
+/// trigger's own, then campaign, run, now, the kind, the ids, the oldest
+/// occurrence that still triggers and, for `reentry: DURATION`, the latest
+/// start of an earlier entry.
 pub fn enter_sql(
     rule: &TriggerRule,
     backend: Backend,
@@ -166,8 +167,8 @@ pub fn enter_sql(
         &cx.clone().params_from(a + 1),
     );
     let n = a + data.params.len();
-    let (c, run, now_p, since, kind, list) = (n + 1, n + 2, n + 3, n + 4, n + 5, n + 6);
-    let oldest = n + 7;
+    let (c, run, now_p, kind, list, oldest, since) =
+        (n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7);
     // Per candidate, one probe of the customer's latest entry through the
     // (campaign, customer, seq) key, as a scalar subquery PostgreSQL keeps per
     // row: only a customer's latest entry can be active, and it began last.
@@ -192,7 +193,7 @@ pub fn enter_sql(
            ${run}, ${now_p}, 'active', ${now_p}, i.id \
          FROM interactions i JOIN customers c ON c.id = i.customer_id \
          WHERE {ids} AND i.kind = ${kind} AND i.occurred_at >= ${oldest} \
-         AND ({data}) AND ({audience}) AND {allowed} AND ${since} IS NOT NULL \
+         AND ({data}) AND ({audience}) AND {allowed} \
          ORDER BY i.id \
          ON CONFLICT DO NOTHING",
         ids = backend.in_json_ids("i.id", list),
@@ -205,11 +206,13 @@ pub fn enter_sql(
         Param::Text(rule.campaign.clone()),
         Param::Int(run_id),
         Param::Int(now),
-        Param::Int(super::deliveries::reentry_since(rule.reentry, now)),
         Param::Text(rule.event.clone()),
         Param::Text(ids.to_string()),
         Param::Int(now - FRESH_FOR),
     ]);
+    if let Reentry::After(d) = rule.reentry {
+        params.push(Param::Int(now - d));
+    }
     (sql, params)
 }
 
@@ -288,7 +291,8 @@ pub(crate) use queued_into;
 /// Enters customers into the campaigns whose `$rules` (`&[TriggerRule]`) match
 /// the `$fresh` (`&[Fresh]`) interactions of transaction `$tx` on backend
 /// `$backend`, at `$now`; evaluates to an [`Entered`]. Campaigns are taken in
-/// name order, so two transactions lock their runs in the same order.
+/// name order, so two transactions meet the same rows (the day's run, the
+/// entries' keys) in the same order.
 macro_rules! enter_triggered {
     ($backend:expr, $tx:expr, $rules:expr, $fresh:expr, $now:expr) => {{
         use $crate::store::Context as _;

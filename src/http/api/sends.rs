@@ -30,8 +30,7 @@ use super::{AppState, limited};
 use crate::api_key::Scope;
 use crate::clock::format_rfc3339;
 use crate::customer::Email;
-use crate::ingest::sends::{SendCall, To};
-use crate::store::sends::{Accepted, SendStatus};
+use crate::store::sends::{Accepted, Recipient, SendRequest, SendStatus};
 
 /// Largest body of `POST /v1/send`: the template's data with room to spare.
 const SEND_LIMIT: usize = 64 * 1024;
@@ -174,7 +173,7 @@ async fn send(
         });
     };
     let to = if body.to.contains('@') {
-        To::Email(Email::parse(&body.to).map_err(|e| ApiError::Unprocessable {
+        Recipient::Email(Email::parse(&body.to).map_err(|e| ApiError::Unprocessable {
             field: "to".into(),
             message: format!("to: {e}"),
         })?)
@@ -185,7 +184,7 @@ async fn send(
                 .into(),
         });
     } else {
-        To::ExternalId(body.to.clone())
+        Recipient::ExternalId(body.to.clone())
     };
     if let Some(path) = crate::import::nul_path(&body.data) {
         return Err(ApiError::Unprocessable {
@@ -196,16 +195,17 @@ async fn send(
         });
     }
     let request_hash = request_hash(&body);
+    let unknown = body.to.clone();
     let accepted = app
         .sends
-        .submit(SendCall {
+        .submit(SendRequest {
             api_key_id: caller.key.id,
             idempotency_key: key.to_string(),
             request_hash,
-            campaign: body.campaign.clone(),
+            campaign: body.campaign,
             step: step.clone(),
             to,
-            data: body.data.clone(),
+            data: body.data,
             now: app.clock.now(),
         })
         .await?;
@@ -222,8 +222,7 @@ async fn send(
             return Err(ApiError::Unprocessable {
                 field: "to".into(),
                 message: format!(
-                    "no customer has the email or id {:?}; identify them first (POST /v1/identify)",
-                    body.to
+                    "no customer has the email or id {unknown:?}; identify them first (POST /v1/identify)"
                 ),
             });
         }
